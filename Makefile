@@ -1,0 +1,35 @@
+# `make demo` and `make test` each create .venv when missing (torch/torchvision from local wheels).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.erasure-installed
+export HF_HUB_OFFLINE := 1
+
+.PHONY: demo test world quality bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/erasure generate --force --out outputs/demo --num-seeds 4 \
+		--prompt "a red star" --prompt "a striped blue heart" --prompt "a dotted yellow crescent" \
+		--prompt "a checkered green square on a black background"
+	@echo "open outputs/demo/grid.png"
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+world: $(STAMP)
+	$(PY) scripts/train_world.py
+
+quality: $(STAMP)
+	$(PY) scripts/world_quality.py
+
+bench: $(STAMP)
+	$(PY) scripts/bench_generate.py
+
+clean:
+	rm -rf outputs .pytest_cache

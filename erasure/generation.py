@@ -1,0 +1,168 @@
+"""Generate images: each image is a pure function of (model, prompt, seed, sampler settings).
+
+Every image gets its own ``torch.Generator`` seeded with its seed, so the image does not
+depend on the batch it was generated in, nor on which process generated it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from erasure.errors import ErasureError
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How images are sampled. ``guidance`` is classifier-free guidance (1.0 = off)."""
+
+    steps: int = 25
+    guidance: float = 7.5
+    eta: float = 0.0
+    negative_prompt: str | None = None
+    height: int | None = None
+    width: int | None = None
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ErasureError(f"steps must be >= 1 (got {self.steps})")
+        if self.guidance < 0:
+            raise ErasureError(f"guidance must be >= 0 (got {self.guidance})")
+
+
+def _generator_device(pipe) -> str:
+    return "cuda" if pipe.device.type == "cuda" else "cpu"
+
+
+@torch.no_grad()
+def generate_images(
+    pipe,
+    prompts: list[str],
+    seeds: list[int],
+    settings: SamplerSettings = SamplerSettings(),
+    batch_size: int = 16,
+    progress: bool = True,
+) -> np.ndarray:
+    """Generate one image per (prompt, seed) pair; returns uint8 (N, H, W, 3).
+
+    ``prompts`` and ``seeds`` have equal length (pair them up yourself for grids).
+    """
+    settings.validate()
+    if len(prompts) != len(seeds):
+        raise ErasureError(f"got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per prompt")
+    if batch_size < 1:
+        raise ErasureError(f"batch size must be >= 1 (got {batch_size})")
+    pipe.set_progress_bar_config(disable=True)
+    out: list[np.ndarray] = []
+    bar = None
+    if progress and len(prompts) > batch_size:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(prompts), desc="generating", unit="img")
+    dev = _generator_device(pipe)
+    for i in range(0, len(prompts), batch_size):
+        p = prompts[i : i + batch_size]
+        gens = [torch.Generator(dev).manual_seed(int(s)) for s in seeds[i : i + batch_size]]
+        neg = [settings.negative_prompt] * len(p) if settings.negative_prompt is not None else None
+        images = pipe(
+            p,
+            num_inference_steps=settings.steps,
+            guidance_scale=settings.guidance,
+            eta=settings.eta,
+            negative_prompt=neg,
+            generator=gens,
+            height=settings.height,
+            width=settings.width,
+            output_type="np",
+        ).images
+        out.append(np.clip(np.rint(images * 255), 0, 255).astype(np.uint8))
+        if bar is not None:
+            bar.update(len(p))
+    if bar is not None:
+        bar.close()
+    return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), dtype=np.uint8)
+
+
+def image_grid(
+    images: np.ndarray, rows: int, cols: int, row_labels: list[str] | None = None, scale: int | None = None
+) -> Image.Image:
+    """Tile images row-major into a grid; small images are upscaled (nearest) so they can be seen."""
+    n, h, w, _ = images.shape
+    if n != rows * cols:
+        raise ValueError(f"{n} images do not fill a {rows}x{cols} grid")
+    if scale is None:
+        scale = max(1, 128 // max(h, w))
+    hs, ws = h * scale, w * scale
+    label_w = 0
+    font = ImageFont.load_default()
+    if row_labels:
+        label_w = min(360, 8 + 6 * max(len(t) for t in row_labels))
+    grid = Image.new("RGB", (label_w + cols * (ws + 2), rows * (hs + 2)), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        tile = Image.fromarray(images[k]).resize((ws, hs), Image.NEAREST)
+        grid.paste(tile, (label_w + c * (ws + 2), r * (hs + 2)))
+    for r, text in enumerate(row_labels or []):
+        draw.text((4, r * (hs + 2) + hs // 2 - 6), text[: (label_w - 8) // 6], fill=(0, 0, 0), font=font)
+    return grid
+
+
+def save_generation(
+    images: np.ndarray,
+    prompts: list[str],
+    seeds: list[int],
+    out_dir: str | Path,
+    *,
+    settings: SamplerSettings,
+    model: str,
+    grid_shape: tuple[int, int] | None = None,
+    force: bool = False,
+) -> Path:
+    """Write ``images/NNNNN.png``, ``grid.png`` and ``manifest.json`` atomically into ``out_dir``.
+
+    Refuses to replace an existing folder unless ``force``.
+    """
+    out = Path(out_dir)
+    if out.exists() and not force:
+        raise ErasureError(f"{out} already exists; choose another --out or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        (tmp / "images").mkdir()
+        records = []
+        for k, (im, p, s) in enumerate(zip(images, prompts, seeds)):
+            name = f"images/{k:05d}.png"
+            Image.fromarray(im).save(tmp / name)
+            records.append({"index": k, "prompt": p, "seed": int(s), "file": name})
+        if grid_shape is not None:
+            rows, cols = grid_shape
+            labels = [prompts[r * cols] for r in range(rows)]
+            image_grid(images, rows, cols, row_labels=labels).save(tmp / "grid.png")
+        manifest = {"model": model, "settings": asdict(settings), "images": records, "versions": _versions()}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import diffusers
+    import transformers
+
+    import erasure
+
+    return {"erasure": erasure.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__}

@@ -1,0 +1,130 @@
+"""Write the trained world as a plain diffusers folder plus its measuring instruments.
+
+Layout of ``erasure/world/weights/`` (what ships inside the package):
+
+    pipeline/          a StableDiffusionPipeline folder: from_pretrained(path) works without erasure
+    classifier.safetensors + classifier.json    the attribute classifier (the world's instrument)
+    clip_image.safetensors + clip.json          CLIP's image tower and projections; its text tower
+                                                is the pipeline's text encoder (not stored twice)
+    world.json         attributes, held-out combinations, training configs, versions, file hashes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+DEFAULT_WORLD_DIR = Path(__file__).resolve().parent / "weights"
+WORLD_NAME = "shapeworld"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import diffusers
+    import transformers
+
+    import erasure
+
+    return {
+        "erasure": getattr(erasure, "__version__", "0"),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def write_text_encoder_portable(text_encoder, folder: Path) -> None:
+    """Save a CLIPTextModel whose keys carry the ``text_model.`` prefix.
+
+    transformers 5 drops that prefix on save; transformers 4 then loads such a file as a
+    *random* text encoder without an error. With the prefix both major versions load it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    text_encoder.config.save_pretrained(folder)
+    sd = {}
+    for k, v in text_encoder.state_dict().items():
+        key = k if k.startswith("text_model.") else f"text_model.{k}"
+        sd[key] = v.detach().contiguous()
+    for old in folder.glob("*.safetensors"):
+        old.unlink()
+    save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPModel, CLIPTextModel
+
+    from erasure.offline import clip_tokenizer
+    from erasure.world import models, render
+
+    run, out = Path(run), Path(out)
+    clip = CLIPModel.from_pretrained(run / "clip" / "model")
+    vae = AutoencoderKL.from_pretrained(run / "vae" / "model")
+    unet = UNet2DConditionModel.from_pretrained(run / "unet" / "model")
+    scaling = json.loads((run / "unet" / "scaling_factor.json").read_text())["scaling_factor"]
+    vae.register_to_config(scaling_factor=scaling)
+    text_encoder = CLIPTextModel(clip.config.text_config)
+    text_encoder.text_model.load_state_dict(clip.text_model.state_dict())
+
+    tmp = Path(tempfile.mkdtemp(prefix=".world-", dir=out.parent if out.parent.exists() else None))
+    try:
+        tok_dir = tmp / "tok"
+        tokenizer = clip_tokenizer(tok_dir)
+        pipe = StableDiffusionPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+            scheduler=models.build_inference_scheduler(), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False,
+        )
+        pipe.save_pretrained(tmp / "pipeline")
+        write_text_encoder_portable(text_encoder, tmp / "pipeline" / "text_encoder")
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(tok_dir / name, tmp / "pipeline" / "tokenizer" / name)
+        shutil.rmtree(tok_dir)
+
+        clf = load_file(str(run / "classifier" / "model.safetensors"))
+        save_file(clf, str(tmp / "classifier.safetensors"))
+        (tmp / "classifier.json").write_text(json.dumps({
+            "width": models.AttributeClassifier().features[0][0].out_channels,
+            "classes": {a: list(models.classifier_classes(a)) for a in render.ATTRIBUTES},
+            "input": "RGB float in [0, 1], (N, 3, 32, 32)",
+        }, indent=1))
+
+        image_part = {k: v.contiguous() for k, v in clip.state_dict().items() if not k.startswith("text_model.")}
+        save_file(image_part, str(tmp / "clip_image.safetensors"))
+        clip.config.save_pretrained(tmp / "clip_config")
+        (tmp / "clip.json").write_text((tmp / "clip_config" / "config.json").read_text())
+        shutil.rmtree(tmp / "clip_config")
+
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        meta = {
+            "name": WORLD_NAME,
+            "image_size": models.IMAGE_SIZE,
+            "attributes": {a: list(v) for a, v in render.ATTRIBUTES.items()},
+            "held_out": sorted([list(x) for x in render.HELD_OUT]),
+            "clip_pixel_normalisation": "x * 2 - 1 for x in [0, 1]",
+            "training": stage_configs,
+            "versions": _versions(),
+            "files": {str(p.relative_to(tmp)): sha256(p) for p in files},
+            "total_bytes": sum(p.stat().st_size for p in files),
+        }
+        (tmp / "world.json").write_text(json.dumps(meta, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out

@@ -1,0 +1,110 @@
+"""The built-in world's measuring instruments: the attribute classifier and the CLIP dual encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from erasure.errors import ErasureError
+from erasure.world.assemble import DEFAULT_WORLD_DIR
+from erasure.world.models import AttributeClassifier, classifier_classes
+from erasure.world.render import ATTRIBUTES
+
+
+def world_dir(path: str | Path | None = None) -> Path:
+    folder = Path(path) if path is not None else DEFAULT_WORLD_DIR
+    if not (folder / "world.json").exists():
+        raise ErasureError(
+            f"built-in world weights not found in {folder}; train them with `python scripts/train_world.py`"
+        )
+    return folder
+
+
+def images_to_tensor(images) -> torch.Tensor:
+    """PIL images, a uint8 (N, H, W, 3) array, or a float (N, 3, H, W) tensor in [0, 1] -> float tensor."""
+    if isinstance(images, torch.Tensor):
+        return images.float()
+    if isinstance(images, np.ndarray):
+        arr = images
+    else:
+        arr = np.stack([np.asarray(im.convert("RGB")) for im in images])
+    if arr.dtype != np.uint8:  # float arrays in [0, 1], as pipelines return with output_type="np"
+        arr = np.clip(np.rint(arr * 255), 0, 255).astype(np.uint8)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _fit_size(x: torch.Tensor, size: int = 32) -> torch.Tensor:
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+def load_classifier(path: str | Path | None = None) -> AttributeClassifier:
+    folder = world_dir(path)
+    meta = json.loads((folder / "classifier.json").read_text())
+    model = AttributeClassifier(width=meta["width"])
+    model.load_state_dict(load_file(str(folder / "classifier.safetensors")))
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def classify(classifier: AttributeClassifier, images, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Per-attribute probabilities, {attribute: (N, classes)}; class names from ``classifier_classes``."""
+    x = _fit_size(images_to_tensor(images))
+    outs: dict[str, list[torch.Tensor]] = {a: [] for a in ATTRIBUTES}
+    for i in range(0, len(x), batch_size):
+        logits = classifier(x[i : i + batch_size])
+        for a in ATTRIBUTES:
+            outs[a].append(logits[a].softmax(-1))
+    return {a: torch.cat(v) for a, v in outs.items()}
+
+
+def predict_labels(classifier: AttributeClassifier, images) -> dict[str, list[str]]:
+    probs = classify(classifier, images)
+    return {a: [classifier_classes(a)[i] for i in p.argmax(-1).tolist()] for a, p in probs.items()}
+
+
+def load_clip(path: str | Path | None = None):
+    """The world's CLIP (a ``transformers.CLIPModel``): image tower from ``clip_image.safetensors``,
+    text tower from the pipeline's text encoder."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTextModel
+
+    folder = world_dir(path)
+    config = CLIPConfig.from_dict(json.loads((folder / "clip.json").read_text()))
+    model = CLIPModel(config)
+    text = CLIPTextModel.from_pretrained(folder / "pipeline" / "text_encoder")
+    model.text_model.load_state_dict(text.text_model.state_dict())
+    missing, unexpected = model.load_state_dict(load_file(str(folder / "clip_image.safetensors")), strict=False)
+    if unexpected or any(not k.startswith("text_model.") for k in missing):
+        raise ErasureError(f"CLIP image weights in {folder} do not match clip.json; retrain or reinstall the world")
+    return model.eval().requires_grad_(False)
+
+
+def clip_pixels(images) -> torch.Tensor:
+    """Images -> the pixel values the world's CLIP was trained on (32x32, [-1, 1])."""
+    return _fit_size(images_to_tensor(images)) * 2 - 1
+
+
+@torch.no_grad()
+def clip_embed_images(clip, images, batch_size: int = 256) -> torch.Tensor:
+    x = clip_pixels(images)
+    feats = [clip.get_image_features(pixel_values=x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    feats = [f.pooler_output if hasattr(f, "pooler_output") else f for f in feats]
+    return torch.nn.functional.normalize(torch.cat(feats), dim=-1)
+
+
+@torch.no_grad()
+def clip_embed_texts(clip, tokenizer, texts: list[str]) -> torch.Tensor:
+    ids = tokenizer(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    f = clip.get_text_features(input_ids=ids)
+    f = f.pooler_output if hasattr(f, "pooler_output") else f
+    return torch.nn.functional.normalize(f, dim=-1)
+
+
+def to_pil(images: np.ndarray) -> list[Image.Image]:
+    return [Image.fromarray(im) for im in images]
