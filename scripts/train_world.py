@@ -24,7 +24,7 @@ from erasure.world import assemble, models  # noqa: E402
 from erasure.world import train as T  # noqa: E402
 from erasure.offline import clip_tokenizer  # noqa: E402
 
-ALL = ("clip", "vae", "classifier", "unet", "assemble")
+ALL = ("clip", "vae", "decoder", "classifier", "unet", "assemble")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if "vae" in stages:
         vae = T.train_vae(run, cfgs["vae"])
         vae.save_pretrained(run / "vae" / "model")
+    if "decoder" in stages:
+        from diffusers import AutoencoderKL
+
+        vae = T.train_decoder(run, cfgs["decoder"], AutoencoderKL.from_pretrained(run / "vae" / "model"))
+        vae.save_pretrained(run / "decoder" / "model")
     if "classifier" in stages:
         clf = T.train_classifier(run, cfgs["classifier"])
         from safetensors.torch import save_file

@@ -72,7 +72,9 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
 
     run, out = Path(run), Path(out)
     clip = CLIPModel.from_pretrained(run / "clip" / "model")
-    vae = AutoencoderKL.from_pretrained(run / "vae" / "model")
+    # the decoder stage sharpens the decoder only (same encoder, same latents); prefer it when present
+    vae_dir = run / "decoder" / "model" if (run / "decoder" / "model").exists() else run / "vae" / "model"
+    vae = AutoencoderKL.from_pretrained(vae_dir)
     unet = UNet2DConditionModel.from_pretrained(run / "unet" / "model")
     scaling = json.loads((run / "unet" / "scaling_factor.json").read_text())["scaling_factor"]
     vae.register_to_config(scaling_factor=scaling)

@@ -37,8 +37,9 @@ class StageConfig:
 
 
 DEFAULT_STAGES: dict[str, StageConfig] = {
-    "clip": StageConfig(steps=1000, batch_size=128, lr=5e-4, seed=1),
+    "clip": StageConfig(steps=1500, batch_size=128, lr=5e-4, seed=1),
     "vae": StageConfig(steps=1200, batch_size=32, lr=1e-3, seed=2, extra={"kl_weight": 1e-6}),
+    "decoder": StageConfig(steps=800, batch_size=32, lr=5e-4, warmup=50, seed=5),
     "classifier": StageConfig(steps=1200, batch_size=128, lr=2e-3, seed=3),
     "unet": StageConfig(
         steps=6000, batch_size=64, lr=4e-4, warmup=200, seed=4,
@@ -241,6 +242,24 @@ def train_vae(run: Path, cfg: StageConfig):
         return {"loss": l1 + kl_weight * kl, "l1": l1.detach(), "kl": kl.detach()}
 
     return _run_loop("vae", run, cfg, model, step_fn)
+
+
+def train_decoder(run: Path, cfg: StageConfig, vae):
+    """Sharpen the VAE decoder with the encoder frozen. The latent space, and so a UNet trained
+    on it, does not change; this lets the decoder keep learning fine textures while (or after)
+    the UNet trains."""
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+
+    def step_fn(rng, step):
+        images, _ = render_batch(_sample_scenes(rng, cfg.batch_size, empty_fraction=0.03))
+        x = _images_to_tensor(images) * 2 - 1
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+        l1 = (vae.decode(z).sample - x).abs().mean()
+        return {"loss": l1, "l1": l1.detach()}
+
+    return _run_loop("decoder", run, cfg, vae, step_fn)
 
 
 def degrade(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
