@@ -24,7 +24,7 @@ from erasure.world import assemble, models  # noqa: E402
 from erasure.world import train as T  # noqa: E402
 from erasure.offline import clip_tokenizer  # noqa: E402
 
-ALL = ("clip", "vae", "decoder", "classifier", "unet", "assemble")
+ALL = ("clip", "vae", "clip_image", "classifier", "unet", "assemble")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if "vae" in stages:
         vae = T.train_vae(run, cfgs["vae"])
         vae.save_pretrained(run / "vae" / "model")
-    if "decoder" in stages:
-        from diffusers import AutoencoderKL
+    if "clip_image" in stages:
+        from transformers import CLIPModel
 
-        vae = T.train_decoder(run, cfgs["decoder"], AutoencoderKL.from_pretrained(run / "vae" / "model"))
-        vae.save_pretrained(run / "decoder" / "model")
+        clip = T.train_clip_image(run, cfgs["clip_image"], tok, CLIPModel.from_pretrained(run / "clip" / "model"))
+        clip.save_pretrained(run / "clip_image" / "model")
     if "classifier" in stages:
         clf = T.train_classifier(run, cfgs["classifier"])
         from safetensors.torch import save_file

@@ -71,10 +71,9 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
     from erasure.world import models, render
 
     run, out = Path(run), Path(out)
-    clip = CLIPModel.from_pretrained(run / "clip" / "model")
-    # the decoder stage sharpens the decoder only (same encoder, same latents); prefer it when present
-    vae_dir = run / "decoder" / "model" if (run / "decoder" / "model").exists() else run / "vae" / "model"
-    vae = AutoencoderKL.from_pretrained(vae_dir)
+    clip = CLIPModel.from_pretrained(run / "clip" / "model")  # its text tower = the text encoder
+    image_clip = CLIPModel.from_pretrained(run / "clip_image" / "model")  # same text tower, better image side
+    vae = AutoencoderKL.from_pretrained(run / "vae" / "model")
     unet = UNet2DConditionModel.from_pretrained(run / "unet" / "model")
     scaling = json.loads((run / "unet" / "scaling_factor.json").read_text())["scaling_factor"]
     vae.register_to_config(scaling_factor=scaling)
@@ -104,7 +103,10 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
             "input": "RGB float in [0, 1], (N, 3, 32, 32)",
         }, indent=1))
 
-        image_part = {k: v.contiguous() for k, v in clip.state_dict().items() if not k.startswith("text_model.")}
+        for k, v in clip.text_model.state_dict().items():  # the stage-2 text tower must be the pipeline's
+            if not torch.equal(v, image_clip.text_model.state_dict()[k]):
+                raise RuntimeError(f"clip_image changed the text tower ({k}); it must stay frozen")
+        image_part = {k: v.contiguous() for k, v in image_clip.state_dict().items() if not k.startswith("text_model.")}
         save_file(image_part, str(tmp / "clip_image.safetensors"))
         clip.config.save_pretrained(tmp / "clip_config")
         (tmp / "clip.json").write_text((tmp / "clip_config" / "config.json").read_text())

@@ -38,8 +38,8 @@ class StageConfig:
 
 DEFAULT_STAGES: dict[str, StageConfig] = {
     "clip": StageConfig(steps=1500, batch_size=128, lr=5e-4, seed=1),
-    "vae": StageConfig(steps=1200, batch_size=32, lr=1e-3, seed=2, extra={"kl_weight": 1e-6}),
-    "decoder": StageConfig(steps=800, batch_size=32, lr=5e-4, warmup=50, seed=5),
+    "clip_image": StageConfig(steps=1000, batch_size=128, lr=3e-4, warmup=50, seed=6),
+    "vae": StageConfig(steps=1700, batch_size=32, lr=1e-3, seed=2, extra={"kl_weight": 1e-6, "edge_weight": 1.0}),
     "classifier": StageConfig(steps=1200, batch_size=128, lr=2e-3, seed=3),
     "unet": StageConfig(
         steps=6000, batch_size=64, lr=4e-4, warmup=200, seed=4,
@@ -189,11 +189,10 @@ def _caption_matches(scenes: list[Scene], names: list[dict]) -> torch.Tensor:
     return agree.all(dim=2)
 
 
-def train_clip(run: Path, cfg: StageConfig, tokenizer):
-    """Contrastive dual encoder. Since we know which captions are true of which images, the
+def _clip_step_fn(model, tokenizer, cfg: StageConfig):
+    """Contrastive dual-encoder loss. Since we know which captions are true of which images, the
     targets are that (captions x images) truth table, normalised: "a red shape" matches every
     red object in the batch instead of being pushed away from all but one of them."""
-    model = models.build_clip()
 
     def step_fn(rng, step):
         scenes = _sample_scenes(rng, cfg.batch_size, empty_fraction=0.03)
@@ -225,12 +224,32 @@ def train_clip(run: Path, cfg: StageConfig, tokenizer):
         loss_i = -(F.log_softmax(logits.T, 1) * (t.T / t.T.sum(1, keepdim=True))).sum(1).mean()
         return {"loss": (loss_t + loss_i) / 2}
 
-    return _run_loop("clip", run, cfg, model, step_fn)
+    return step_fn
+
+
+def train_clip(run: Path, cfg: StageConfig, tokenizer):
+    """Stage 1: the whole dual encoder. Its text tower becomes the pipeline's text encoder."""
+    model = models.build_clip()
+    return _run_loop("clip", run, cfg, model, _clip_step_fn(model, tokenizer, cfg))
+
+
+def train_clip_image(run: Path, cfg: StageConfig, tokenizer, clip):
+    """Stage 2, alongside the UNet: only the image tower and the two projections keep learning.
+
+    The text transformer is frozen because it *is* the pipeline's text encoder (the UNet is
+    trained on its outputs); the text projection is not part of the pipeline, so it may move.
+    """
+    clip.requires_grad_(False)
+    for part in (clip.vision_model, clip.visual_projection, clip.text_projection):
+        part.requires_grad_(True)
+    clip.logit_scale.requires_grad_(True)
+    return _run_loop("clip_image", run, cfg, clip, _clip_step_fn(clip, tokenizer, cfg))
 
 
 def train_vae(run: Path, cfg: StageConfig):
     model = models.build_vae()
     kl_weight = cfg.extra.get("kl_weight", 1e-6)
+    extra_edge = cfg.extra.get("edge_weight", 0.0)
 
     def step_fn(rng, step):
         images, _ = render_batch(_sample_scenes(rng, cfg.batch_size, empty_fraction=0.03))
@@ -239,27 +258,12 @@ def train_vae(run: Path, cfg: StageConfig):
         rec = model.decode(post.sample()).sample
         l1 = (rec - x).abs().mean()
         kl = post.kl().mean()
-        return {"loss": l1 + kl_weight * kl, "l1": l1.detach(), "kl": kl.detach()}
+        # L1 on image gradients: textures are high-frequency, and plain L1 learns them last
+        edges = sum(((torch.diff(rec, dim=d) - torch.diff(x, dim=d)).abs().mean() for d in (2, 3)))
+        loss = l1 + extra_edge * edges + kl_weight * kl
+        return {"loss": loss, "l1": l1.detach(), "edges": edges.detach(), "kl": kl.detach()}
 
     return _run_loop("vae", run, cfg, model, step_fn)
-
-
-def train_decoder(run: Path, cfg: StageConfig, vae):
-    """Sharpen the VAE decoder with the encoder frozen. The latent space, and so a UNet trained
-    on it, does not change; this lets the decoder keep learning fine textures while (or after)
-    the UNet trains."""
-    vae.encoder.requires_grad_(False)
-    vae.quant_conv.requires_grad_(False)
-
-    def step_fn(rng, step):
-        images, _ = render_batch(_sample_scenes(rng, cfg.batch_size, empty_fraction=0.03))
-        x = _images_to_tensor(images) * 2 - 1
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.sample()
-        l1 = (vae.decode(z).sample - x).abs().mean()
-        return {"loss": l1, "l1": l1.detach()}
-
-    return _run_loop("decoder", run, cfg, vae, step_fn)
 
 
 def degrade(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
