@@ -46,6 +46,12 @@ def _versions() -> dict[str, str]:
     }
 
 
+def text_transformer(text_encoder):
+    """The CLIP text transformer inside a ``CLIPTextModel``: ``.text_model`` in transformers 4,
+    the model itself in transformers 5."""
+    return getattr(text_encoder, "text_model", text_encoder)
+
+
 def write_text_encoder_portable(text_encoder, folder: Path) -> None:
     """Save a CLIPTextModel whose keys carry the ``text_model.`` prefix.
 
@@ -78,7 +84,7 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
     scaling = json.loads((run / "unet" / "scaling_factor.json").read_text())["scaling_factor"]
     vae.register_to_config(scaling_factor=scaling)
     text_encoder = CLIPTextModel(clip.config.text_config)
-    text_encoder.text_model.load_state_dict(clip.text_model.state_dict())
+    text_transformer(text_encoder).load_state_dict(clip.text_model.state_dict())
 
     tmp = Path(tempfile.mkdtemp(prefix=".world-", dir=out.parent if out.parent.exists() else None))
     try:

@@ -11,7 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from erasure.errors import ErasureError
-from erasure.world.assemble import DEFAULT_WORLD_DIR
+from erasure.world.assemble import DEFAULT_WORLD_DIR, text_transformer
 from erasure.world.models import AttributeClassifier, classifier_classes
 from erasure.world.render import ATTRIBUTES
 
@@ -78,7 +78,7 @@ def load_clip(path: str | Path | None = None):
     config = CLIPConfig.from_dict(json.loads((folder / "clip.json").read_text()))
     model = CLIPModel(config)
     text = CLIPTextModel.from_pretrained(folder / "pipeline" / "text_encoder")
-    model.text_model.load_state_dict(text.text_model.state_dict())
+    model.text_model.load_state_dict(text_transformer(text).state_dict())
     missing, unexpected = model.load_state_dict(load_file(str(folder / "clip_image.safetensors")), strict=False)
     if unexpected or any(not k.startswith("text_model.") for k in missing):
         raise ErasureError(f"CLIP image weights in {folder} do not match clip.json; retrain or reinstall the world")

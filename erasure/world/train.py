@@ -320,6 +320,7 @@ def build_latent_pool(run: Path, vae, n: int, seed: int, empty_fraction: float) 
         x = _images_to_tensor(images) * 2 - 1
         moments.append(vae.encode(x).latent_dist.parameters.half())
     moments = torch.cat(moments)
+    moments = moments.contiguous()
     save_file({"moments": moments}, str(path))
     return moments, scenes
 
