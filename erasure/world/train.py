@@ -81,6 +81,7 @@ def save_checkpoint(path: Path, step: int, model: torch.nn.Module, opt, ema: tor
         tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
     opt_tensors, groups = _flatten_optimizer(opt)
     tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
     meta = {"step": str(step), "param_groups": groups, "rng": json.dumps(rng_state)}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata=meta)
@@ -97,7 +98,10 @@ def load_checkpoint(path: Path, model, opt, ema=None) -> tuple[int, dict]:
     if ema is not None:
         ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
     opt.load_state_dict(_unflatten_optimizer({k: v for k, v in t.items() if k.startswith("opt.")}, meta["param_groups"]))
-    return int(meta["step"]), json.loads(meta["rng"])
+    rng = json.loads(meta["rng"])
+    if "rng.torch" in t:
+        rng["torch"] = t["rng.torch"]
+    return int(meta["step"]), rng
 
 
 class Logger:
@@ -138,7 +142,10 @@ def _run_loop(name: str, run: Path, cfg: StageConfig, model, step_fn, ema_decay:
     if ckpt.exists():
         step, rng_state = load_checkpoint(ckpt, model, opt, ema)
         rng.bit_generator.state = rng_state["numpy"]
-        torch.manual_seed(cfg.seed + step)
+        if "torch" in rng_state:  # exact resumption: the run continues as if never interrupted
+            torch.set_rng_state(rng_state["torch"])
+        else:
+            torch.manual_seed(cfg.seed + step)
         print(f"[{name}] resumed at step {step}", flush=True)
     log = Logger(folder)
     running: dict[str, float] = {}
@@ -229,6 +236,7 @@ def _clip_step_fn(model, tokenizer, cfg: StageConfig):
 
 def train_clip(run: Path, cfg: StageConfig, tokenizer):
     """Stage 1: the whole dual encoder. Its text tower becomes the pipeline's text encoder."""
+    torch.manual_seed(cfg.seed)  # seeded initialisation
     model = models.build_clip()
     return _run_loop("clip", run, cfg, model, _clip_step_fn(model, tokenizer, cfg))
 
@@ -247,6 +255,7 @@ def train_clip_image(run: Path, cfg: StageConfig, tokenizer, clip):
 
 
 def train_vae(run: Path, cfg: StageConfig):
+    torch.manual_seed(cfg.seed)
     model = models.build_vae()
     kl_weight = cfg.extra.get("kl_weight", 1e-6)
     extra_edge = cfg.extra.get("edge_weight", 0.0)
@@ -282,6 +291,7 @@ def degrade(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 
 
 def train_classifier(run: Path, cfg: StageConfig):
+    torch.manual_seed(cfg.seed)
     model = models.AttributeClassifier(width=32)
     index = {a: {v: i for i, v in enumerate(models.classifier_classes(a))} for a in ATTRIBUTES}
 
@@ -341,6 +351,7 @@ def train_unet(run: Path, cfg: StageConfig, tokenizer, text_encoder, vae):
     alphas = noise_sched.alphas_cumprod
     snr = alphas / (1 - alphas)
     text_encoder.requires_grad_(False).eval()
+    torch.manual_seed(cfg.seed)
     model = models.build_unet()
 
     def step_fn(rng, step):
