@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/erasure generate --force --out outputs/demo --num-seeds 4 \
-		--prompt "a red star" --prompt "a striped blue heart" --prompt "a dotted yellow crescent" \
+	$(VENV)/bin/erasure generate --force --out outputs/demo --num-seeds 4 --guidance 5 \
+		--prompt "a red star" --prompt "an orange star" --prompt "a striped blue heart" --prompt "a dotted yellow crescent" \
 		--prompt "a checkered green square on a black background"
 	@echo "open outputs/demo/grid.png"
 
@@ -26,7 +26,7 @@ world: $(STAMP)
 	$(PY) scripts/train_world.py
 
 quality: $(STAMP)
-	$(PY) scripts/world_quality.py
+	$(PY) scripts/world_quality.py --seeds 4 --guidance 5
 
 bench: $(STAMP)
 	$(PY) scripts/bench_generate.py

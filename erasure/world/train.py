@@ -38,11 +38,11 @@ class StageConfig:
 
 DEFAULT_STAGES: dict[str, StageConfig] = {
     "clip": StageConfig(steps=1500, batch_size=128, lr=5e-4, seed=1),
-    "clip_image": StageConfig(steps=1000, batch_size=128, lr=3e-4, warmup=50, seed=6),
+    "clip_image": StageConfig(steps=600, batch_size=128, lr=3e-4, warmup=50, seed=6),
     "vae": StageConfig(steps=1700, batch_size=32, lr=1e-3, seed=2, extra={"kl_weight": 1e-6, "edge_weight": 1.0}),
     "classifier": StageConfig(steps=1200, batch_size=128, lr=2e-3, seed=3),
     "unet": StageConfig(
-        steps=6000, batch_size=64, lr=4e-4, warmup=200, seed=4,
+        steps=5000, batch_size=64, lr=4e-4, warmup=200, seed=4,
         extra={"pool": 100_000, "caption_dropout": 0.1, "ema": 0.999, "snr_gamma": 5.0, "empty_fraction": 0.04},
     ),
 }
