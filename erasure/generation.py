@@ -18,6 +18,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from erasure.errors import ErasureError
+from erasure.versions import package_versions
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def save_generation(
             rows, cols = grid_shape
             labels = [prompts[r * cols] for r in range(rows)]
             image_grid(images, rows, cols, row_labels=labels).save(tmp / "grid.png")
-        manifest = {"model": model, "settings": asdict(settings), "images": records, "versions": _versions()}
+        manifest = {"model": model, "settings": asdict(settings), "images": records, "versions": package_versions()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if out.exists():
             shutil.rmtree(out)
@@ -157,12 +158,3 @@ def save_generation(
             shutil.rmtree(tmp)
     return out
 
-
-def _versions() -> dict[str, str]:
-    import diffusers
-    import transformers
-
-    import erasure
-
-    return {"erasure": erasure.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__}

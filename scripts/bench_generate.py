@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     base = rows["diffusers pipeline call (baseline)"]
     print(f"model: {args.model or 'shapeworld'}  load: {load_s:.2f} s  threads: {args.threads}  "
           f"images: {len(PROMPTS)}  steps: {args.steps}  guidance: {args.guidance}  repeats: {args.repeats} (median)")
-    print(f"| run | seconds for 16 images | images/s | ratio to baseline |\n|---|---|---|---|")
+    print("| run | seconds for 16 images | images/s | ratio to baseline |\n|---|---|---|---|")
     for name, s in rows.items():
         print(f"| {name} | {s:.2f} | {len(PROMPTS) / s:.1f} | {s / base:.2f}x |")
     return 0

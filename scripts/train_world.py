@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from erasure.world import assemble, models  # noqa: E402
+from erasure.world import assemble  # noqa: E402
 from erasure.world import train as T  # noqa: E402
 from erasure.offline import clip_tokenizer  # noqa: E402
 

@@ -51,11 +51,9 @@ def main(argv=None) -> int:
     res["clip_zero_shot_renders"] = quality.clip_zero_shot_accuracy(clip, pipe.tokenizer, n=args.renders // 2)
     settings = SamplerSettings(steps=args.steps, guidance=args.guidance)
     seeds = list(range(args.seeds))
-    gen = quality.generation_recognition(pipe, clf, quality.generation_cases(), seeds, settings)
-    images = gen.pop("_images")
+    gen, images = quality.generation_recognition(pipe, clf, quality.generation_cases(), seeds, settings)
     res["generated"] = gen
-    syn = quality.generation_recognition(pipe, clf, quality.generation_cases(synonyms=True), seeds, settings)
-    syn.pop("_images")
+    syn, _ = quality.generation_recognition(pipe, clf, quality.generation_cases(synonyms=True), seeds, settings)
     res["generated_synonyms"] = syn
     res["seconds"] = round(time.time() - t0, 1)
     if args.grid:

@@ -83,7 +83,7 @@ def test_generated_images_show_what_the_prompt_names(world_pipe):
 
     all_cases = quality.generation_cases()  # ordered shape, colour, texture
     cases = [all_cases[i * 32 + i * 4 + i % 4] for i in range(8)]  # shape i, colour i, texture i % 4: all seen
-    res = quality.generation_recognition(world_pipe, instruments.load_classifier(), cases, [0, 1],
+    res, _ = quality.generation_recognition(world_pipe, instruments.load_classifier(), cases, [0, 1],
                                          SamplerSettings(steps=25, guidance=5.0))
     seen = res["seen"]
     assert seen["shape"] >= 0.8 and seen["colour"] >= 0.8, seen

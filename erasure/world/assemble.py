@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from erasure.versions import package_versions
+
 DEFAULT_WORLD_DIR = Path(__file__).resolve().parent / "weights"
 WORLD_NAME = "shapeworld"
 
@@ -30,20 +32,6 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    import diffusers
-    import transformers
-
-    import erasure
-
-    return {
-        "erasure": getattr(erasure, "__version__", "0"),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-    }
 
 
 def text_transformer(text_encoder):
@@ -126,7 +114,7 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
             "held_out": sorted([list(x) for x in render.HELD_OUT]),
             "clip_pixel_normalisation": "x * 2 - 1 for x in [0, 1]",
             "training": stage_configs,
-            "versions": _versions(),
+            "versions": package_versions(),
             "files": {str(p.relative_to(tmp)): sha256(p) for p in files},
             "total_bytes": sum(p.stat().st_size for p in files),
         }

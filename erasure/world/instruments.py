@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 from erasure.errors import ErasureError
@@ -105,6 +104,3 @@ def clip_embed_texts(clip, tokenizer, texts: list[str]) -> torch.Tensor:
     f = f.pooler_output if hasattr(f, "pooler_output") else f
     return torch.nn.functional.normalize(f, dim=-1)
 
-
-def to_pil(images: np.ndarray) -> list[Image.Image]:
-    return [Image.fromarray(im) for im in images]

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from erasure.world import captions as cap
-from erasure.world.models import classifier_classes
 from erasure.world.render import ATTRIBUTES, COLOURS, HELD_OUT, SHAPES, TEXTURES, render_batch, sample_scene
 
 BARS = {
@@ -95,9 +94,9 @@ def generation_cases(synonyms: bool = False, seed: int = 0) -> list[GenerationCa
 
 def generation_recognition(
     pipe, classifier, cases: list[GenerationCase], seeds: list[int], settings, batch_size: int = 32
-) -> dict[str, dict[str, float]]:
-    """Fraction of generated images whose named attributes the classifier recognises,
-    for seen and held-out combinations separately."""
+) -> tuple[dict[str, dict[str, float]], np.ndarray]:
+    """Fraction of generated images whose named attributes the classifier recognises, for seen and
+    held-out combinations separately; and the generated images (uint8, case-major, then seeds)."""
     from erasure.generation import generate_images
     from erasure.world.instruments import predict_labels
 
@@ -113,9 +112,4 @@ def generation_recognition(
             a: float(np.mean([pred[a][i] == getattr(rows[i], a) for i in idx])) for a in ("shape", "colour", "texture")
         }
         result[group]["n"] = len(idx)
-    result["_images"] = images  # type: ignore[assignment]
-    return result
-
-
-def classes(attribute: str) -> tuple[str, ...]:
-    return classifier_classes(attribute)
+    return result, images

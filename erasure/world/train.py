@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from erasure.world import captions as cap
 from erasure.world import models
+from erasure.world.instruments import images_to_tensor
 from erasure.world.render import ATTRIBUTES, Scene, render_batch, sample_empty_scene, sample_scene
 
 
@@ -93,7 +94,7 @@ def load_checkpoint(path: Path, model, opt, ema=None) -> tuple[int, dict]:
 
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
-    t = load_file(str(path))
+        t = {k: f.get_tensor(k) for k in f.keys()}
     model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
     if ema is not None:
         ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
@@ -115,11 +116,6 @@ class Logger:
         print(line, flush=True)
         with open(self.path, "a") as f:
             f.write(line + "\n")
-
-
-def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [0, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
 
 
 def _sample_scenes(rng: np.random.Generator, n: int, empty_fraction: float = 0.0) -> list[Scene]:
@@ -223,7 +219,7 @@ def _clip_step_fn(model, tokenizer, cfg: StageConfig):
             if s.shape is None:
                 truth[:, j] &= torch.tensor([scenes[i].shape is None for i in range(len(scenes))])
         truth[range(len(scenes)), range(len(scenes))] = True
-        pixels = _images_to_tensor(images) * 2 - 1
+        pixels = images_to_tensor(images) * 2 - 1
         out = model(input_ids=_tokenize(tokenizer, texts), pixel_values=pixels)
         logits = out.logits_per_text  # (captions, images)
         t = truth.float()
@@ -262,7 +258,7 @@ def train_vae(run: Path, cfg: StageConfig):
 
     def step_fn(rng, step):
         images, _ = render_batch(_sample_scenes(rng, cfg.batch_size, empty_fraction=0.03))
-        x = _images_to_tensor(images) * 2 - 1
+        x = images_to_tensor(images) * 2 - 1
         post = model.encode(x).latent_dist
         rec = model.decode(post.sample()).sample
         l1 = (rec - x).abs().mean()
@@ -302,7 +298,7 @@ def train_classifier(run: Path, cfg: StageConfig):
             for _ in range(cfg.batch_size)
         ]
         images, _ = render_batch(scenes)
-        x = degrade(_images_to_tensor(images), rng)
+        x = degrade(images_to_tensor(images), rng)
         logits = model(x)
         losses = {}
         for a in ATTRIBUTES:
@@ -327,7 +323,7 @@ def build_latent_pool(run: Path, vae, n: int, seed: int, empty_fraction: float) 
     moments = []
     for i in range(0, n, 256):
         images, _ = render_batch(scenes[i : i + 256])
-        x = _images_to_tensor(images) * 2 - 1
+        x = images_to_tensor(images) * 2 - 1
         moments.append(vae.encode(x).latent_dist.parameters.half())
     moments = torch.cat(moments)
     moments = moments.contiguous()
