@@ -99,6 +99,8 @@ def load_pipeline(
     pipe = pipe.to(dev)
     if dev.type == "cpu":
         _realign_weights(pipe)
+    # what was loaded, for metadata and world-aware defaults (e.g. the preserve set of an edit)
+    pipe.erasure_source = BUILTIN_WORLD_NAME if spec is None or str(spec) == BUILTIN_WORLD_NAME else str(spec)
     return pipe
 
 

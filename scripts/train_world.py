@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", default=None, help="where 'assemble' writes the world (default: inside the package)")
     p.add_argument("--sequential", action="store_true", help="run all stages in this process, one by one")
+    p.add_argument("--steps", action="append", default=[], metavar="STAGE=N",
+                   help="override a stage's step count, e.g. unet=9000; with an existing checkpoint this continues "
+                        "the run (the lr schedule is recomputed for the new length, and the change is logged)")
     args = p.parse_args(argv)
     if args.stages == ",".join(ALL) and not args.sequential:
         return run_in_lanes(args)
@@ -56,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     run.mkdir(parents=True, exist_ok=True)
     tok = clip_tokenizer(run / "tokenizer")
     cfgs = {k: dataclasses.replace(v, steps=max(1, int(v.steps * args.scale))) for k, v in T.DEFAULT_STAGES.items()}
+    for item in args.steps:
+        name, _, n = item.partition("=")
+        if name not in cfgs or not n.isdigit():
+            p.error(f"--steps wants STAGE=N with STAGE one of {', '.join(cfgs)}; got {item!r}")
+        cfgs[name] = dataclasses.replace(cfgs[name], steps=int(n))
+        with open(run / "steps_overrides.jsonl", "a") as f:
+            f.write(json.dumps({"stage": name, "steps": int(n), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     if args.scale < 1:  # a quick check also encodes a smaller latent pool
         unet_extra = dict(cfgs["unet"].extra, pool=max(1024, int(cfgs["unet"].extra["pool"] * args.scale)))
         cfgs["unet"] = dataclasses.replace(cfgs["unet"], extra=unet_extra)

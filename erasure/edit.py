@@ -1,0 +1,213 @@
+"""The result of an erasure method: an :class:`Edit`, a frozen set of new weight values.
+
+An edit names parameters by their path in the pipeline (``unet.<module>.weight``,
+``text_encoder.<module>.weight``), holds their new values, the values they replace (in memory, for
+``restore`` and exact low-rank conversion), the sha256 of each replaced value (so applying to the wrong
+base model is refused), and the method, concepts and config that produced it.
+
+    edit = erasure.erase(pipe, "uce", ["circle"])
+    edit.apply(pipe)            # in place; edit.restore(pipe) undoes it
+    edit.save("circle.edit.safetensors")
+    factors = edit.low_rank()   # exact: {name: (up, down)} with up @ down == new - original
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from erasure.errors import ErasureError
+
+EDIT_FORMAT = "erasure.edit/1"
+
+
+def tensor_sha256(t: Tensor) -> str:
+    """Hash of a tensor's values as float32 (so the same weights hash alike in any storage dtype)."""
+    data = t.detach().to("cpu", torch.float32).contiguous()
+    return hashlib.sha256(data.numpy().tobytes()).hexdigest()
+
+
+def _frozen(d: Mapping) -> Mapping:
+    return MappingProxyType(dict(d))
+
+
+def pipeline_parameter(pipe, name: str) -> nn.Parameter:
+    """The parameter ``<component>.<path>`` of a pipeline, e.g. ``unet.mid_block....to_k.weight``."""
+    component, _, path = name.partition(".")
+    module = getattr(pipe, component, None)
+    if not isinstance(module, nn.Module):
+        raise ErasureError(f"the pipeline has no component '{component}' for edited tensor {name}")
+    try:
+        return module.get_parameter(path)
+    except AttributeError:
+        raise ErasureError(
+            f"the pipeline's {component} has no parameter {path}; this edit was made for a model of another topology"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Edit:
+    """New values for some of a pipeline's parameters, and how they were made."""
+
+    method: str
+    concepts: tuple[str, ...]
+    config: Mapping[str, Any]
+    tensors: Mapping[str, Tensor]
+    base_hashes: Mapping[str, str]
+    originals: Mapping[str, Tensor] | None = field(default=None, repr=False, compare=False)
+    info: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "concepts", tuple(self.concepts))
+        object.__setattr__(self, "config", _frozen(self.config))
+        object.__setattr__(self, "tensors", _frozen(self.tensors))
+        object.__setattr__(self, "base_hashes", _frozen(self.base_hashes))
+        object.__setattr__(self, "info", _frozen(self.info))
+        if self.originals is not None:
+            object.__setattr__(self, "originals", _frozen(self.originals))
+        missing = set(self.tensors) - set(self.base_hashes)
+        if missing:
+            raise ValueError(f"edit has no base hash for {sorted(missing)[:3]}")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.tensors)
+
+    # --- applying -------------------------------------------------------------------------
+
+    def check_base(self, pipe) -> None:
+        """Raise ErasureError unless every edited parameter of ``pipe`` still holds the original values."""
+        for name in self.tensors:
+            if tensor_sha256(pipeline_parameter(pipe, name)) != self.base_hashes[name]:
+                raise ErasureError(
+                    f"{name} differs from the weights this edit was made from; apply it to the same base model "
+                    "(or pass check=False to apply anyway)"
+                )
+
+    @torch.no_grad()
+    def apply(self, pipe, *, check: bool = True):
+        """Write the new values into ``pipe`` (in place, keeping each parameter's dtype/device); returns ``pipe``."""
+        if check:
+            self.check_base(pipe)
+        for name, value in self.tensors.items():
+            param = pipeline_parameter(pipe, name)
+            if param.shape != value.shape:
+                raise ErasureError(f"{name} has shape {tuple(param.shape)} but the edit has {tuple(value.shape)}")
+            param.copy_(value.to(param.dtype))
+        return pipe
+
+    @torch.no_grad()
+    def restore(self, pipe):
+        """Put the original values back (needs ``originals``, which an edit made in this process has)."""
+        if self.originals is None:
+            raise ErasureError("this edit was loaded from a file without its originals; reload the base model instead")
+        for name, value in self.originals.items():
+            pipeline_parameter(pipe, name).copy_(value)
+        return pipe
+
+    # --- low rank ---------------------------------------------------------------------------
+
+    def deltas(self, originals: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """new - original per tensor, in float64."""
+        base = originals if originals is not None else self.originals
+        if base is None:
+            raise ErasureError("the low-rank form needs the original weights; pass originals= (e.g. from the base pipeline)")
+        return {n: v.double() - base[n].to(v.device).double() for n, v in self.tensors.items()}
+
+    def low_rank(
+        self, rank: int | None = None, *, originals: Mapping[str, Tensor] | None = None, rtol: float = 1e-6
+    ) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each change as ``up @ down`` (``up``: out x r, ``down``: r x in), from an SVD in float64.
+
+        ``rank=None`` keeps every singular value above ``rtol`` times the largest, which reproduces a
+        closed-form edit exactly (its change has rank at most the number of embeddings it used).
+        The rank used per tensor is that tensor's ``down.shape[0]``.
+        """
+        out = {}
+        for name, delta in self.deltas(originals).items():
+            u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+            keep = rank if rank is not None else max(1, int((s > rtol * s[0]).sum())) if s[0] > 0 else 1
+            keep = min(keep, s.numel())
+            root = s[:keep].sqrt()
+            out[name] = ((u[:, :keep] * root).float(), (root[:, None] * vh[:keep]).float())
+        return out
+
+    # --- files ------------------------------------------------------------------------------
+
+    def metadata(self) -> dict[str, str]:
+        from erasure.versions import package_versions
+
+        return {
+            "format": EDIT_FORMAT,
+            "method": self.method,
+            "concepts": json.dumps(list(self.concepts)),
+            "config": json.dumps(dict(self.config), default=str),
+            "base_hashes": json.dumps(dict(self.base_hashes)),
+            "info": json.dumps(dict(self.info), default=str),
+            "versions": json.dumps(package_versions()),
+        }
+
+    def save(self, path: str | Path, *, force: bool = False) -> Path:
+        """A compact edit file: only the changed tensors, plus metadata (safetensors; atomic write)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.exists() and not force:
+            raise ErasureError(f"{path} already exists; choose another path or pass force=True (--force)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            tensors = {n: t.detach().to("cpu").contiguous() for n, t in self.tensors.items()}
+            save_file(tensors, tmp, metadata=self.metadata())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Edit":
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise ErasureError(f"edit file {path} not found")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
+            raise ErasureError(f"{path} is not a readable safetensors file ({type(e).__name__})") from None
+        if meta.get("format") != EDIT_FORMAT:
+            raise ErasureError(f"{path} is not an erasure edit file (format {meta.get('format')!r}, want {EDIT_FORMAT})")
+        return cls(
+            method=meta["method"],
+            concepts=tuple(json.loads(meta["concepts"])),
+            config=json.loads(meta["config"]),
+            tensors=tensors,
+            base_hashes=json.loads(meta["base_hashes"]),
+            info=json.loads(meta.get("info", "{}")),
+        )
+
+
+def make_edit(pipe, method: str, concepts, config: Mapping[str, Any], new_values: Mapping[str, Tensor],
+              info: Mapping[str, Any] | None = None) -> Edit:
+    """Build an :class:`Edit` from new values of pipeline parameters (originals read from ``pipe``)."""
+    originals, hashes, tensors = {}, {}, {}
+    for name, value in new_values.items():
+        param = pipeline_parameter(pipe, name)
+        originals[name] = param.detach().clone()
+        hashes[name] = tensor_sha256(param)
+        tensors[name] = value.detach().to(param.device, param.dtype).clone()
+    return Edit(method=method, concepts=tuple(concepts), config=config, tensors=tensors, base_hashes=hashes,
+                originals=originals, info=info or {})

@@ -1,0 +1,372 @@
+"""Closed-form cross-attention editing: the one ridge solver of the UCE / TIME family.
+
+For every cross-attention projection W (``attn2.to_k``, ``attn2.to_v``) the edit is
+
+    W_new = (lamb W + sum_e s_e v_e c_e^T + sum_p s_p (W c_p) c_p^T) (lamb I + sum_e s_e c_e c_e^T + sum_p s_p c_p c_p^T)^-1
+
+the minimiser of  lamb |W' - W|^2 + sum_e s_e |W' c_e - v_e|^2 + sum_p s_p |W' c_p - W c_p|^2,
+where c are text-encoder output tokens: erased (e) tokens are sent to targets v_e, preserved (p)
+tokens keep their outputs. With "replace" targets v_e = W g_e (g_e the aligned token of a guide
+prompt), the right-hand side is W M with M shared by every layer, so W_new = W (M A^-1): one d x d
+solve in float64 (Cholesky, no explicit inverse) serves all 32 matrices of SD 1.x. Targets given
+per layer (MACE-style fusion) take one triangular solve per layer against the same factor.
+
+Which output tokens enter the regression is the method's most important and least documented
+choice, so it is a named option here (``TOKEN_SELECTIONS``):
+
+- ``last-subject``: the concept's last token only; preserved prompts likewise (current UCE code);
+- ``subject-to-end``: from the concept's last token through end-of-text and padding, aligned
+  position by position with the guide's; preserved prompts use all their tokens (paper-era UCE);
+- ``aligned``: all tokens, each source token aligned to the identical token of the guide prompt,
+  differing spans to each other (TIME).
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from erasure.edit import Edit, make_edit
+from erasure.embeddings import DEFAULT_CACHE, EmbeddingCache, PromptEncoding
+from erasure.errors import ErasureError
+from erasure.modules import cross_attention_kv
+
+TOKEN_SELECTIONS: tuple[str, ...] = ("last-subject", "subject-to-end", "aligned")
+
+# Template sets for prompt expansion ({} is the concept). "uce-art" / "uce-object" are the current UCE
+# code's --expand_prompts lists.
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "none": ("{}",),
+    "uce-art": ("{}", "painting by {}", "art by {}", "artwork by {}", "picture by {}", "style of {}"),
+    "uce-object": ("{}", "image of {}", "photo of {}", "portrait of {}", "picture of {}", "painting of {}"),
+}
+
+
+def world_templates(concept: str) -> tuple[str, ...]:
+    """Templates for a built-in-world concept that cover the contexts its captions put it in: a shape
+    after colours and textures, a colour before shapes, a texture before colours and shapes."""
+    from erasure.world.render import COLOURS, SHAPES, TEXTURES
+
+    colours, shapes, textures = list(COLOURS), list(SHAPES), [t for t in TEXTURES if t != "plain"]
+    if concept in SHAPES:
+        return ("{}", "a {}", *(f"a {c} {{}}" for c in colours), *(f"a {t} {{}}" for t in textures),
+                *(f"a picture of a {t} {c} {{}}" for t, c in zip(textures * 3, colours[::-1])))
+    if concept in COLOURS:
+        return ("{}", "a {} shape", *(f"a {{}} {s}" for s in shapes),
+                *(f"a drawing of a {t} {{}} {s}" for t, s in zip(textures * 3, shapes[::-1])))
+    return ("{}", "a {} shape", *(f"a {{}} {s}" for s in shapes), *(f"a {{}} {c} {s}" for c, s in zip(colours, shapes[::-1])))
+
+
+# --------------------------------------------------------------------------- the solver
+
+
+def _scales(value: float | Sequence[float] | Tensor, n: int, what: str) -> Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64)
+    if t.ndim == 0:
+        t = t.expand(n)
+    if t.shape != (n,):
+        raise ErasureError(f"{what} has {t.numel()} values for {n} embeddings; give one value or one per embedding")
+    if (t < 0).any():
+        raise ErasureError(f"{what} must be >= 0")
+    return t
+
+
+def solve_closed_form(
+    weights: Mapping[str, Tensor],
+    erase_inputs: Tensor,
+    erase_targets: Tensor | Mapping[str, Tensor],
+    preserve_inputs: Tensor | None = None,
+    *,
+    erase_scale: float | Sequence[float] | Tensor = 1.0,
+    preserve_scale: float | Sequence[float] | Tensor = 1.0,
+    lamb: float = 0.5,
+) -> dict[str, Tensor]:
+    """Solve the ridge edit for every matrix in ``weights`` (name -> W of shape out x in); float64 inside.
+
+    ``erase_inputs``: (n, in) embeddings c_e. ``erase_targets``: either (n, in) guide embeddings g_e
+    (targets v_e = W g_e, shared by all layers) or a mapping name -> (n, out) explicit targets.
+    ``preserve_inputs``: (m, in) embeddings c_p kept as they are. Returns name -> W_new (float64).
+    """
+    if lamb < 0:
+        raise ErasureError(f"lamb must be >= 0 (got {lamb})")
+    c_e = erase_inputs.to(torch.float64)
+    n, d = c_e.shape
+    c_p = preserve_inputs.to(torch.float64) if preserve_inputs is not None else c_e.new_zeros((0, d))
+    if c_p.shape[1] != d:
+        raise ErasureError(f"preserved embeddings are {c_p.shape[1]} wide but erased ones {d}")
+    s_e = _scales(erase_scale, n, "erase_scale")
+    s_p = _scales(preserve_scale, c_p.shape[0], "preserve_scale")
+    for name, w in weights.items():
+        if w.shape[1] != d:
+            raise ErasureError(f"{name} reads {w.shape[1]}-wide inputs but the embeddings are {d} wide")
+    eye = torch.eye(d, dtype=torch.float64)
+    preserve_gram = (c_p * s_p[:, None]).T @ c_p
+    a = lamb * eye + (c_e * s_e[:, None]).T @ c_e + preserve_gram
+    if lamb == 0 and int((s_e > 0).sum()) + int((s_p > 0).sum()) < d:
+        raise ErasureError(
+            f"the system is singular: lamb=0 needs at least {d} independent embeddings, got "
+            f"{int((s_e > 0).sum()) + int((s_p > 0).sum())}; set lamb > 0 (UCE uses 0.5)"
+        )
+    factor, info = torch.linalg.cholesky_ex(a)
+    if int(info) != 0:
+        raise ErasureError("the system is singular (the embeddings do not span their space); set lamb > 0 (UCE uses 0.5)")
+    out: dict[str, Tensor] = {}
+    if isinstance(erase_targets, Tensor):
+        g_e = erase_targets.to(torch.float64)
+        if g_e.shape != c_e.shape:
+            raise ErasureError(f"guide embeddings have shape {tuple(g_e.shape)}, erased ones {tuple(c_e.shape)}")
+        m = lamb * eye + (g_e * s_e[:, None]).T @ c_e + preserve_gram
+        transform = torch.cholesky_solve(m.T.contiguous(), factor).T  # M A^-1 (A is symmetric)
+        for name, w in weights.items():
+            out[name] = w.to(torch.float64) @ transform
+    else:
+        for name, w in weights.items():
+            w64 = w.to(torch.float64)
+            v_e = erase_targets[name].to(torch.float64)
+            b = lamb * w64 + (v_e * s_e[:, None]).T @ c_e + w64 @ preserve_gram
+            out[name] = torch.cholesky_solve(b.T.contiguous(), factor).T
+    return out
+
+
+# --------------------------------------------------------------------------- token selection
+
+
+def _fill(template: str, concept: str) -> str:
+    return " ".join(template.replace("{}", concept).split())
+
+
+def _find_last(seq: Sequence[int], sub: Sequence[int]) -> int | None:
+    """Start of the last occurrence of ``sub`` in ``seq``."""
+    for start in range(len(seq) - len(sub), -1, -1):
+        if list(seq[start : start + len(sub)]) == list(sub):
+            return start
+    return None
+
+
+def _slot_end(tokenizer, template: str, text: str, enc: PromptEncoding) -> int:
+    """Index of the last token of ``text`` inside the encoded ``template.format(text)``; for an empty
+    ``text`` the token just before the slot (the start token for a bare empty prompt)."""
+    words = tokenizer(text, add_special_tokens=False).input_ids if text.strip() else []
+    real = enc.ids[: enc.length - 1]  # start token + words, no end token
+    if words:
+        start = _find_last(real, words)
+        if start is not None:
+            return start + len(words) - 1
+    prefix = template.split("{}")[0].strip()
+    n_prefix = len(tokenizer(prefix, add_special_tokens=False).input_ids) if prefix else 0
+    if not words:
+        return n_prefix  # 0 = the start token
+    return min(enc.length - 2, n_prefix + len(words))  # tokenisation merged across the boundary: best guess
+
+
+def _aligned_pairs(src: PromptEncoding, dst: PromptEncoding, context: int) -> list[tuple[int, int]]:
+    """TIME's alignment: every source position -> a destination position."""
+    a, b = src.ids[1 : src.length - 1], dst.ids[1 : dst.length - 1]
+    pairs = [(0, 0)]
+    matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        for i in range(i1, i2):
+            if tag == "equal":
+                j = j1 + (i - i1)
+            elif tag == "replace":
+                j = j1 + (i - i1) * (j2 - j1) // (i2 - i1)
+            elif tag == "delete":  # source words with no counterpart: the destination token before them
+                j = j1 - 1
+            else:
+                continue
+            pairs.append((i + 1, j + 1))
+    for k in range(context - (src.length - 1)):  # end token and padding, position by position
+        pairs.append((src.length - 1 + k, min(context - 1, dst.length - 1 + k)))
+    return pairs
+
+
+@dataclass(frozen=True)
+class EditRows:
+    """The regression's rows: erased (input, guide) embedding pairs, and preserved embeddings."""
+
+    erase_inputs: Tensor
+    erase_guides: Tensor
+    preserve_inputs: Tensor
+    erase_prompts: tuple[str, ...]
+    preserve_prompts: tuple[str, ...]
+
+
+def build_rows(
+    pipe,
+    concepts: Sequence[str],
+    guides: Sequence[str],
+    preserve: Sequence[str],
+    *,
+    templates: Sequence[str] | Callable[[str], Sequence[str]] = ("{}",),
+    tokens: str = "last-subject",
+    cache: EmbeddingCache = DEFAULT_CACHE,
+) -> EditRows:
+    """Encode every (template x concept / guide / preserved concept) prompt and pick the rows.
+
+    ``templates`` is a list, or a function giving each concept its list (a guide is filled into its
+    erased concept's templates)."""
+    templates_for = templates if callable(templates) else (lambda concept: templates)
+    if tokens not in TOKEN_SELECTIONS:
+        raise ErasureError(f"unknown token selection {tokens!r}; choose one of {', '.join(TOKEN_SELECTIONS)}")
+    tokenizer = pipe.tokenizer
+    context = tokenizer.model_max_length
+    erase_prompts = [(_fill(t, c), _fill(t, g), t, c, g) for c, g in zip(concepts, guides) for t in templates_for(c)]
+    preserve_prompts = [(_fill(t, p), t, p) for p in preserve for t in templates_for(p)]
+    encodings = cache.encode(pipe, [e[0] for e in erase_prompts] + [e[1] for e in erase_prompts]
+                             + [p[0] for p in preserve_prompts])
+    n = len(erase_prompts)
+    src_enc, dst_enc, pres_enc = encodings[:n], encodings[n : 2 * n], encodings[2 * n :]
+    c_rows, g_rows = [], []
+    for (src_text, dst_text, template, concept, guide), src, dst in zip(erase_prompts, src_enc, dst_enc):
+        if tokens == "aligned":
+            pairs = _aligned_pairs(src, dst, context)
+        else:
+            i_c = _slot_end(tokenizer, template, concept, src)
+            i_g = _slot_end(tokenizer, template, guide, dst)
+            if tokens == "last-subject":
+                pairs = [(i_c, i_g)]
+            else:
+                pairs = [(i, min(context - 1, i_g + (i - i_c))) for i in range(i_c, context)]
+        idx_c = torch.tensor([p[0] for p in pairs])
+        idx_g = torch.tensor([p[1] for p in pairs])
+        c_rows.append(src.hidden[idx_c])
+        g_rows.append(dst.hidden[idx_g])
+    p_rows = []
+    for (text, template, concept), enc in zip(preserve_prompts, pres_enc):
+        if tokens == "last-subject":
+            p_rows.append(enc.hidden[[_slot_end(tokenizer, template, concept, enc)]])
+        else:
+            p_rows.append(enc.hidden)
+    width = src_enc[0].hidden.shape[-1]
+    return EditRows(
+        erase_inputs=torch.cat(c_rows),
+        erase_guides=torch.cat(g_rows),
+        preserve_inputs=torch.cat(p_rows) if p_rows else torch.zeros((0, width)),
+        erase_prompts=tuple(e[0] for e in erase_prompts),
+        preserve_prompts=tuple(p[0] for p in preserve_prompts),
+    )
+
+
+# --------------------------------------------------------------------------- the method
+
+
+@dataclass(frozen=True)
+class ClosedFormConfig:
+    """Settings of a closed-form edit (defaults: the current UCE code's)."""
+
+    guide: str | tuple[str, ...] = ""  # one anchor for every concept, or one per concept
+    preserve: tuple[str, ...] | None = None  # None: the model's default (other concepts of the same kind)
+    templates: tuple[str, ...] = ("{}",)
+    tokens: str = "last-subject"
+    erase_scale: float = 1.0
+    preserve_scale: float | None = 1.0  # None: the paper-era rule max(0.1, 1 / number of preserved concepts)
+    lamb: float = 0.5
+    edit_keys: bool = True  # to_k as well as to_v
+    extra: dict = field(default_factory=dict)
+
+
+def _normalise(concepts: Sequence[str] | str) -> tuple[str, ...]:
+    if isinstance(concepts, str):
+        concepts = (concepts,)
+    out = tuple(" ".join(str(c).split()) for c in concepts)
+    if not out:
+        raise ErasureError("no concept given; name at least one concept to erase")
+    if any(not c for c in out):
+        raise ErasureError("an empty concept was given; name the concept to erase (e.g. --concept \"circle\")")
+    return out
+
+
+def _resolve_templates(templates: tuple[str, ...]):
+    """A one-element tuple naming a template set resolves to it ("shapeworld" to a per-concept function)."""
+    if len(templates) == 1 and templates[0] == "shapeworld":
+        return world_templates
+    if len(templates) == 1 and templates[0] in TEMPLATE_SETS:
+        return TEMPLATE_SETS[templates[0]]
+    return templates
+
+
+def default_preserve(pipe, concepts: Sequence[str]) -> tuple[str, ...]:
+    """On the built-in world: the other values of each erased concept's attribute (as UCE preserves the
+    other artists). Elsewhere: nothing (give ``preserve=`` explicitly)."""
+    if getattr(pipe, "erasure_source", None) != "shapeworld":
+        return ()
+    from erasure.evaluation.world_prompts import ERASABLE
+
+    out: list[str] = []
+    for c in concepts:
+        for values in ERASABLE.values():
+            if c in values:
+                out += [v for v in values if v not in concepts and v not in out]
+    return tuple(out)
+
+
+def closed_form_edit(
+    pipe,
+    concepts: Sequence[str] | str,
+    *,
+    method: str = "uce",
+    cache: EmbeddingCache = DEFAULT_CACHE,
+    **settings,
+) -> Edit:
+    """Erase ``concepts`` by the closed-form cross-attention edit; returns an :class:`Edit` (not applied)."""
+    unknown = set(settings) - set(ClosedFormConfig.__dataclass_fields__)
+    if unknown:
+        raise ErasureError(f"unknown setting(s) {sorted(unknown)} for {method}; "
+                           f"known: {', '.join(sorted(ClosedFormConfig.__dataclass_fields__))}")
+    if isinstance(settings.get("templates"), str):
+        name = settings["templates"]
+        if name not in TEMPLATE_SETS and name != "shapeworld":
+            raise ErasureError(f"unknown template set {name!r}; choose one of {', '.join(TEMPLATE_SETS)}, "
+                               "shapeworld, or give a list")
+        settings["templates"] = (name,)
+    for key in ("preserve", "templates"):
+        if settings.get(key) is not None:
+            settings[key] = tuple(settings[key])
+    if isinstance(settings.get("guide"), list):
+        settings["guide"] = tuple(settings["guide"])
+    cfg = ClosedFormConfig(**settings)
+    concepts = _normalise(concepts)
+    guides = (cfg.guide,) * len(concepts) if isinstance(cfg.guide, str) else tuple(cfg.guide)
+    if len(guides) != len(concepts):
+        raise ErasureError(f"{len(guides)} guides for {len(concepts)} concepts; give one guide or one per concept")
+    templates = _resolve_templates(cfg.templates)
+    if not callable(templates) and any("{}" not in t for t in templates):
+        raise ErasureError("every template needs a {} where the concept goes, e.g. \"a photo of {}\"")
+    preserve = cfg.preserve if cfg.preserve is not None else default_preserve(pipe, concepts)
+    preserve = tuple(" ".join(p.split()) for p in preserve if p.strip())
+    clash = sorted(set(preserve) & set(concepts))
+    if clash:
+        raise ErasureError(f"{clash[0]!r} is both erased and preserved; remove it from the preserve set")
+    preserve_scale = cfg.preserve_scale if cfg.preserve_scale is not None else max(0.1, 1 / max(1, len(preserve)))
+    t0 = time.perf_counter()
+    rows = build_rows(pipe, concepts, guides, preserve, templates=templates, tokens=cfg.tokens, cache=cache)
+    t1 = time.perf_counter()
+    layers = {
+        f"unet.{name}.weight": module.weight.detach()
+        for name, module in cross_attention_kv(pipe.unet).items()
+        if cfg.edit_keys or name.endswith("to_v")
+    }
+    new = solve_closed_form(
+        layers, rows.erase_inputs, rows.erase_guides, rows.preserve_inputs,
+        erase_scale=cfg.erase_scale, preserve_scale=preserve_scale, lamb=cfg.lamb,
+    )
+    t2 = time.perf_counter()
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    config["preserve"] = list(preserve)
+    info = {"erase_rows": int(rows.erase_inputs.shape[0]), "preserve_rows": int(rows.preserve_inputs.shape[0]),
+            "encode_seconds": round(t1 - t0, 4), "solve_seconds": round(t2 - t1, 4),
+            "model": getattr(pipe, "erasure_source", None)}
+    return make_edit(pipe, method, concepts, config, new, info=info)
+
+
+# Named presets: the literature's variants of the same solver.
+PRESETS: dict[str, dict] = {
+    "uce": {},  # current UCE code: last subject token, lamb 0.5, scales 1
+    "uce-paper": {"tokens": "subject-to-end", "preserve_scale": None},  # paper-era UCE
+    "time": {"tokens": "aligned", "lamb": 0.1, "preserve": ()},  # TIME: all aligned tokens, no preserve term
+}

@@ -1,0 +1,198 @@
+"""The closed-form (UCE / TIME) solver against its optimum, and the edit object around it."""
+
+import numpy as np
+import pytest
+import torch
+
+from erasure import ErasureError, load_pipeline
+from erasure.edit import Edit
+from erasure.embeddings import EmbeddingCache
+from erasure.generation import SamplerSettings, generate_images
+from erasure.methods import METHODS, erase
+from erasure.methods.closed_form import _aligned_pairs, build_rows, solve_closed_form
+from erasure.modules import cross_attention_kv
+
+
+def _random_problem(seed=0, n=5, m=7, d=24, outs=(16, 40)):
+    g = torch.Generator().manual_seed(seed)
+    weights = {f"w{i}": torch.randn(o, d, generator=g, dtype=torch.float64) for i, o in enumerate(outs)}
+    c_e = torch.randn(n, d, generator=g, dtype=torch.float64)
+    g_e = torch.randn(n, d, generator=g, dtype=torch.float64)
+    c_p = torch.randn(m, d, generator=g, dtype=torch.float64)
+    s_e = torch.rand(n, generator=g, dtype=torch.float64) + 0.5
+    s_p = torch.rand(m, generator=g, dtype=torch.float64) + 0.1
+    return weights, c_e, g_e, c_p, s_e, s_p
+
+
+def _gradient(w_new, w, c_e, v_e, c_p, s_e, s_p, lamb):
+    """d/dW' of lamb|W'-W|^2 + sum s_e|W'c_e - v_e|^2 + sum s_p|W'c_p - W c_p|^2, divided by 2."""
+    return (lamb * (w_new - w) + ((w_new @ c_e.T - v_e.T) * s_e) @ c_e
+            + ((w_new @ c_p.T - w @ c_p.T) * s_p) @ c_p)
+
+
+@pytest.mark.parametrize("explicit_targets", [False, True])
+def test_solution_satisfies_normal_equations(explicit_targets):
+    weights, c_e, g_e, c_p, s_e, s_p = _random_problem()
+    targets = {k: g_e @ w.T for k, w in weights.items()} if explicit_targets else g_e
+    if explicit_targets:  # targets unrelated to W, as MACE-style fusion gives them
+        targets = {k: v + torch.randn_like(v) for k, v in targets.items()}
+    new = solve_closed_form(weights, c_e, targets, c_p, erase_scale=s_e, preserve_scale=s_p, lamb=0.3)
+    for k, w in weights.items():
+        v_e = targets[k] if explicit_targets else g_e @ w.T
+        grad = _gradient(new[k], w, c_e, v_e, c_p, s_e, s_p, 0.3)
+        assert grad.abs().max() < 1e-9 * (1 + w.abs().max())
+        assert new[k].dtype == torch.float64 and new[k].shape == w.shape
+
+
+def test_huge_lambda_leaves_weights_unchanged():
+    weights, c_e, g_e, c_p, s_e, s_p = _random_problem(1)
+    new = solve_closed_form(weights, c_e, g_e, c_p, lamb=1e12)
+    for k, w in weights.items():
+        assert (new[k] - w).abs().max() < 1e-8
+
+
+def test_no_preserve_tiny_lambda_maps_erased_embeddings_exactly():
+    weights, c_e, g_e, _, _, _ = _random_problem(2)
+    new = solve_closed_form(weights, c_e, g_e, None, lamb=1e-9)
+    for k, w in weights.items():
+        assert torch.allclose(new[k] @ c_e.T, w @ g_e.T, rtol=1e-6, atol=1e-6)
+
+
+def test_preserved_embeddings_keep_outputs_when_they_dominate():
+    weights, c_e, g_e, c_p, _, _ = _random_problem(3)
+    new = solve_closed_form(weights, c_e, g_e, c_p, preserve_scale=1e9, lamb=0.5)
+    for k, w in weights.items():
+        assert torch.allclose(new[k] @ c_p.T, w @ c_p.T, rtol=1e-5, atol=1e-5)
+
+
+def test_singular_system_is_refused():
+    weights, c_e, g_e, c_p, _, _ = _random_problem(4)
+    with pytest.raises(ErasureError, match="singular.*lamb"):
+        solve_closed_form(weights, c_e, g_e, c_p, lamb=0.0)
+    # enough independent rows: lamb 0 is fine and reproduces the exact interpolation
+    d = c_e.shape[1]
+    c = torch.randn(d, d, dtype=torch.float64)
+    new = solve_closed_form(weights, c, c, None, lamb=0.0)
+    for k, w in weights.items():
+        assert torch.allclose(new[k], w, atol=1e-8)
+
+
+def test_aligned_pairs_match_identical_tokens():
+    from erasure.embeddings import PromptEncoding
+
+    def enc(ids):
+        full = [100] + ids + [200] + [200] * (10 - len(ids) - 2)
+        return PromptEncoding("", tuple(full), len(ids) + 2, torch.zeros(10, 1))
+
+    # "a banana" -> "a blue banana": a->a, banana->banana, end/padding positionally
+    pairs = dict(_aligned_pairs(enc([1, 7]), enc([1, 5, 7]), 10))
+    assert pairs[0] == 0 and pairs[1] == 1 and pairs[2] == 3
+    assert pairs[3] == 4 and pairs[9] == 9  # end token -> end token, padding clipped to the context
+
+
+# ----------------------------------------------------------------------------- on pipelines
+
+
+@pytest.fixture()
+def fresh_pipeline(kind_folder):
+    return load_pipeline(kind_folder)
+
+
+def _state(pipe):
+    return {f"{c}.{k}": v.detach().clone() for c in ("unet", "text_encoder", "vae")
+            for k, v in getattr(pipe, c).state_dict().items()}
+
+
+@pytest.mark.parametrize("method", ["uce", "uce-paper", "time"])
+def test_only_cross_attention_kv_change(fresh_pipeline, method):
+    pipe = fresh_pipeline
+    before = _state(pipe)
+    edit = erase(pipe, method, ["red star"], preserve=["blue circle"] if method != "time" else ())
+    edit.apply(pipe)
+    after = _state(pipe)
+    kv = {f"unet.{n}.weight" for n in cross_attention_kv(pipe.unet)}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == kv == set(edit.tensors)
+    edit.restore(pipe)
+    assert all(torch.equal(before[k], v) for k, v in _state(pipe).items())
+
+
+def test_edit_is_exactly_low_rank(fresh_pipeline):
+    pipe = fresh_pipeline
+    edit = erase(pipe, "uce", ["red star", "green heart"], preserve=["blue circle"], templates=["{}", "a {}"])
+    rows = edit.info["erase_rows"] + edit.info["preserve_rows"]
+    for name, (up, down) in edit.low_rank().items():
+        delta = edit.tensors[name].double() - edit.originals[name].double()
+        assert down.shape[0] <= rows
+        assert (up.double() @ down.double() - delta).abs().max() < 1e-5 * (1 + delta.abs().max())
+
+
+def test_edit_file_round_trip_gives_same_images(fresh_pipeline, tmp_path):
+    pipe = fresh_pipeline
+    edit = erase(pipe, "uce", "red star", preserve=["blue circle"])
+    path = edit.save(tmp_path / "star.edit.safetensors")
+    with pytest.raises(ErasureError, match="already exists"):
+        edit.save(path)
+    loaded = Edit.load(path)
+    assert loaded.concepts == ("red star",) and loaded.method == "uce" and loaded.config["lamb"] == 0.5
+    assert set(loaded.tensors) == set(edit.tensors)
+    settings = SamplerSettings(steps=2, guidance=3.0)
+    edit.apply(pipe)
+    expected = generate_images(pipe, ["a red star"], [1], settings, progress=False)
+    edit.restore(pipe)
+    loaded.apply(pipe)  # checks the base hashes of the restored weights
+    got = generate_images(pipe, ["a red star"], [1], settings, progress=False)
+    assert np.array_equal(expected, got)
+    with pytest.raises(ErasureError, match="differs from the weights"):
+        loaded.apply(pipe)  # already applied: the base no longer matches
+
+
+def test_embedding_cache_encodes_only_new_prompts(built_pipeline):
+    pipe = built_pipeline("sd1")
+    cache = EmbeddingCache()
+    erase(pipe, "uce", ["red star", "blue circle"], preserve=["green heart"], cache=cache)
+    first = cache.encoded
+    erase(pipe, "uce", ["red star", "pink cross"], preserve=["green heart"], cache=cache)
+    assert cache.encoded - first == 1  # only "pink cross"; the empty guide and the rest are cached
+
+
+def test_disk_cache_round_trip(built_pipeline, tmp_path):
+    pipe = built_pipeline("sd1")
+    a = EmbeddingCache(tmp_path).encode(pipe, ["a red star"])[0]
+    fresh = EmbeddingCache(tmp_path)
+    b = fresh.encode(pipe, ["a red star"])[0]
+    assert fresh.encoded == 0 and torch.equal(a.hidden, b.hidden) and a.ids == b.ids and a.length == b.length
+
+
+@pytest.mark.parametrize(
+    "concepts, settings, message",
+    [
+        ([""], {}, "empty concept"),
+        (["star"], {"preserve": ["star", "circle"]}, "both erased and preserved"),
+        (["word " * 80], {}, "shorten it"),
+        (["star"], {"lamb": 0.0, "preserve": []}, "singular"),
+        (["star"], {"tokens": "middle"}, "unknown token selection"),
+        (["star"], {"templates": ["a photo"]}, "needs a {}"),
+        (["star"], {"guide": ["a", "b"]}, "2 guides for 1 concepts"),
+        (["star"], {"lambda": 1.0}, "unknown setting"),
+    ],
+)
+def test_bad_input_gets_one_line_errors(built_pipeline, concepts, settings, message):
+    with pytest.raises(ErasureError, match=message) as info:
+        erase(built_pipeline("sd1"), "uce", concepts, **settings)
+    assert "\n" not in str(info.value)
+
+
+def test_registry_knows_the_presets():
+    assert {"uce", "uce-paper", "time"} <= set(METHODS.names())
+    with pytest.raises(ErasureError, match="did you mean 'uce'"):
+        METHODS.get("ucee")
+
+
+def test_last_subject_row_is_the_concept_token(built_pipeline):
+    pipe = built_pipeline("sd1")
+    rows = build_rows(pipe, ["red star"], [""], [], templates=["a photo of {}"], tokens="last-subject")
+    enc = EmbeddingCache().encode(pipe, ["a photo of red star", "a photo of"])
+    # "a photo of red star": start, a, photo, of, red, star -> index 5; guide "a photo of" -> "of" at 3
+    assert torch.equal(rows.erase_inputs[0], enc[0].hidden[5])
+    assert torch.equal(rows.erase_guides[0], enc[1].hidden[3])
