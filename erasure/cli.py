@@ -11,6 +11,10 @@ import sys
 from pathlib import Path
 
 EXAMPLES = """examples:
+  erasure erase --method uce --concept circle --out outputs/erase-circle --evaluate
+  erasure erase --method uce-paper --concept circle --concept square --guide heart --templates shapeworld
+  erasure evaluate --prompts shapeworld-shape-circle --concept shape=circle --edit outputs/erase-circle/edit.safetensors
+  erasure list
   erasure generate --prompt "a red star" --prompt "a striped blue heart" --num-seeds 4 --out outputs/demo
   erasure generate --model path/to/diffusers-folder --prompt "a photo of a cat" --steps 25
   erasure generate --model model.safetensors --config path/to/config-folder --prompt "a cat"
@@ -68,6 +72,162 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _parse_concept(text: str | None):
+    from erasure.errors import ErasureError
+
+    if text is None:
+        return None
+    attribute, sep, value = text.partition("=")
+    if not sep or not attribute.strip() or not value.strip():
+        raise ErasureError(f"--concept-label wants ATTRIBUTE=VALUE such as shape=circle, got {text!r}")
+    return attribute.strip(), value.strip()
+
+
+def _world_concept(pipe, concept: str):
+    """On the built-in world, (attribute, value) and the prompt set name for an erased concept name."""
+    if getattr(pipe, "erasure_source", None) != "shapeworld":
+        return None, None
+    from erasure.evaluation.world_prompts import ERASABLE
+
+    for attribute, values in ERASABLE.items():
+        if concept in values:
+            return (attribute, concept), f"shapeworld-{attribute}-{concept}"
+    return None, None
+
+
+def _settings(args):
+    from erasure.evaluation.evaluate import WORLD_SETTINGS
+    from erasure.generation import SamplerSettings
+
+    base = WORLD_SETTINGS if (args.model in (None, "shapeworld")) else SamplerSettings()
+    return SamplerSettings(steps=args.steps or base.steps, guidance=args.guidance or base.guidance)
+
+
+def _write_json_atomic(path: Path, data) -> None:
+    import json
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+def cmd_erase(args) -> int:
+    import json
+    import shutil
+    import tempfile
+
+    from erasure.errors import ErasureError
+    from erasure.methods import erase
+    from erasure.models import load_pipeline
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ErasureError(f"{out} already exists; choose another --out or pass --force to replace it")
+    settings: dict = {}
+    for key in ("guide", "preserve", "tokens", "lamb", "erase_scale", "preserve_scale"):
+        value = getattr(args, key)
+        if value is not None:
+            settings[key] = value
+    if args.no_preserve:
+        settings["preserve"] = []
+    if args.guide is not None and len(args.guide) == 1:
+        settings["guide"] = args.guide[0]
+    if args.templates is not None:
+        settings["templates"] = args.templates[0] if len(args.templates) == 1 and "{}" not in args.templates[0] \
+            else args.templates
+    if args.set:
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ErasureError(f"--set wants KEY=VALUE (JSON value), got {item!r}")
+            try:
+                settings[key] = json.loads(value)
+            except json.JSONDecodeError:
+                settings[key] = value
+    pipe = load_pipeline(args.model, config=args.config, device=args.device, dtype=args.dtype,
+                         allow_pickle=args.allow_pickle)
+    edit = erase(pipe, args.method, args.concept, **settings)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        edit.save(tmp / "edit.safetensors")
+        _write_json_atomic(tmp / "config.json", {"method": edit.method, "concepts": list(edit.concepts),
+                                                  "config": dict(edit.config), "info": dict(edit.info),
+                                                  "model": args.model or "shapeworld"})
+        lines = [f"erased {', '.join(edit.concepts)} with {edit.method}: {len(edit.tensors)} tensors changed "
+                 f"({edit.info.get('erase_rows')} erased / {edit.info.get('preserve_rows')} preserved embeddings, "
+                 f"solve {edit.info.get('solve_seconds')} s)"]
+        if args.evaluate:
+            from erasure.evaluation.evaluate import evaluate
+
+            for concept in edit.concepts:
+                label, set_name = _world_concept(pipe, concept)
+                if label is None:
+                    raise ErasureError(f"--evaluate knows the built-in world's concepts only; for {concept!r} run "
+                                       "`erasure evaluate --prompts FILE --concept-label ATTR=VALUE` with your classifier")
+                kw = dict(concept=label, settings=_settings(args), samples_per_prompt=args.samples_per_prompt)
+                base = evaluate(pipe, set_name, **kw)
+                edit.apply(pipe)
+                report = evaluate(pipe, set_name, **kw)
+                edit.restore(pipe)
+                report.save(tmp / f"eval-{concept}", baseline=base)
+                for key in ("target_accuracy", "in_domain_retain_accuracy", "cross_domain_retain_accuracy"):
+                    if key in report.metrics:
+                        lines.append(f"  {concept}: {key} {base.value(key):.3f} -> {report.value(key):.3f}")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    print("\n".join(lines))
+    print(f"wrote {out / 'edit.safetensors'}" + (f" and {out}/eval-*/report.md" if args.evaluate else ""))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from erasure.edit import Edit
+    from erasure.errors import ErasureError
+    from erasure.evaluation.evaluate import evaluate
+    from erasure.models import load_pipeline
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise ErasureError(f"{out} already exists; choose another --out or pass --force to replace it")
+    pipe = load_pipeline(args.model, config=args.config, device=args.device, dtype=args.dtype,
+                         allow_pickle=args.allow_pickle)
+    label = _parse_concept(args.concept_label)
+    baseline = None
+    if args.edit:
+        edit = Edit.load(args.edit)
+        if args.compare:
+            baseline = evaluate(pipe, args.prompts, concept=label, settings=_settings(args),
+                                samples_per_prompt=args.samples_per_prompt)
+        edit.apply(pipe)
+        pipe.erasure_edit = {"file": str(args.edit), "method": edit.method, "concepts": list(edit.concepts)}
+    report = evaluate(pipe, args.prompts, concept=label, settings=_settings(args),
+                      samples_per_prompt=args.samples_per_prompt)
+    report.save(out, force=args.force, baseline=baseline)
+    print(report.markdown(baseline))
+    print(f"wrote {out / 'report.md'}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from erasure.evaluation.metrics import METRICS
+    from erasure.evaluation.presets import preset_names
+    from erasure.evaluation.prompts import prompt_set_names
+    from erasure.methods import METHODS
+
+    print("methods:     " + ", ".join(METHODS.names()))
+    print("metrics:     " + ", ".join(METRICS.names()))
+    print("prompt sets: " + ", ".join(prompt_set_names()))
+    print("presets:     " + ", ".join(preset_names()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="erasure", description="Concept erasure for text-to-image diffusion models.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,6 +247,49 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="outputs/generate", help="output folder (default outputs/generate)")
     g.add_argument("--force", action="store_true", help="replace --out if it exists")
     g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("erase", help="erase concepts: writes a compact edit file (and, with --evaluate, reports)",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_args(e)
+    e.add_argument("--method", default="uce", help="erasure method (see `erasure list`; default uce)")
+    e.add_argument("--concept", action="append", required=True, help="a concept to erase (repeat for several)")
+    e.add_argument("--preserve", action="append", default=None,
+                   help="a concept to preserve (repeatable; default on the built-in world: the other concepts of the same kind)")
+    e.add_argument("--no-preserve", action="store_true", help="preserve nothing")
+    e.add_argument("--guide", action="append", default=None,
+                   help="anchor the concept is mapped to (default: the empty prompt); once, or once per concept")
+    e.add_argument("--templates", nargs="+", default=None,
+                   help="prompt templates with {} (e.g. \"a photo of {}\"), or a template set: none, uce-art, uce-object, shapeworld")
+    e.add_argument("--tokens", default=None, help="token selection: last-subject (UCE), subject-to-end (UCE paper), aligned (TIME)")
+    e.add_argument("--lamb", type=float, default=None, help="ridge weight lambda (UCE 0.5, TIME 0.1)")
+    e.add_argument("--erase-scale", type=float, default=None)
+    e.add_argument("--preserve-scale", type=float, default=None)
+    e.add_argument("--set", action="append", help="other method setting KEY=VALUE (VALUE as JSON), repeatable")
+    e.add_argument("--evaluate", action="store_true", help="also evaluate each erased concept (built-in world) before/after")
+    e.add_argument("--samples-per-prompt", type=int, default=1)
+    e.add_argument("--steps", type=int, default=None, help="sampling steps for --evaluate")
+    e.add_argument("--guidance", type=float, default=None, help="guidance for --evaluate")
+    e.add_argument("--out", default="outputs/erase", help="output folder (default outputs/erase)")
+    e.add_argument("--force", action="store_true", help="replace --out if it exists")
+    e.set_defaults(func=cmd_erase)
+
+    v = sub.add_parser("evaluate", help="generate a prompt set and score it (report.json, report.md, grids)",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_args(v)
+    v.add_argument("--prompts", required=True, help="prompt set name (see `erasure list`) or a CSV file")
+    v.add_argument("--concept-label", "--concept", dest="concept_label", default=None,
+                   help="erased concept as ATTRIBUTE=VALUE (e.g. shape=circle) for the classifier metrics")
+    v.add_argument("--edit", default=None, help="an edit file (erasure erase) to apply first")
+    v.add_argument("--compare", action="store_true", help="with --edit: also evaluate the unedited model as the baseline")
+    v.add_argument("--samples-per-prompt", type=int, default=1)
+    v.add_argument("--steps", type=int, default=None)
+    v.add_argument("--guidance", type=float, default=None)
+    v.add_argument("--out", default="outputs/evaluate", help="output folder (default outputs/evaluate)")
+    v.add_argument("--force", action="store_true")
+    v.set_defaults(func=cmd_evaluate)
+
+    li = sub.add_parser("list", help="list methods, metrics, prompt sets and presets")
+    li.set_defaults(func=cmd_list)
     return parser
 
 

@@ -344,3 +344,30 @@ def _write_bpe_files(tokenizer, folder: Path) -> None:
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
     (folder / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+
+
+# --- parameter groups that fine-tuning methods train --------------------------------------
+
+PARAMETER_GROUPS: tuple[str, ...] = ("esd-x", "esd-x-strict", "esd-u", "full")
+
+
+def parameter_group(unet: nn.Module, group: str) -> dict[str, nn.Parameter]:
+    """The UNet parameters a fine-tuning erasure trains, by ESD's group names.
+
+    - ``esd-x``: every parameter of the cross-attention modules (``attn2``: to_q, to_k, to_v, to_out);
+    - ``esd-x-strict``: only the cross-attention key/value projections;
+    - ``esd-u``: everything except cross-attention (the current ESD code's definition, which includes
+      the time embedding and conv_in/conv_out; the original code also left those out);
+    - ``full``: every parameter.
+    """
+    if group not in PARAMETER_GROUPS:
+        raise ErasureError(f"unknown parameter group {group!r}; choose one of {', '.join(PARAMETER_GROUPS)}")
+    attn2 = tuple(f"{name}." for name in cross_attention_layers(unet))
+    kv = tuple(f"{name}." for name in cross_attention_kv(unet))
+    out = {}
+    for name, param in unet.named_parameters():
+        in_attn2 = name.startswith(attn2)
+        keep = {"esd-x": in_attn2, "esd-x-strict": name.startswith(kv), "esd-u": not in_attn2, "full": True}[group]
+        if keep:
+            out[name] = param
+    return out

@@ -10,7 +10,7 @@ from functools import partial
 from typing import Callable, Sequence
 
 from erasure.edit import Edit
-from erasure.methods import closed_form
+from erasure.methods import closed_form, esd
 from erasure.registry import Registry
 
 Method = Callable[..., Edit]
@@ -18,6 +18,8 @@ METHODS: Registry[Method] = Registry("method")
 
 for _name, _preset in closed_form.PRESETS.items():
     METHODS.register(_name, partial(closed_form.closed_form_edit, method=_name, **_preset))
+for _name, _preset in esd.PRESETS.items():
+    METHODS.register(_name, partial(esd.esd_edit, method=_name, **_preset))
 
 
 def erase(pipe, method: str, concepts: Sequence[str] | str, **settings) -> Edit:

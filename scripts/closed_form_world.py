@@ -1,0 +1,175 @@
+"""Closed-form erasure (UCE / TIME family) on the built-in world: the README's quality table.
+
+Three experiments, each against the unedited model measured in the same run:
+
+1. one shape erased (``--concept``, default circle) with each token-selection option, the guide left
+   empty or set to an anchor concept: target accuracy on target / synonym / held-out prompts, in-domain
+   (other shapes) and cross-domain retain accuracy;
+2. mass erasure of half the shapes in one solve: each erased shape's target accuracy and each kept
+   shape's accuracy on its own target prompts;
+3. preservation against the number of erased shapes (1..7): the kept shapes' mean accuracy (plot).
+
+    python scripts/closed_form_world.py --out runs/closed_form_world   # ~25 min on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from erasure import load_pipeline  # noqa: E402
+from erasure.evaluation.evaluate import evaluate, resolve_prompt_set  # noqa: E402
+from erasure.evaluation.prompts import PromptSet  # noqa: E402
+from erasure.generation import SamplerSettings  # noqa: E402
+from erasure.methods import erase  # noqa: E402
+from erasure.world.render import SHAPES  # noqa: E402
+
+SINGLE_VARIANTS = [
+    ("uce (current code: last subject token, no templates)", "uce", {}),
+    ("uce, shapeworld templates", "uce", {"templates": "shapeworld"}),
+    ("uce-paper (subject..end tokens), shapeworld templates", "uce-paper", {"templates": "shapeworld"}),
+    ("time (all aligned tokens), shapeworld templates", "time", {"templates": "shapeworld"}),
+    ("subject..end, templates, guide = anchor", "uce", {"templates": "shapeworld", "tokens": "subject-to-end",
+                                                        "preserve_scale": 0.02, "guide": "ANCHOR"}),
+]
+MASS = {"templates": "shapeworld", "tokens": "subject-to-end", "preserve_scale": 0.02}
+
+
+def target_group(set_name: str, n: int | None) -> PromptSet:
+    pset = resolve_prompt_set(set_name)
+    records = tuple(r for r in pset.records if r.group == "target")[:n]
+    return PromptSet(name=f"{set_name}[target]", records=records, source=pset.source)
+
+
+def shape_accuracy(pipe, shape: str, settings, n: int | None) -> float:
+    report = evaluate(pipe, target_group(f"shapeworld-shape-{shape}", n), concept=("shape", shape),
+                      settings=settings, progress=False, n_resamples=0, keep_images=False)
+    return report.value("target_accuracy")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--concept", default="circle")
+    p.add_argument("--anchor", default="square", help="anchor shape for the guided variant")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--samples-per-prompt", type=int, default=1)
+    p.add_argument("--scaling-prompts", type=int, default=20, help="target prompts per kept shape in experiment 3")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip", default="", help="comma-separated experiments to skip (1,2,3)")
+    p.add_argument("--out", default="runs/closed_form_world")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = SamplerSettings(steps=args.steps, guidance=args.guidance)
+    pipe = load_pipeline(None)
+    results: dict = {"settings": vars(args)}
+    t0 = time.time()
+    skip = set(args.skip.split(","))
+
+    if "1" not in skip:
+        set_name = f"shapeworld-shape-{args.concept}"
+        kw = dict(concept=("shape", args.concept), settings=settings, samples_per_prompt=args.samples_per_prompt,
+                  progress=False)
+        base = evaluate(pipe, set_name, **kw)
+        base.save(out / "single-baseline", force=True)
+        rows = [("unedited", base, None)]
+        for label, method, settings_kw in SINGLE_VARIANTS:
+            kwargs = {k: (args.anchor if v == "ANCHOR" else v) for k, v in settings_kw.items()}
+            edit = erase(pipe, method, [args.concept], **kwargs)
+            edit.apply(pipe)
+            report = evaluate(pipe, set_name, **kw)
+            edit.restore(pipe)
+            report.save(out / f"single-{len(rows)}", force=True, baseline=base)
+            rows.append((label.replace("anchor", f"anchor ({args.anchor})"), report, edit))
+            print(f"[{time.time() - t0:.0f}s] {label}: TA {report.value('target_accuracy'):.3f}", flush=True)
+        keys = ["target_accuracy", "target_accuracy[group=synonym]", "target_accuracy[group=held-out]",
+                "in_domain_retain_accuracy", "cross_domain_retain_accuracy"]
+        table = ["| variant | target acc. | synonyms | held-out | in-domain retain | cross-domain retain | rows (erase/preserve) |",
+                 "|---|---|---|---|---|---|---|"]
+        for label, r, edit in rows:
+            cells = [f"{r.value(k):.2f} [{r.metrics[k].ci_low:.2f}, {r.metrics[k].ci_high:.2f}]" for k in keys]
+            info = f"{edit.info['erase_rows']}/{edit.info['preserve_rows']}" if edit else ""
+            table.append(f"| {label} | " + " | ".join(cells) + f" | {info} |")
+        results["single"] = {label: r.to_dict()["metrics"] for label, r, _ in rows}
+        results["single_table"] = table
+        print("\n".join(table), flush=True)
+
+    if "2" not in skip:
+        erased, kept = list(SHAPES[::2]), list(SHAPES[1::2])
+        before = {s: shape_accuracy(pipe, s, settings, None) for s in SHAPES}
+        mass_rows = {}
+        for label, guide in (("guide empty", ""), ("guide = kept shapes", kept)):
+            edit = erase(pipe, "uce", erased, guide=guide, **MASS)
+            edit.apply(pipe)
+            after = {s: shape_accuracy(pipe, s, settings, None) for s in SHAPES}
+            edit.restore(pipe)
+            mass_rows[label] = after
+            print(f"[{time.time() - t0:.0f}s] mass {label}: {after}", flush=True)
+        table = ["| shape | role | unedited | " + " | ".join(mass_rows) + " |", "|---|---|---|" + "---|" * len(mass_rows)]
+        for s in SHAPES:
+            role = "erased" if s in erased else "kept"
+            table.append(f"| {s} | {role} | {before[s]:.2f} | " + " | ".join(f"{m[s]:.2f}" for m in mass_rows.values()) + " |")
+        results["mass"] = {"erased": erased, "kept": kept, "before": before, "after": mass_rows, "table": table}
+        print("\n".join(table), flush=True)
+
+    if "3" not in skip:
+        n = args.scaling_prompts
+        before = {s: shape_accuracy(pipe, s, settings, n) for s in SHAPES}
+        curve = []
+        for k in range(1, len(SHAPES)):
+            erased, kept = list(SHAPES[:k]), list(SHAPES[k:])
+            edit = erase(pipe, "uce", erased, **MASS)
+            edit.apply(pipe)
+            acc_erased = [shape_accuracy(pipe, s, settings, n) for s in erased]
+            acc_kept = [shape_accuracy(pipe, s, settings, n) for s in kept]
+            edit.restore(pipe)
+            point = {"erased": k, "erased_acc": sum(acc_erased) / k, "kept_acc": sum(acc_kept) / len(kept),
+                     "kept_acc_before": sum(before[s] for s in kept) / len(kept)}
+            curve.append(point)
+            print(f"[{time.time() - t0:.0f}s] {point}", flush=True)
+        results["scaling"] = curve
+        plot_scaling(curve, out / "preservation_vs_concepts.png")
+
+    results["seconds"] = round(time.time() - t0, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    print(f"wrote {out / 'results.json'} ({results['seconds']} s)")
+    return 0
+
+
+def plot_scaling(curve, path: Path) -> None:
+    """A small line plot (PIL only): kept shapes' accuracy, before and after, and erased shapes' accuracy."""
+    from PIL import Image, ImageDraw
+
+    w, h, m = 420, 260, 40
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    d.rectangle([m, 10, w - 10, h - m], outline="black")
+    xs = [c["erased"] for c in curve]
+
+    def pt(x, y):
+        return (m + (x - 1) / max(1, max(xs) - 1) * (w - 10 - m), h - m - y * (h - m - 10))
+
+    for key, colour in (("kept_acc_before", (150, 150, 150)), ("kept_acc", (0, 90, 200)), ("erased_acc", (200, 40, 40))):
+        pts = [pt(c["erased"], c[key]) for c in curve]
+        d.line(pts, fill=colour, width=2)
+        for q in pts:
+            d.ellipse([q[0] - 3, q[1] - 3, q[0] + 3, q[1] + 3], fill=colour)
+    for x in xs:
+        d.text((pt(x, 0)[0] - 3, h - m + 5), str(x), fill="black")
+    for y in (0, 0.5, 1):
+        d.text((5, pt(1, y)[1] - 6), f"{y:.1f}", fill="black")
+    d.text((m, h - 18), "shapes erased at once   blue: kept (after)  grey: kept (before)  red: erased", fill="black")
+    img.save(path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
