@@ -1,7 +1,7 @@
 """Text-encoder outputs for prompts, cached by (text encoder fingerprint, prompt).
 
-Closed-form editors spend most of their time encoding prompts (on SD 1.5 about 0.08 s per prompt on a
-CPU, against well under a second for the solve itself), so a second edit with an overlapping concept
+Closed-form editors spend most of their time encoding prompts (a ViT-L/14-shaped encoder takes ~0.27 s per
+prompt on one CPU thread, against about a second for the whole solve; see scripts/bench_closed_form.py), so a second edit with an overlapping concept
 list should encode only what is new. The cache key includes a fingerprint of the text encoder's
 weights, so an edited or different encoder never reuses stale embeddings.
 """

@@ -272,7 +272,7 @@ def main(argv=None) -> int:
             res["baseline_note"] = f"skipped (~{proj:.0f} s projected)"
             log(f"  reference-style: skipped, projected {proj:.0f} s > {args.baseline_limit:.0f} s")
         else:
-            log(f"  reference-style ..." + (f" (projected {proj:.0f} s)" if proj is not None else ""))
+            log("  reference-style ..." + (f" (projected {proj:.0f} s)" if proj is not None else ""))
             t, ref = timed(lambda: reference_style(weights, rows.erase_inputs, rows.erase_guides, rows.preserve_inputs))
             baseline_points.append((total_rows, t))
             res["baseline"] = t

@@ -44,6 +44,17 @@ def test_solution_satisfies_normal_equations(explicit_targets):
         assert new[k].dtype == torch.float64 and new[k].shape == w.shape
 
 
+def test_many_rows_path_agrees_with_the_exact_solution():
+    """With 2n >= d the change is applied as one float32 d x d correction: ~1e-6 of the change."""
+    weights, c_e, g_e, c_p, s_e, s_p = _random_problem(5, n=30, m=10, d=24)
+    new = solve_closed_form(weights, c_e, g_e, c_p, erase_scale=s_e, preserve_scale=s_p, lamb=0.3)
+    for k, w in weights.items():
+        a = 0.3 * torch.eye(24, dtype=torch.float64) + (c_e * s_e[:, None]).T @ c_e + (c_p * s_p[:, None]).T @ c_p
+        b = 0.3 * w + ((w @ g_e.T) * s_e) @ c_e + ((w @ c_p.T) * s_p) @ c_p
+        exact = torch.linalg.solve(a, b.T).T
+        assert (new[k] - exact).abs().max() < 1e-5 * (exact - w).abs().max()
+
+
 def test_huge_lambda_leaves_weights_unchanged():
     weights, c_e, g_e, c_p, s_e, s_p = _random_problem(1)
     new = solve_closed_form(weights, c_e, g_e, c_p, lamb=1e12)

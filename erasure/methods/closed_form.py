@@ -120,10 +120,20 @@ def solve_closed_form(
         g_e = erase_targets.to(torch.float64)
         if g_e.shape != c_e.shape:
             raise ErasureError(f"guide embeddings have shape {tuple(g_e.shape)}, erased ones {tuple(c_e.shape)}")
-        m = lamb * eye + (g_e * s_e[:, None]).T @ c_e + preserve_gram
-        transform = torch.cholesky_solve(m.T.contiguous(), factor).T  # M A^-1 (A is symmetric)
-        for name, w in weights.items():
-            out[name] = w.to(torch.float64) @ transform
+        # W_new = W M A^-1 with M - A = (G - C)^T S C, so W_new = W + W (G - C)^T S (C A^-1): a change of
+        # rank <= n. For few rows apply it in that factored form (float64, exact); for many, fold it into
+        # one d x d correction D and apply W D in float32 (relative error ~1e-6 of the change), which
+        # halves the cost of the 32 products that dominate a 1000-concept solve.
+        right = torch.cholesky_solve(c_e.T.contiguous(), factor).T  # C A^-1, (n, d)
+        left = (g_e - c_e).T * s_e  # (G - C)^T S, (d, n)
+        if 2 * n < d:
+            for name, w in weights.items():
+                w64 = w.to(torch.float64)
+                out[name] = w64 + (w64 @ left) @ right
+        else:
+            correction = (left @ right).to(torch.float32)
+            for name, w in weights.items():
+                out[name] = w.to(torch.float64) + (w.to(torch.float32) @ correction).to(torch.float64)
     else:
         for name, w in weights.items():
             w64 = w.to(torch.float64)

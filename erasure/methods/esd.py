@@ -53,6 +53,7 @@ class ESDConfig:
 
     group: str = "esd-x"
     anchor: str = ""
+    templates: tuple[str, ...] | str = ("{}",)  # prompts per concept ({} = concept; the anchor fills the same slot)
     eta: float = 1.0
     iterations: int = 200
     lr: float = 1e-4
@@ -198,6 +199,8 @@ def esd_edit(
     if unknown:
         raise ErasureError(f"unknown setting(s) {sorted(unknown)} for {method}; "
                            f"known: {', '.join(sorted(ESDConfig.__dataclass_fields__))}")
+    if isinstance(settings.get("templates"), list):
+        settings["templates"] = tuple(settings["templates"])
     cfg = ESDConfig(**settings)
     cfg.validate()
     if isinstance(concepts, str):
@@ -217,8 +220,15 @@ def esd_edit(
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     device = unet.device
-    emb_concepts = _encode(pipe, concepts).to(device)
-    emb_anchor = _encode(pipe, [cfg.anchor]).to(device)
+    from erasure.methods.closed_form import _fill, _resolve_templates
+
+    templates = _resolve_templates((cfg.templates,) if isinstance(cfg.templates, str) else tuple(cfg.templates))
+    pairs = [(_fill(t, c), _fill(t, cfg.anchor)) for c in concepts
+             for t in (templates(c) if callable(templates) else templates)]
+    if not pairs or any("{}" not in t for c in concepts for t in (templates(c) if callable(templates) else templates)):
+        raise ErasureError("every template needs a {} where the concept goes, e.g. \"a photo of {}\"")
+    emb_concepts = _encode(pipe, [p[0] for p in pairs]).to(device)
+    emb_anchor = _encode(pipe, [p[1] for p in pairs]).to(device)
     emb_empty = _encode(pipe, [""]).to(device)
     sampler = _Sampler(pipe, cfg, counter)
     n_samples = cfg.iterations * cfg.batch_size
@@ -356,8 +366,7 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_concepts, emb_ancho
             trajectories += len(group)
     t = torch.as_tensor(t_train, device=device)
     concept_idx = torch.as_tensor(which, device=device)
-    eps_a, eps_c = _frozen_predictions(unet, xs, t, emb_anchor.expand(distinct, -1, -1),
-                                       emb_concepts[concept_idx], counter)
+    eps_a, eps_c = _frozen_predictions(unet, xs, t, emb_anchor[concept_idx], emb_concepts[concept_idx], counter)
     return {"x": xs, "t": t, "concept": concept_idx, "eps_anchor": eps_a, "eps_concept": eps_c,
             "trajectories": torch.tensor([trajectories])}
 
@@ -374,8 +383,7 @@ def _student_samples(unet, sampler, cfg, params, originals, emb_concepts, emb_an
     tt = torch.full((cfg.batch_size,), t, device=device)
     idx = torch.full((cfg.batch_size,), which, device=device)
     with original_values(params, originals):
-        eps_a, eps_c = _frozen_predictions(unet, x, tt, emb_anchor.expand(cfg.batch_size, -1, -1),
-                                           emb_concepts[idx], counter)
+        eps_a, eps_c = _frozen_predictions(unet, x, tt, emb_anchor[idx], emb_concepts[idx], counter)
     return x, tt, idx, eps_a, eps_c
 
 
