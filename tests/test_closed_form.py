@@ -207,3 +207,20 @@ def test_last_subject_row_is_the_concept_token(built_pipeline):
     # "a photo of red star": start, a, photo, of, red, star -> index 5; guide "a photo of" -> "of" at 3
     assert torch.equal(rows.erase_inputs[0], enc[0].hidden[5])
     assert torch.equal(rows.erase_guides[0], enc[1].hidden[3])
+
+
+def test_evaluate_resumes_from_an_images_folder_and_separates_edited_weights(tiny_sd1_folder, tmp_path):
+    from erasure.evaluation.evaluate import evaluate
+    from erasure.evaluation.prompts import PromptRecord, PromptSet
+
+    pipe = load_pipeline(tiny_sd1_folder)
+    records = tuple(PromptRecord(case_number=i, prompt=p, evaluation_seed=i, concept="star", group="target",
+                                 extra={"shape": "star"}) for i, p in enumerate(["a red star", "a star"]))
+    pset = PromptSet(name="tiny", records=records, source="test")
+    settings = SamplerSettings(steps=2, guidance=3.0)
+    first = evaluate(pipe, pset, settings=settings, images_dir=tmp_path / "img", progress=False, batch_size=2)
+    again = evaluate(pipe, pset, settings=settings, images_dir=tmp_path / "img", progress=False, batch_size=2)
+    assert np.array_equal(first.images, again.images)
+    erase(pipe, "uce", "red star", preserve=["blue circle"]).apply(pipe)
+    with pytest.raises(ErasureError):
+        evaluate(pipe, pset, settings=settings, images_dir=tmp_path / "img", progress=False, batch_size=2)

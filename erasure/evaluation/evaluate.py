@@ -139,12 +139,14 @@ def evaluate(
     n_resamples: int = 1000,
     progress: bool = True,
     keep_images: bool = True,
+    images_dir: str | Path | None = None,
 ) -> Report:
     """Generate ``samples_per_prompt`` images per record (seeds ``evaluation_seed + k``) and score them.
 
     With a ``concept`` (``(attribute, value)``) and the world's classifier (the default on the built-in
     world), the classifier metrics are computed; the label columns of the prompt set say what each
-    prompt names. Without a classifier, only the attribute-free metrics apply.
+    prompt names. Without a classifier, only the attribute-free metrics apply. With ``images_dir``
+    the images are kept there with a hashed manifest, and a rerun resumes (see ``generate_to_folder``).
     """
     from erasure.evaluation.classifier_metrics import classifier_metrics
 
@@ -157,7 +159,18 @@ def evaluate(
     prompts = [r.prompt for r in records for _ in range(samples_per_prompt)]
     seeds = [int(r.evaluation_seed) + k for r in records for k in range(samples_per_prompt)]
     t0 = time.perf_counter()
-    images = generate_images(pipe, prompts, seeds, settings, batch_size=batch_size, progress=progress)
+    if images_dir is not None:
+        from erasure.evaluation.generate import generate_to_folder
+
+        from erasure.embeddings import text_encoder_fingerprint as weights_fingerprint
+
+        # the recipe names the exact weights, so an edited model never resumes an unedited model's folder
+        model = (f"{getattr(pipe, 'erasure_source', 'unknown')}@unet:{weights_fingerprint(pipe.unet)[:16]}"
+                 f",text:{weights_fingerprint(pipe.text_encoder)[:16]}")
+        images = generate_to_folder(pipe, prompts, seeds, images_dir, settings, batch_size=batch_size,
+                                    model=model, progress=progress)
+    else:
+        images = generate_images(pipe, prompts, seeds, settings, batch_size=batch_size, progress=progress)
     t1 = time.perf_counter()
     metrics: dict[str, MetricResult] = {}
     if concept is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import difflib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -271,7 +271,7 @@ class ClosedFormConfig:
 
     guide: str | tuple[str, ...] = ""  # one anchor for every concept, or one per concept
     preserve: tuple[str, ...] | None = None  # None: the model's default (other concepts of the same kind)
-    templates: tuple[str, ...] = ("{}",)
+    templates: tuple[str, ...] | None = None  # None: "shapeworld" on the built-in world, else ("{}",)
     tokens: str = "last-subject"
     erase_scale: float = 1.0
     preserve_scale: float | None = 1.0  # None: the paper-era rule max(0.1, 1 / number of preserved concepts)
@@ -344,6 +344,9 @@ def closed_form_edit(
     guides = (cfg.guide,) * len(concepts) if isinstance(cfg.guide, str) else tuple(cfg.guide)
     if len(guides) != len(concepts):
         raise ErasureError(f"{len(guides)} guides for {len(concepts)} concepts; give one guide or one per concept")
+    if cfg.templates is None:
+        on_world = getattr(pipe, "erasure_source", None) == "shapeworld"
+        cfg = replace(cfg, templates=("shapeworld",) if on_world else ("{}",))
     templates = _resolve_templates(cfg.templates)
     if not callable(templates) and any("{}" not in t for t in templates):
         raise ErasureError("every template needs a {} where the concept goes, e.g. \"a photo of {}\"")
