@@ -32,14 +32,15 @@ from erasure.methods import erase  # noqa: E402
 from erasure.world.render import SHAPES  # noqa: E402
 
 SINGLE_VARIANTS = [
-    ("uce (current code: last subject token, no templates)", "uce", {}),
-    ("uce, shapeworld templates", "uce", {"templates": "shapeworld"}),
-    ("uce-paper (subject..end tokens), shapeworld templates", "uce-paper", {"templates": "shapeworld"}),
-    ("time (all aligned tokens), shapeworld templates", "time", {"templates": "shapeworld"}),
-    ("subject..end, templates, guide = anchor", "uce", {"templates": "shapeworld", "tokens": "subject-to-end",
-                                                        "preserve_scale": 0.02, "guide": "ANCHOR"}),
+    ("uce, no templates (current code: last subject token)", "uce", {"templates": "none"}),
+    ("uce (shapeworld templates)", "uce", {}),
+    ("uce-paper (subject..end tokens)", "uce-paper", {}),
+    ("time (all aligned tokens)", "time", {}),
+    ("uce-paper, guide = anchor", "uce-paper", {"guide": "ANCHOR"}),
+    ("subject..end, preserve scale 0.02, guide = anchor", "uce", {"tokens": "subject-to-end", "preserve_scale": 0.02,
+                                                                  "guide": "ANCHOR"}),
 ]
-MASS = {"templates": "shapeworld", "tokens": "subject-to-end", "preserve_scale": 0.02}
+MASS = {"tokens": "subject-to-end", "preserve_scale": 0.02}
 
 
 def target_group(set_name: str, n: int | None) -> PromptSet:

@@ -22,7 +22,8 @@ from erasure.evaluation.evaluate import evaluate  # noqa: E402
 from erasure.generation import SamplerSettings  # noqa: E402
 from erasure.methods import erase  # noqa: E402
 
-DEFAULT_VARIANTS = ["esd-x:lr=1e-4,eta=2", "esd-x-strict:lr=3e-4,eta=2", "esd-u:lr=3e-4,eta=2"]
+DEFAULT_VARIANTS = ["esd-x:lr=1e-4,eta=2", "esd-x-strict:lr=1e-3,eta=2", "esd-u:lr=3e-4,eta=2",
+                    "esd-x:lr=3e-4,anchor=ANCHOR", "esd-x:lr=1e-4,anchor=ANCHOR"]
 KEYS = ["target_accuracy", "target_accuracy[group=synonym]", "target_accuracy[group=held-out]",
         "in_domain_retain_accuracy", "cross_domain_retain_accuracy"]
 
@@ -44,6 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--concepts", nargs="+", default=["shape=circle", "texture=striped"])
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, help="METHOD:key=value,... (JSON values)")
     p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--anchors", nargs="+", default=["shape=square", "texture=plain", "colour=gray"],
+                   help="ATTRIBUTE=VALUE: the anchor a variant's anchor=ANCHOR stands for, per attribute")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=2)
@@ -65,6 +68,8 @@ def main(argv=None) -> int:
         rows = [("unedited", base, None)]
         for variant in args.variants:
             method, extra = parse_variant(variant)
+            anchors = dict(a.split("=") for a in args.anchors)
+            extra = {k: (anchors[attribute] if v == "ANCHOR" else v) for k, v in extra.items()}
             t0 = time.time()
             edit = erase(pipe, method, [value], iterations=args.iterations, progress=False, **extra)
             seconds = time.time() - t0
@@ -72,7 +77,7 @@ def main(argv=None) -> int:
             report = evaluate(pipe, set_name, **kw)
             edit.restore(pipe)
             report.save(out / f"{value}-{variant.replace(':', '_').replace(',', '_')}", force=True, baseline=base)
-            rows.append((variant, report, seconds))
+            rows.append((variant.replace("ANCHOR", extra.get("anchor", "")), report, seconds))
             results["runs"].append({"concept": concept, "variant": variant, "seconds": round(seconds, 1),
                                     "metrics": report.to_dict()["metrics"], "final_loss": edit.info["final_loss"]})
             print(f"{concept} {variant}: TA {report.value('target_accuracy'):.3f} ({seconds:.0f} s)", flush=True)

@@ -114,6 +114,9 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
             "held_out": sorted([list(x) for x in render.HELD_OUT]),
             "clip_pixel_normalisation": "x * 2 - 1 for x in [0, 1]",
             "training": stage_configs,
+            # step-count changes made with `train_world.py --steps` (a stage continued past its first length)
+            "training_overrides": [json.loads(line) for line in (run / "steps_overrides.jsonl").read_text().splitlines()
+                                   if line.strip()] if (run / "steps_overrides.jsonl").exists() else [],
             "versions": package_versions(),
             "files": {str(p.relative_to(tmp)): sha256(p) for p in files},
             "total_bytes": sum(p.stat().st_size for p in files),
