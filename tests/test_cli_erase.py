@@ -1,0 +1,73 @@
+"""`erasure erase`, `erasure evaluate` and `erasure list` from the command line."""
+
+import json
+
+import pytest
+import torch
+
+from erasure.cli import main
+from erasure.edit import Edit
+
+
+def test_erase_writes_an_edit_that_reloads(tiny_sd1_folder, tmp_path, capsys):
+    out = tmp_path / "erase"
+    code = main(["erase", "--model", str(tiny_sd1_folder), "--concept", "red star", "--preserve", "blue circle",
+                 "--templates", "{}", "a {}", "--out", str(out)])
+    assert code == 0
+    assert (out / "edit.safetensors").is_file() and (out / "config.json").is_file()
+    edit = Edit.load(out / "edit.safetensors")
+    assert edit.concepts == ("red star",) and edit.method == "uce"
+    assert edit.config["templates"] == ["{}", "a {}"] and edit.config["preserve"] == ["blue circle"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["info"]["erase_rows"] == 2 and config["info"]["preserve_rows"] == 2
+    assert "erased red star with uce" in capsys.readouterr().out
+    # the same command again: refused, the first result untouched
+    before = (out / "edit.safetensors").read_bytes()
+    assert main(["erase", "--model", str(tiny_sd1_folder), "--concept", "x", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "edit.safetensors").read_bytes() == before
+
+
+def test_erase_esd_with_settings(tiny_sd1_folder, tmp_path):
+    out = tmp_path / "esd"
+    code = main(["erase", "--model", str(tiny_sd1_folder), "--method", "esd-x-strict", "--concept", "red star",
+                 "--set", "iterations=2", "--set", "ddim_steps=4", "--set", "batch_size=1", "--out", str(out)])
+    assert code == 0
+    edit = Edit.load(out / "edit.safetensors")
+    assert edit.config["iterations"] == 2 and all(".attn2.to_" in n for n in edit.tensors)
+    assert all(torch.isfinite(v).all() for v in edit.tensors.values())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--concept", ""], "empty concept"),
+    (["--concept", "star", "--method", "ucee"], "did you mean 'uce'"),
+    (["--concept", "star", "--preserve", "star"], "both erased and preserved"),
+    (["--concept", "star", "--lamb", "0", "--no-preserve"], "singular"),
+    (["--concept", "star", "--set", "iterations"], "KEY=VALUE"),
+    (["--concept", "star", "--evaluate"], "built-in world's concepts only"),
+])
+def test_erase_bad_input_is_one_line_and_writes_nothing(tiny_sd1_folder, tmp_path, capsys, args, message):
+    out = tmp_path / "never"
+    assert main(["erase", "--model", str(tiny_sd1_folder), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.count("\n") == 0 and err.startswith("error:")
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
+
+
+def test_evaluate_needs_a_classifier_off_the_world(tiny_sd1_folder, tmp_path, capsys):
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("case_number,prompt,evaluation_seed,concept,shape\n0,a red star,1,star,star\n")
+    code = main(["evaluate", "--model", str(tiny_sd1_folder), "--prompts", str(prompts), "--concept", "shape=star",
+                 "--steps", "2", "--out", str(tmp_path / "ev")])
+    assert code == 2 and "need a classifier" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
+    code = main(["evaluate", "--model", str(tiny_sd1_folder), "--prompts", str(prompts), "--steps", "2",
+                 "--out", str(tmp_path / "ev")])
+    assert code == 0 and (tmp_path / "ev" / "report.json").is_file() and (tmp_path / "ev" / "grid-all.png").is_file()
+
+
+def test_list_names_everything(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("uce", "uce-paper", "time", "esd-x", "esd-u", "target_accuracy", "shapeworld-shape-circle", "imagenette"):
+        assert name in out
