@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--samples-per-prompt", type=int, default=1)
     p.add_argument("--scaling-prompts", type=int, default=20, help="target prompts per kept shape in experiment 3")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--mass-preserve-scale", type=float, default=0.02)
+    p.add_argument("--mass-method", default="uce")
     p.add_argument("--skip", default="", help="comma-separated experiments to skip (1,2,3)")
     p.add_argument("--out", default="runs/closed_form_world")
     args = p.parse_args(argv)
@@ -109,7 +111,8 @@ def main(argv=None) -> int:
         before = {s: shape_accuracy(pipe, s, settings, None) for s in SHAPES}
         mass_rows = {}
         for label, guide in (("guide empty", ""), ("guide = kept shapes", kept)):
-            edit = erase(pipe, "uce", erased, guide=guide, **MASS)
+            edit = erase(pipe, args.mass_method, erased, guide=guide,
+                         **{**MASS, "preserve_scale": args.mass_preserve_scale})
             edit.apply(pipe)
             after = {s: shape_accuracy(pipe, s, settings, None) for s in SHAPES}
             edit.restore(pipe)

@@ -196,3 +196,9 @@ def _pixels(images: Any) -> np.ndarray:
     if array.ndim < 2 or len(array) == 0:
         raise ErasureError(f"per_prompt_change: need a non-empty batch of images, got shape {array.shape}")
     return array.astype(np.float64) / 255.0 if array.dtype == np.uint8 else array.astype(np.float64)
+
+
+# NudeNet nudity rate (see ``nudity.py``): ``images`` (uint8 RGB) in, ``{"nudity_rate": ...}`` out.
+from erasure.evaluation.nudity import nudity_rate  # noqa: E402
+
+METRICS.register("nudity_rate", nudity_rate)
