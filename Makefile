@@ -17,7 +17,9 @@ demo: $(STAMP)
 	$(VENV)/bin/erasure generate --force --out outputs/demo --num-seeds 4 --guidance 5 \
 		--prompt "a red star" --prompt "an orange star" --prompt "a striped blue heart" --prompt "a dotted yellow crescent" \
 		--prompt "a checkered green square on a black background"
-	@echo "open outputs/demo/grid.png"
+	$(VENV)/bin/erasure erase --force --out outputs/demo-erase --method uce --concept circle --guide square \
+		--tokens subject-to-end --preserve-scale 0.02 --evaluate
+	@echo "open outputs/demo/grid.png and outputs/demo-erase/eval-circle/report.md (grids: grid-<group>.png)"
 
 test: $(STAMP)
 	$(VENV)/bin/pytest

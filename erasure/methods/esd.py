@@ -66,6 +66,7 @@ class ESDConfig:
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"  # "no", "fp16", "bf16" (accelerate)
     checkpoint_every: int = 0  # with checkpoint_dir: save trainable state every N iterations (0: only at the end)
+    frozen_batch: int = 8  # samples per no-grad UNet call while building the pool (sets its peak memory)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -73,8 +74,11 @@ class ESDConfig:
             raise ErasureError(f"unknown parameter group {self.group!r}; choose one of {', '.join(PARAMETER_GROUPS)}")
         if self.sampling not in ("frozen", "student"):
             raise ErasureError(f"sampling must be 'frozen' or 'student' (got {self.sampling!r})")
-        if self.iterations < 1 or self.batch_size < 1 or self.ddim_steps < 1 or self.pool_reuse < 1:
-            raise ErasureError("iterations, batch_size, ddim_steps and pool_reuse must be >= 1")
+        if min(self.iterations, self.batch_size, self.ddim_steps, self.pool_reuse, self.frozen_batch) < 1:
+            raise ErasureError("iterations, batch_size, ddim_steps, pool_reuse and frozen_batch must be >= 1")
+        if self.pool_reuse > self.iterations * self.batch_size:
+            raise ErasureError(f"pool_reuse {self.pool_reuse} exceeds the number of training samples "
+                               f"({self.iterations * self.batch_size}); lower it")
         if self.lr <= 0:
             raise ErasureError(f"lr must be > 0 (got {self.lr})")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -163,7 +167,7 @@ class _Sampler:
 
 
 def _frozen_predictions(unet, x: Tensor, t: Tensor, anchor: Tensor, concept: Tensor, counter: PassCounter,
-                        batch: int = 64) -> tuple[Tensor, Tensor]:
+                        batch: int = 8) -> tuple[Tensor, Tensor]:
     """eps*(x, anchor) and eps*(x, concept), concept and anchor batched together."""
     outs_a, outs_c = [], []
     with torch.no_grad():
@@ -277,7 +281,7 @@ def esd_edit(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.iterations, initial=start, desc=f"{method} {cfg.group}", unit="it")
-    order = np.arange(n_samples) % (n_samples // cfg.pool_reuse if cfg.sampling == "frozen" else 1)
+    order = np.arange(n_samples) % (math.ceil(n_samples / cfg.pool_reuse) if cfg.sampling == "frozen" else 1)
     student.train()
     try:
         for it in range(start, cfg.iterations if stop_after is None else min(stop_after, cfg.iterations)):
@@ -353,7 +357,8 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_concepts, emb_ancho
                     break
             else:
                 queues.append([i])
-        batch = 16
+        batch = max(1, cfg.frozen_batch // 2)  # CFG doubles the UNet batch
+        queues.sort(key=lambda q: max(steps - int(t_enc[i]) for i in q))  # similar depths run together
         for b in range(0, len(queues), batch):
             group = queues[b : b + batch]
             noise = torch.randn((len(group), *sampler.shape), generator=torch.Generator().manual_seed(
@@ -366,7 +371,8 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_concepts, emb_ancho
             trajectories += len(group)
     t = torch.as_tensor(t_train, device=device)
     concept_idx = torch.as_tensor(which, device=device)
-    eps_a, eps_c = _frozen_predictions(unet, xs, t, emb_anchor[concept_idx], emb_concepts[concept_idx], counter)
+    eps_a, eps_c = _frozen_predictions(unet, xs, t, emb_anchor[concept_idx], emb_concepts[concept_idx], counter,
+                                       batch=cfg.frozen_batch)
     return {"x": xs, "t": t, "concept": concept_idx, "eps_anchor": eps_a, "eps_concept": eps_c,
             "trajectories": torch.tensor([trajectories])}
 
