@@ -170,8 +170,10 @@ def cmd_erase(args) -> int:
                 kw = dict(concept=label, settings=_settings(args), samples_per_prompt=args.samples_per_prompt)
                 base = evaluate(pipe, set_name, **kw)
                 edit.apply(pipe)
+                pipe.erasure_edit = {"method": edit.method, "concepts": list(edit.concepts), "config": dict(edit.config)}
                 report = evaluate(pipe, set_name, **kw)
                 edit.restore(pipe)
+                pipe.erasure_edit = None
                 report.save(tmp / f"eval-{concept}", baseline=base)
                 for key in ("target_accuracy", "in_domain_retain_accuracy", "cross_domain_retain_accuracy"):
                     if key in report.metrics:
