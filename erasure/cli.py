@@ -103,28 +103,15 @@ def _settings(args):
     return SamplerSettings(steps=args.steps or base.steps, guidance=args.guidance or base.guidance)
 
 
-def _write_json_atomic(path: Path, data) -> None:
-    import json
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)
-
-
 def cmd_erase(args) -> int:
     import json
-    import shutil
-    import tempfile
 
     from erasure.errors import ErasureError
+    from erasure.files import atomic_folder, refuse_existing
     from erasure.methods import erase
     from erasure.models import load_pipeline
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise ErasureError(f"{out} already exists; choose another --out or pass --force to replace it")
+    out = refuse_existing(args.out, args.force)  # before the (possibly long) erasure, not only at the end
     settings: dict = {}
     for key in ("guide", "preserve", "tokens", "lamb", "erase_scale", "preserve_scale"):
         value = getattr(args, key)
@@ -149,13 +136,11 @@ def cmd_erase(args) -> int:
     pipe = load_pipeline(args.model, config=args.config, device=args.device, dtype=args.dtype,
                          allow_pickle=args.allow_pickle)
     edit = erase(pipe, args.method, args.concept, **settings)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out, force=args.force) as tmp:
         edit.save(tmp / "edit.safetensors")
-        _write_json_atomic(tmp / "config.json", {"method": edit.method, "concepts": list(edit.concepts),
-                                                  "config": dict(edit.config), "info": dict(edit.info),
-                                                  "model": args.model or "shapeworld"})
+        (tmp / "config.json").write_text(json.dumps(
+            {"method": edit.method, "concepts": list(edit.concepts), "config": dict(edit.config),
+             "info": dict(edit.info), "model": args.model or "shapeworld"}, indent=1, default=str))
         lines = [f"erased {', '.join(edit.concepts)} with {edit.method}: {len(edit.tensors)} tensors changed "
                  f"({edit.info.get('erase_rows')} erased / {edit.info.get('preserve_rows')} preserved embeddings, "
                  f"solve {edit.info.get('solve_seconds')} s)"]
@@ -178,12 +163,6 @@ def cmd_erase(args) -> int:
                 for key in ("target_accuracy", "in_domain_retain_accuracy", "cross_domain_retain_accuracy"):
                     if key in report.metrics:
                         lines.append(f"  {concept}: {key} {base.value(key):.3f} -> {report.value(key):.3f}")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     print("\n".join(lines))
     print(f"wrote {out / 'edit.safetensors'}" + (f" and {out}/eval-*/report.md" if args.evaluate else ""))
     return 0

@@ -7,9 +7,6 @@ depend on the batch it was generated in, nor on which process generated it.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from erasure.errors import ErasureError
+from erasure.files import atomic_folder
 from erasure.versions import package_versions
 
 
@@ -132,12 +130,7 @@ def save_generation(
 
     Refuses to replace an existing folder unless ``force``.
     """
-    out = Path(out_dir)
-    if out.exists() and not force:
-        raise ErasureError(f"{out} already exists; choose another --out or pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with atomic_folder(out_dir, force=force) as tmp:
         (tmp / "images").mkdir()
         records = []
         for k, (im, p, s) in enumerate(zip(images, prompts, seeds)):
@@ -150,11 +143,5 @@ def save_generation(
             image_grid(images, rows, cols, row_labels=labels).save(tmp / "grid.png")
         manifest = {"model": model, "settings": asdict(settings), "images": records, "versions": package_versions()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    return Path(out_dir)
 

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,12 +63,9 @@ class Report:
 
     def save(self, out_dir: str | Path, *, force: bool = False, baseline: "Report | None" = None) -> Path:
         """Write ``report.json``, ``report.md`` and one grid per prompt group, atomically."""
-        out = Path(out_dir)
-        if out.exists() and not force:
-            raise ErasureError(f"{out} already exists; choose another --out or pass --force to replace it")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        try:
+        from erasure.files import atomic_folder
+
+        with atomic_folder(out_dir, force=force) as tmp:
             data = self.to_dict()
             if baseline is not None:
                 data["baseline"] = baseline.to_dict()
@@ -80,13 +74,7 @@ class Report:
             if self.images is not None and len(self.records):
                 for group, grid in group_grids(self.records, self.images, self.info["samples_per_prompt"]).items():
                     grid.save(tmp / f"grid-{group or 'all'}.png")
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        return out
+        return Path(out_dir)
 
 
 def group_grids(records: Sequence[PromptRecord], images: np.ndarray, samples: int, rows: int = 8) -> dict:

@@ -1,0 +1,37 @@
+"""Safe writes: an output folder appears whole or not at all, and is replaced only when asked."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from erasure.errors import ErasureError
+
+
+def refuse_existing(out: str | os.PathLike, force: bool) -> Path:
+    """``out`` as a Path; ErasureError if it exists and ``force`` is not set."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ErasureError(f"{out} already exists; choose another --out or pass --force to replace it")
+    return out
+
+
+@contextmanager
+def atomic_folder(out: str | os.PathLike, *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` in one rename, on any
+    error it is removed and ``out`` is left as it was."""
+    out = refuse_existing(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
