@@ -192,6 +192,19 @@ def classifier_metrics(
     return out
 
 
+def check_concept_labels(records: Sequence[PromptRecord], concept: Concept) -> None:
+    """Fail before any image is generated if the prompt set cannot score ``concept``."""
+    labels = {"" if concept is None or len(concept) != 2 else concept[0]: ["?"] * len(records)}
+    attribute, value = _check(records, labels, concept)
+    named = _column(records, attribute)
+    if value not in named:
+        present = sorted(set(named) - {""})
+        close = difflib.get_close_matches(value, present, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ErasureError(f"no prompt names {attribute}={value}; {hint}values named in the '{attribute}' "
+                           f"column: {', '.join(present) or 'none'}")
+
+
 def _check(records: Sequence[PromptRecord], predictions: Predictions, concept: Concept) -> Concept:
     if not (isinstance(concept, (tuple, list)) and len(concept) == 2 and all(isinstance(c, str) for c in concept)):
         raise ErasureError(f"concept must be an (attribute, value) pair such as ('shape', 'star'), got {concept!r}")

@@ -144,6 +144,13 @@ def evaluate(
     if settings is None:
         settings = WORLD_SETTINGS if _is_world(pipe) else SamplerSettings()
     records = tuple(pset.records)
+    if concept is not None:  # check before the (long) generation, not after it
+        from erasure.evaluation.classifier_metrics import check_concept_labels
+
+        check_concept_labels(records, tuple(concept))
+        if classifier is None and not _is_world(pipe):
+            raise ErasureError("classifier metrics need a classifier; on your own model pass classifier= "
+                               "(the built-in world brings its own)")
     prompts = [r.prompt for r in records for _ in range(samples_per_prompt)]
     seeds = [int(r.evaluation_seed) + k for r in records for k in range(samples_per_prompt)]
     t0 = time.perf_counter()
