@@ -211,6 +211,10 @@ def cmd_erase(args) -> int:
                 report = evaluate(pipe, set_name, **kw)
                 edit.restore(pipe)
                 pipe.erasure_edit = None
+                from erasure.evaluation.evaluate import compare, world_features
+
+                compare(report, base, features=world_features,
+                        feature_extractor="shapeworld classifier features (penultimate layer)")
                 report.save(tmp / f"eval-{concept}", baseline=base)
                 for key in ("target_accuracy", "in_domain_retain_accuracy", "cross_domain_retain_accuracy"):
                     if key in report.metrics:
@@ -220,10 +224,23 @@ def cmd_erase(args) -> int:
     return 0
 
 
+def _comparison_features(args, pipe):
+    """(features function, its name) for FID/KID: the world's classifier, or a CLIP image tower given by flags."""
+    if getattr(args, "features", None):
+        from erasure.evaluation.clip_backends import load_clip_backend
+
+        backend = load_clip_backend(args.features, getattr(args, "features_weights", None))
+        return backend.embed_images, f"{args.features} image embeddings"
+    if getattr(pipe, "erasure_source", None) == "shapeworld":
+        from erasure.evaluation.evaluate import world_features
+
+        return world_features, "shapeworld classifier features (penultimate layer)"
+    return None, None
+
+
 def cmd_evaluate(args) -> int:
-    from erasure.edit import Edit
     from erasure.errors import ErasureError
-    from erasure.evaluation.evaluate import evaluate
+    from erasure.evaluation.evaluate import compare, evaluate
     from erasure.models import load_pipeline
 
     if not args.prompts:
@@ -232,24 +249,35 @@ def cmd_evaluate(args) -> int:
     if out.exists() and not args.force:
         raise ErasureError(f"{out} already exists; choose another --out or pass --force to replace it")
     label = _parse_concept(args.concept_label)
-    if args.edit and not Path(args.edit).exists():
-        raise ErasureError(f"edit {args.edit} not found; give the edit.safetensors that `erasure erase` wrote")
+    if args.compare == UNEDITED and not args.edit:
+        raise ErasureError("--compare without a model compares with the unedited model, so it needs --edit; "
+                           "or name the baseline model: --compare BASE")
+    edit = _load_erasure_result(args.edit) if args.edit else None
     pipe = load_pipeline(args.model, config=args.config, device=args.device, dtype=args.dtype,
                          allow_pickle=args.allow_pickle)
+    kw = dict(concept=label, settings=_settings(args), samples_per_prompt=args.samples_per_prompt)
     baseline = None
-    if args.edit:
-        edit = Edit.load(args.edit)
-        if args.compare:
-            baseline = evaluate(pipe, args.prompts, concept=label, settings=_settings(args),
-                                samples_per_prompt=args.samples_per_prompt)
+    if args.compare == UNEDITED:
+        baseline = evaluate(pipe, args.prompts, **kw)
+    elif args.compare:
+        base_pipe = load_pipeline(args.compare, config=args.compare_config, device=args.device, dtype=args.dtype,
+                                  allow_pickle=args.allow_pickle)
+        baseline = evaluate(base_pipe, args.prompts, **kw)
+        del base_pipe
+    if edit is not None:
         edit.apply(pipe)
         pipe.erasure_edit = {"file": str(args.edit), "method": edit.method, "concepts": list(edit.concepts)}
-    report = evaluate(pipe, args.prompts, concept=label, settings=_settings(args),
-                      samples_per_prompt=args.samples_per_prompt)
+    report = evaluate(pipe, args.prompts, **kw)
+    if baseline is not None:
+        features, name = _comparison_features(args, pipe)
+        compare(report, baseline, features=features, feature_extractor=name)
     report.save(out, force=args.force, baseline=baseline)
     print(report.markdown(baseline))
-    print(f"wrote {out / 'report.md'}")
+    print(f"wrote {out / 'report.md'}" + (f" and {out}/compare-*.png (before | after)" if baseline is not None else ""))
     return 0
+
+
+UNEDITED = "unedited"
 
 
 EXPORT_FORMATS = ("diffusers", "single-file", "lora", "kohya", "edit")
@@ -291,7 +319,6 @@ def cmd_export(args) -> int:
     import json
 
     from erasure.errors import ErasureError
-    from erasure.export import export
     from erasure.files import refuse_existing
     from erasure.models import load_pipeline
 
@@ -313,6 +340,8 @@ def cmd_export(args) -> int:
     edit = _load_erasure_result(args.edit) if args.edit else None
     pipe = load_pipeline(args.model, config=args.config, device=args.device, dtype=args.dtype,
                          allow_pickle=args.allow_pickle)
+    from erasure.export import export
+
     written = export(pipe, out, edit=edit, formats=formats, base_single_file=args.base_single_file,
                      lora_rank=args.lora_rank, report=report, force=args.force)
     for fmt, path in written.items():
@@ -387,7 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--concept-label", "--concept", dest="concept_label", default=None,
                    help="erased concept as ATTRIBUTE=VALUE (e.g. shape=circle) for the classifier metrics")
     v.add_argument("--edit", default=None, help="an edit file (erasure erase) to apply first")
-    v.add_argument("--compare", action="store_true", help="with --edit: also evaluate the unedited model as the baseline")
+    v.add_argument("--compare", nargs="?", const=UNEDITED, default=None, metavar="BASE",
+                   help="also evaluate a baseline and compare (side-by-side grids, FID/KID, per-prompt change): "
+                        "alone, the unedited model (with --edit); with BASE, another model (folder, file, Hub id)")
+    v.add_argument("--compare-config", default=None, help="config folder for a single-file --compare BASE")
+    v.add_argument("--features", default=None,
+                   help="FID/KID features: a CLIP backend (open_clip:NAME with --features-weights, transformers:FOLDER); "
+                        "default on the built-in world: its classifier")
+    v.add_argument("--features-weights", default=None, help="weights file for --features open_clip:NAME")
     v.add_argument("--samples-per-prompt", type=int, default=1)
     v.add_argument("--steps", type=int, default=None)
     v.add_argument("--guidance", type=float, default=None)

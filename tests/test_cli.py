@@ -45,6 +45,11 @@ BAD_INVOCATIONS = [
     (["evaluate", "--prompts", "shapeworld-shape-circle", "--edit", "{tmp}/missing.safetensors"], "not found"),
     (["evaluate", "--prompts", "shapeworld-shape-circle", "--edit", "{tmp}/corrupt.safetensors"],
      "not a readable safetensors file"),
+    (["evaluate", "--prompts", "shapeworld-shape-circle", "--compare"], "needs --edit"),
+    (["export", "--format", "lora,onnx"], "unknown export format 'onnx'"),
+    (["export", "--edit", "{tmp}/missing.safetensors"], "not found"),
+    (["export", "--lora-rank", "0", "--edit", "{tmp}/corrupt.safetensors"], "--lora-rank must be >= 1"),
+    (["export", "--report", "{tmp}/a_list.json", "--base-single-file", "{tmp}/none.safetensors"], "not found"),
 ]
 
 
@@ -69,7 +74,7 @@ def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(bad_files, capsys,
     before = {p.name for p in tmp.iterdir()}
     out = tmp / "out"
     argv = [a.replace("{tmp}", str(tmp)) for a in args]
-    if argv and argv[0] in ("erase", "generate", "evaluate"):
+    if argv and argv[0] in ("erase", "generate", "evaluate", "export"):
         argv += ["--out", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

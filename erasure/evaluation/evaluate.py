@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -74,6 +74,9 @@ class Report:
             if self.images is not None and len(self.records):
                 for group, grid in group_grids(self.records, self.images, self.info["samples_per_prompt"]).items():
                     grid.save(tmp / f"grid-{group or 'all'}.png")
+            if baseline is not None and _comparable(self, baseline):
+                for group, grid in comparison_grids(self, baseline).items():
+                    grid.save(tmp / f"compare-{group or 'all'}.png")
         return Path(out_dir)
 
 
@@ -86,6 +89,74 @@ def group_grids(records: Sequence[PromptRecord], images: np.ndarray, samples: in
         tiles = np.stack([images[i * samples + k] for i in idx for k in range(samples)])
         grids[g] = image_grid(tiles, len(idx), samples, row_labels=[records[i].prompt for i in idx])
     return grids
+
+
+def _comparable(a: Report, b: Report) -> bool:
+    return (a.images is not None and b.images is not None and a.images.shape == b.images.shape
+            and [(r.prompt, r.evaluation_seed) for r in a.records] == [(r.prompt, r.evaluation_seed) for r in b.records]
+            and a.info.get("samples_per_prompt") == b.info.get("samples_per_prompt"))
+
+
+def comparison_grids(edited: Report, baseline: Report, rows: int = 8) -> dict:
+    """Per prompt group, one row per prompt: the baseline's samples, then the edited model's (same seeds)."""
+    samples = edited.info["samples_per_prompt"]
+    grids = {}
+    groups = dict.fromkeys(r.group or "" for r in edited.records)
+    for g in groups:
+        idx = [i for i, r in enumerate(edited.records) if (r.group or "") == g][:rows]
+        gap = np.full_like(edited.images[0], 255)  # a white column between before and after
+        tiles = np.stack([t for i in idx for t in (*[baseline.images[i * samples + k] for k in range(samples)], gap,
+                                                    *[edited.images[i * samples + k] for k in range(samples)])])
+        labels = [f"{edited.records[i].prompt}  (before | after)" for i in idx]
+        grids[g] = image_grid(tiles, len(idx), 2 * samples + 1, row_labels=labels)
+    return grids
+
+
+def compare(
+    edited: Report,
+    baseline: Report,
+    *,
+    features: Callable[[np.ndarray], np.ndarray] | None = None,
+    feature_extractor: str | None = None,
+    n_resamples: int = 200,
+) -> dict[str, MetricResult]:
+    """Distances between two models' images of the same prompts and seeds, on the prompts that do not name
+    the erased concept (what should not have changed): ``pixel_change`` / ``changed_fraction`` of same-seed
+    pairs, and ``fid`` / ``kid`` of ``features`` (on the built-in world: the classifier's features).
+    The results are added to ``edited.metrics`` and returned."""
+    from erasure.evaluation.distances import fid, kid
+    from erasure.evaluation.metrics import per_prompt_change
+
+    if not _comparable(edited, baseline):
+        raise ErasureError("the two reports are not of the same prompts, seeds and samples (or hold no images); "
+                           "evaluate both models on the same prompt set with keep_images=True")
+    samples = edited.info["samples_per_prompt"]
+    label = edited.info.get("concept") or ""
+    concept = tuple(label.split("=", 1)) if "=" in label else None
+    keep = np.array([not (concept and (r.extra.get(concept[0]) or "").strip() == concept[1])
+                     for r in edited.records for _ in range(samples)])
+    if not keep.any():
+        raise ErasureError("every prompt names the erased concept, so nothing is left to compare; "
+                           "use a prompt set with other (retain) prompts too")
+    a, b = baseline.images[keep], edited.images[keep]
+    out: dict[str, MetricResult] = dict(per_prompt_change(a, b, n_resamples=n_resamples))
+    if features is not None:
+        fa, fb = np.asarray(features(a)), np.asarray(features(b))
+        out["fid"] = fid(fa, fb, feature_extractor=feature_extractor, n_resamples=min(n_resamples, 100))
+        out["kid"] = kid(fa, fb, feature_extractor=feature_extractor, n_resamples=n_resamples)
+    edited.metrics.update(out)
+    edited.info["comparison"] = {"baseline_model": baseline.info.get("model"), "baseline_edit": baseline.info.get("edit"),
+                                 "images": f"{int(keep.sum())} images of prompts not naming {label or 'a concept'}, "
+                                           "baseline vs this model, same seeds",
+                                 "metrics": sorted(out), "feature_extractor": feature_extractor}
+    return out
+
+
+def world_features(images: np.ndarray) -> np.ndarray:
+    """The built-in world's feature extractor for FID/KID: its attribute classifier's penultimate layer."""
+    from erasure.world.instruments import classifier_features, load_classifier
+
+    return classifier_features(load_classifier(), images)
 
 
 def resolve_prompt_set(spec: str | Path | PromptSet) -> PromptSet:
@@ -136,6 +207,7 @@ def evaluate(
     prompt names. Without a classifier, only the attribute-free metrics apply. With ``images_dir``
     the images are kept there with a hashed manifest, and a rerun resumes (see ``generate_to_folder``).
     """
+    from erasure.embeddings import text_encoder_fingerprint as weights_fingerprint
     from erasure.evaluation.classifier_metrics import classifier_metrics
 
     pset = resolve_prompt_set(prompt_set)
@@ -184,6 +256,7 @@ def evaluate(
     info = {
         "model": getattr(pipe, "erasure_source", None),
         "edit": getattr(pipe, "erasure_edit", None),
+        "weights_sha256": {"unet": weights_fingerprint(pipe.unet), "text_encoder": weights_fingerprint(pipe.text_encoder)},
         "prompt_set": pset.name,
         "prompt_set_sha256": prompt_set_hash(records),
         "concept": f"{concept[0]}={concept[1]}" if concept else None,

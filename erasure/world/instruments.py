@@ -63,6 +63,13 @@ def classify(classifier: AttributeClassifier, images, batch_size: int = 256) -> 
     return {a: torch.cat(v) for a, v in outs.items()}
 
 
+@torch.no_grad()
+def classifier_features(classifier: AttributeClassifier, images, batch_size: int = 256) -> np.ndarray:
+    """The classifier's penultimate features, (N, 4*width): the built-in world's FID/KID feature extractor."""
+    x = _fit_size(images_to_tensor(images))
+    return torch.cat([classifier.forward_features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
+
+
 def predict_labels(classifier: AttributeClassifier, images) -> dict[str, list[str]]:
     probs = classify(classifier, images)
     return {a: [classifier_classes(a)[i] for i in p.argmax(-1).tolist()] for a, p in probs.items()}
