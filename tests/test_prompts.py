@@ -284,6 +284,15 @@ def test_filter_and_its_typos():
     assert "did you mean 'neighbour'?" in message and "\n" not in message
 
 
+def test_head_keeps_the_first_records_of_every_group():
+    s = read_prompt_set("shapeworld-colour-red")
+    h = s.head(3)
+    assert [r.group for r in h] == [g for g in s.groups() for _ in range(3)]
+    assert h.records == tuple(r for g in s.groups() for r in s.filter(group=g).records[:3])
+    assert h.name.endswith("[:3 per group]")
+    pytest.raises(ErasureError, s.head, 0)
+
+
 def test_unknown_set_name_suggests_the_closest():
     message = str(pytest.raises(ErasureError, read_prompt_set, "shapeworld-shape-stra").value)
     assert "unknown prompt set 'shapeworld-shape-stra'; did you mean 'shapeworld-shape-star'?" in message

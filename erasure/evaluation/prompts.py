@@ -114,6 +114,18 @@ class PromptSet:
         )
         return replace(self, records=kept)
 
+    def head(self, per_group: int) -> PromptSet:
+        """The first ``per_group`` records of every group (a quick look at a big set; name says so)."""
+        if per_group < 1:
+            raise ErasureError(f"per_group must be >= 1 (got {per_group})")
+        counts: dict[str | None, int] = {}
+        kept = []
+        for r in self.records:
+            counts[r.group] = counts.get(r.group, 0) + 1
+            if counts[r.group] <= per_group:
+                kept.append(r)
+        return replace(self, name=f"{self.name}[:{per_group} per group]", records=tuple(kept))
+
     def to_csv(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write in our CSV format, atomically (temp file, then rename); returns the path.
 
