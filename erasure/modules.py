@@ -371,3 +371,54 @@ def parameter_group(unet: nn.Module, group: str) -> dict[str, nn.Parameter]:
         if keep:
             out[name] = param
     return out
+
+
+# --- adapter targets (LoRA / SPM / MACE) ------------------------------------------------------
+
+ADAPTER_TARGETS: dict[str, str] = {
+    "attn2-kv": "cross-attention key/value projections (ESD-x-strict, MACE)",
+    "attn2": "every projection of cross-attention: to_q, to_k, to_v, to_out.0 (ESD-x)",
+    "transformer-linear": "every Linear and 1x1 Conv2d inside every transformer block (SPM)",
+}
+
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    """The layer itself, also when peft has wrapped it (``<name>.base_layer``)."""
+    return getattr(module, "base_layer", module)
+
+
+def adapter_target_modules(unet: nn.Module, pattern: str) -> list[str]:
+    """Names of the UNet layers an adapter of ``pattern`` (one of :data:`ADAPTER_TARGETS`) wraps.
+
+    Names are plain diffusers module paths (``down_blocks.0.attentions.0.proj_in``), also while peft
+    wrappers are attached; the order is the UNet's.
+    """
+    if pattern not in ADAPTER_TARGETS:
+        raise ErasureError(f"unknown adapter target pattern {pattern!r}; choose one of {', '.join(ADAPTER_TARGETS)}")
+    if pattern == "attn2-kv":
+        return list(cross_attention_kv(unet))
+    if pattern == "attn2":
+        out = []
+        for name in cross_attention_layers(unet):
+            out += [f"{name}.to_q", f"{name}.to_k", f"{name}.to_v", f"{name}.to_out.0"]
+        return out
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    blocks = [f"{n}." for n, m in unet.named_modules() if isinstance(m, Transformer2DModel)]
+    out = []
+    for name, module in unet.named_modules():
+        if not name.startswith(tuple(blocks)) or ".base_layer" in name or ".lora_" in name:
+            continue
+        layer = _unwrapped(module)
+        if isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1)):
+            out.append(name)
+    return out
+
+
+def target_layer(unet: nn.Module, name: str) -> nn.Module:
+    """The (unwrapped) layer ``name`` of ``unet``; ErasureError if the UNet has none."""
+    try:
+        return _unwrapped(unet.get_submodule(name))
+    except AttributeError:
+        raise ErasureError(f"the UNet has no module {name}; this adapter was made for a model of another "
+                           "topology") from None

@@ -67,6 +67,14 @@ class ESDConfig:
     mixed_precision: str = "no"  # "no", "fp16", "bf16" (accelerate)
     checkpoint_every: int = 0  # with checkpoint_dir: save trainable state every N iterations (0: only at the end)
     frozen_batch: int = 8  # samples per no-grad UNet call while building the pool (sets its peak memory)
+    # adapters instead of a parameter group: a peft LoRA on these target modules is what trains
+    adapter: str = ""  # "" = train `group`; else a target pattern of erasure.modules.ADAPTER_TARGETS
+    rank: int = 4
+    alpha: float | None = None  # None = rank (scale 1)
+    # latent anchoring (SPM): the student must match the frozen model on anchor embeddings
+    latent_anchors: int = 0  # random text-embedding directions per iteration (scaled like real ones)
+    latent_anchor_prompts: tuple[str, ...] = ()  # real anchor prompts, one drawn per iteration each
+    latent_anchor_weight: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -83,6 +91,16 @@ class ESDConfig:
             raise ErasureError(f"lr must be > 0 (got {self.lr})")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ErasureError(f"mixed_precision must be no, fp16 or bf16 (got {self.mixed_precision!r})")
+        if self.adapter:
+            from erasure.modules import ADAPTER_TARGETS
+
+            if self.adapter not in ADAPTER_TARGETS:
+                raise ErasureError(f"unknown adapter target pattern {self.adapter!r}; choose one of "
+                                   f"{', '.join(ADAPTER_TARGETS)}")
+            if self.rank < 1 or (self.alpha is not None and self.alpha <= 0):
+                raise ErasureError(f"rank must be >= 1 and alpha > 0 (got rank {self.rank}, alpha {self.alpha})")
+        if self.latent_anchors < 0 or self.latent_anchor_weight < 0:
+            raise ErasureError("latent_anchors and latent_anchor_weight must be >= 0")
 
 
 def esd_target(eps_anchor: Tensor, eps_concept: Tensor, eta: float) -> Tensor:
@@ -126,6 +144,89 @@ def original_values(params: dict[str, nn.Parameter], originals: dict[str, Tensor
     finally:
         for n, p in params.items():
             p.data = current[n]
+
+
+class ParameterGroupStudent:
+    """The student is a parameter group of the UNet; the teacher swaps their original values back in."""
+
+    def __init__(self, pipe, group: str):
+        self.params = parameter_group(pipe.unet, group)
+        self.originals = {n: p.detach().clone() for n, p in self.params.items()}
+
+    def teacher(self):
+        return original_values(self.params, self.originals)
+
+    def result(self, pipe, method, concepts, config, info) -> Edit:
+        new_values = {f"unet.{n}": p.detach().clone() for n, p in self.params.items()}
+        self.close()
+        return make_edit(pipe, method, concepts, config, new_values, info=info)
+
+    @torch.no_grad()
+    def close(self) -> None:
+        """Leave the pipeline as it was (the result carries the change)."""
+        for n, p in self.params.items():
+            p.copy_(self.originals[n])
+
+
+class AdapterStudent:
+    """The student is a peft LoRA on ``pattern``'s modules; the teacher is the same UNet with adapters
+    disabled (no second UNet, no copy of any weight)."""
+
+    NAME = "erasure-training"
+
+    def __init__(self, pipe, pattern: str, rank: int, alpha: float | None):
+        from peft import LoraConfig
+
+        from erasure.adapters import lora_config_dict
+        from erasure.modules import adapter_target_modules
+
+        self.unet = pipe.unet
+        if getattr(self.unet, "_hf_peft_config_loaded", False) and self.unet.peft_config:
+            raise ErasureError("the pipeline already has adapters attached; restore them before training another")
+        self.lora_config = lora_config_dict(adapter_target_modules(self.unet, pattern), rank, alpha)
+        self.unet.add_adapter(LoraConfig(**self.lora_config), adapter_name=self.NAME)
+        self.params = {n: p for n, p in self.unet.named_parameters() if f".{self.NAME}." in n}
+
+    @contextlib.contextmanager
+    def teacher(self):
+        self.unet.disable_adapters()
+        try:
+            yield
+        finally:
+            self.unet.enable_adapters()
+
+    def result(self, pipe, method, concepts, config, info):
+        from peft import get_peft_model_state_dict
+
+        from erasure.adapters import make_adapter
+
+        state = get_peft_model_state_dict(self.unet, adapter_name=self.NAME)
+        self.close()
+        return make_adapter(pipe, method, concepts, config, state, self.lora_config, info=info)
+
+    def close(self) -> None:
+        from erasure.adapters import _remove_peft_layers
+
+        if self.NAME in getattr(self.unet, "peft_config", {}):
+            self.unet.delete_adapters(self.NAME)
+        if not getattr(self.unet, "peft_config", None):
+            _remove_peft_layers(self.unet)
+
+
+def random_anchor_embeddings(reference: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """SPM's latent anchors: Gaussian directions shaped like ``reference`` (one prompt embedding,
+    tokens x width), each scaled to ``reference``'s norm times U(0.8, 1.2) and kept with probability
+    1 - cosine(anchor, reference), so directions close to the erased concept are rare."""
+    out = []
+    flat_ref = reference.flatten().float().cpu()
+    while len(out) < count:
+        a = torch.randn(flat_ref.shape, generator=generator)
+        cos = float(torch.nn.functional.cosine_similarity(a, flat_ref, dim=0))
+        if float(torch.rand((), generator=generator)) > 1 - cos:
+            continue
+        scale = flat_ref.norm() * (0.8 + 0.4 * float(torch.rand((), generator=generator)))
+        out.append((a / a.norm() * scale).reshape(reference.shape))
+    return torch.stack(out).to(reference.device, reference.dtype)
 
 
 def _encode(pipe, prompts: Sequence[str]) -> Tensor:
@@ -193,8 +294,10 @@ def esd_edit(
     counter: PassCounter | None = None,
     stop_after: int | None = None,
     **settings,
-) -> Edit:
-    """Train ESD on ``pipe.unet`` for ``concepts`` and return the edit (the pipeline is left unchanged).
+):
+    """Train ESD on ``pipe.unet`` for ``concepts`` and return the result (the pipeline is left unchanged):
+    an :class:`~erasure.edit.Edit` when a parameter group trains, an :class:`~erasure.adapters.Adapter`
+    when ``adapter=<target pattern>`` (a peft LoRA of ``rank``) trains instead.
 
     With ``checkpoint_dir``, the sample pool and (every ``checkpoint_every`` iterations) the trainable
     state are saved there; ``resume=True`` continues from them, exactly. ``stop_after`` ends this call
@@ -203,8 +306,9 @@ def esd_edit(
     if unknown:
         raise ErasureError(f"unknown setting(s) {sorted(unknown)} for {method}; "
                            f"known: {', '.join(sorted(ESDConfig.__dataclass_fields__))}")
-    if isinstance(settings.get("templates"), list):
-        settings["templates"] = tuple(settings["templates"])
+    for key in ("templates", "latent_anchor_prompts"):
+        if isinstance(settings.get(key), list):
+            settings[key] = tuple(settings[key])
     cfg = ESDConfig(**settings)
     cfg.validate()
     if isinstance(concepts, str):
@@ -216,8 +320,6 @@ def esd_edit(
 
     counter = counter or PassCounter()
     unet = pipe.unet
-    params = parameter_group(unet, cfg.group)
-    originals = {n: p.detach().clone() for n, p in params.items()}
     was_training = unet.training
     requires = {n: p.requires_grad for n, p in unet.named_parameters()}
     t0 = time.perf_counter()
@@ -234,6 +336,8 @@ def esd_edit(
     emb_concepts = _encode(pipe, [p[0] for p in pairs]).to(device)
     emb_anchor = _encode(pipe, [p[1] for p in pairs]).to(device)
     emb_empty = _encode(pipe, [""]).to(device)
+    emb_anchor_prompts = _encode(pipe, list(cfg.latent_anchor_prompts)).to(device) if cfg.latent_anchor_prompts else None
+    anchor_generator = torch.Generator().manual_seed(cfg.seed + 1)
     sampler = _Sampler(pipe, cfg, counter)
     n_samples = cfg.iterations * cfg.batch_size
 
@@ -264,6 +368,9 @@ def esd_edit(
     t_pool = time.perf_counter()
 
     # --- training the student ------------------------------------------------------------------
+    student_part = AdapterStudent(pipe, cfg.adapter, cfg.rank, cfg.alpha) if cfg.adapter else \
+        ParameterGroupStudent(pipe, cfg.group)
+    params = student_part.params
     unet.requires_grad_(False)
     for p in params.values():
         p.requires_grad_(True)
@@ -275,12 +382,13 @@ def esd_edit(
     start = 0
     if resume and ckpt is not None and (ckpt / "state.safetensors").exists():
         start = _load_state(ckpt, params, optimizer, rng)
+        anchor_generator.manual_seed(cfg.seed + 1 + start)
     losses: list[float] = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.iterations, initial=start, desc=f"{method} {cfg.group}", unit="it")
+        bar = tqdm(total=cfg.iterations, initial=start, desc=f"{method} {cfg.adapter or cfg.group}", unit="it")
     order = np.arange(n_samples) % (math.ceil(n_samples / cfg.pool_reuse) if cfg.sampling == "frozen" else 1)
     student.train()
     try:
@@ -290,13 +398,17 @@ def esd_edit(
                 x, t, which = pool["x"][idx], pool["t"][idx], pool["concept"][idx]
                 eps_a, eps_c = pool["eps_anchor"][idx], pool["eps_concept"][idx]
             else:
-                x, t, which, eps_a, eps_c = _student_samples(unet, sampler, cfg, params, originals, emb_concepts,
+                x, t, which, eps_a, eps_c = _student_samples(unet, sampler, cfg, student_part.teacher, emb_concepts,
                                                               emb_anchor, emb_empty, rng, counter, device)
             with accelerator.autocast():
                 pred = student(x, t, encoder_hidden_states=emb_concepts[which]).sample
                 loss = esd_loss(pred, eps_a, eps_c, cfg.eta)
             counter.forward += len(x)
             counter.backward += len(x)
+            if cfg.latent_anchor_weight > 0 and (cfg.latent_anchors or emb_anchor_prompts is not None):
+                loss = loss + cfg.latent_anchor_weight * _anchoring_loss(
+                    student, accelerator, student_part.teacher, x, t, emb_concepts[which[0]], emb_anchor_prompts,
+                    cfg.latent_anchors, anchor_generator, rng, counter)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
@@ -306,25 +418,25 @@ def esd_edit(
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4g}")
             if ckpt is not None and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0:
                 _save_state(ckpt, it + 1, params, optimizer, rng, cfg)
+    except BaseException:
+        student_part.close()
+        raise
     finally:
         if bar is not None:
             bar.close()
         unet.train(was_training)
         for n, p in unet.named_parameters():
-            p.requires_grad_(requires[n])
+            if n in requires:
+                p.requires_grad_(requires[n])
         if cfg.gradient_checkpointing:
             unet.disable_gradient_checkpointing()
-    new_values = {f"unet.{n}": p.detach().clone() for n, p in params.items()}
-    with torch.no_grad():  # leave the pipeline as it was; the edit carries the result
-        for n, p in params.items():
-            p.copy_(originals[n])
     info = {"losses": [float(f"{x:.6g}") for x in losses[:: max(1, len(losses) // 100)]],
             "final_loss": float(np.mean(losses[-20:])) if losses else None,
             "seconds_pool": round(t_pool - t0, 2), "seconds_train": round(time.perf_counter() - t_pool, 2),
             "unet_forward_passes": counter.forward, "unet_backward_passes": counter.backward,
             "model": getattr(pipe, "erasure_source", None)}
     config = asdict(cfg)
-    edit = make_edit(pipe, method, concepts, config, {k: v for k, v in new_values.items()}, info=info)
+    edit = student_part.result(pipe, method, concepts, config, info)  # also leaves the pipeline as it was
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
         (ckpt / "config.json").write_text(json.dumps({"method": method, "concepts": concepts, "config": config},
@@ -377,7 +489,29 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_concepts, emb_ancho
             "trajectories": torch.tensor([trajectories])}
 
 
-def _student_samples(unet, sampler, cfg, params, originals, emb_concepts, emb_anchor, emb_empty, rng, counter, device):
+def _anchoring_loss(student, accelerator, teacher, x, t, reference, emb_prompts, n_random, generator, rng,
+                    counter) -> Tensor:
+    """SPM's latent anchoring: MSE between the student and the frozen model on anchor embeddings (random
+    directions scaled like ``reference`` and/or one real anchor prompt), each paired with one of the
+    batch's (x_t, t)."""
+    anchors = []
+    if n_random:
+        anchors.append(random_anchor_embeddings(reference, n_random, generator))
+    if emb_prompts is not None:
+        anchors.append(emb_prompts[int(rng.integers(len(emb_prompts)))][None])
+    emb = torch.cat(anchors)
+    pick = torch.arange(len(emb)) % len(x)
+    xa, ta = x[pick], t[pick]
+    with torch.no_grad(), teacher():
+        frozen = student(xa, ta, encoder_hidden_states=emb).sample
+    with accelerator.autocast():
+        pred = student(xa, ta, encoder_hidden_states=emb).sample
+    counter.forward += 2 * len(emb)
+    counter.backward += len(emb)
+    return torch.nn.functional.mse_loss(pred.float(), frozen.float())
+
+
+def _student_samples(unet, sampler, cfg, teacher, emb_concepts, emb_anchor, emb_empty, rng, counter, device):
     """The original paper's x_t: sampled from the model being trained, fresh each iteration."""
     steps = cfg.ddim_steps
     which = int(rng.integers(0, len(emb_concepts)))
@@ -388,7 +522,7 @@ def _student_samples(unet, sampler, cfg, params, originals, emb_concepts, emb_an
     x = sampler.run(emb_concepts[which : which + 1], emb_empty, noise, steps - t_enc)[-1]
     tt = torch.full((cfg.batch_size,), t, device=device)
     idx = torch.full((cfg.batch_size,), which, device=device)
-    with original_values(params, originals):
+    with teacher():
         eps_a, eps_c = _frozen_predictions(unet, x, tt, emb_anchor[idx], emb_concepts[idx], counter)
     return x, tt, idx, eps_a, eps_c
 
