@@ -144,6 +144,7 @@ class Adapter:
     def check_base(self, pipe, *, hashes: bool = True) -> None:
         """ErasureError unless ``pipe`` has every targeted layer, of the right shape (and, with ``hashes``,
         the same base weights this adapter was made from)."""
+        fused = [s["fused"] for s in attached(pipe).values() if s["fused"] is not None]
         for m in self.modules:
             layer = target_layer(pipe.unet, m)
             a, b = self.peft_state_dict[f"{m}.lora_A.weight"], self.peft_state_dict[f"{m}.lora_B.weight"]
@@ -151,7 +152,9 @@ class Adapter:
             if tuple(layer.weight.shape) != tuple(expected):
                 raise ErasureError(f"{m} has shape {tuple(layer.weight.shape)} but the adapter expects {expected}; "
                                    "it was made for another base model")
-            if hashes and tensor_sha256(layer.weight) != self.base_hashes[f"unet.{m}.weight"]:
+            # the base is the weight before any erasure adapter was fused into it
+            base = next((f[m] for f in fused if m in f), layer.weight)
+            if hashes and tensor_sha256(base) != self.base_hashes[f"unet.{m}.weight"]:
                 raise ErasureError(f"{m} differs from the weights this adapter was made from; use the same base "
                                    "model (or pass check=False)")
 
@@ -202,6 +205,11 @@ class Adapter:
         if not names or names[0] not in state:
             raise ErasureError("this adapter is not attached to the pipeline")
         for n in names:
+            later = list(state)[list(state).index(n) + 1:]
+            if state[n]["fused"] is not None and any(state[x]["fused"] is not None and set(state[x]["fused"]) &
+                                                     set(state[n]["fused"]) for x in later):
+                raise ErasureError(f"adapters fused after {n!r} change the same weights; restore them first "
+                                   "(fused adapters come off in reverse order)")
             entry = state.pop(n)
             if entry["fused"] is not None:
                 with torch.no_grad():
@@ -210,7 +218,7 @@ class Adapter:
             else:
                 pipe.unet.delete_adapters(n)
         _set_state(pipe, state)
-        if not any(s["fused"] is None for s in state.values()) and getattr(pipe.unet, "_hf_peft_config_loaded", False):
+        if not any(s["fused"] is None for s in state.values()) and not getattr(pipe.unet, "peft_config", None):
             _remove_peft_layers(pipe.unet)
         return pipe
 

@@ -201,7 +201,8 @@ def train_attention_lora(pipe, concept: str, cfg: MACEConfig, rng: np.random.Gen
                 region = torch.nn.functional.interpolate(masks[idx], size=(side, side), mode="area")
                 region = (region > 0.5).float().flatten(1).to(probs.device)  # (batch, pixels)
                 selected = probs * region[:, None, :, None] * tokens[idx][:, None, None, :]
-                loss = loss + selected.pow(2).sum(dim=(1, 2, 3)).sqrt().mean()
+                # Frobenius norm; the epsilon keeps its gradient finite where a region is empty
+                loss = loss + (selected.pow(2).sum(dim=(1, 2, 3)) + 1e-12).sqrt().mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(student.params.values()), 1.0)
