@@ -187,15 +187,23 @@ def cmd_erase(args) -> int:
     pipe = load_pipeline(args.model, config=args.config, device=args.device, dtype=args.dtype,
                          allow_pickle=args.allow_pickle)
     edit = erase(pipe, args.method, args.concept, **settings)
+    is_adapter = hasattr(edit, "peft_state_dict")
+    saved_as = "adapter" if is_adapter else "edit.safetensors"  # a LoRA folder that load_lora_weights reads
     with atomic_folder(out, force=args.force) as tmp:
-        edit.save(tmp / "edit.safetensors")
+        edit.save(tmp / saved_as)
         (tmp / "run.json").write_text(json.dumps(_run_record(args), indent=1))
         (tmp / "config.json").write_text(json.dumps(
             {"method": edit.method, "concepts": list(edit.concepts), "config": dict(edit.config),
              "info": dict(edit.info), "model": args.model or "shapeworld"}, indent=1, default=str))
-        lines = [f"erased {', '.join(edit.concepts)} with {edit.method}: {len(edit.tensors)} tensors changed "
-                 f"({edit.info.get('erase_rows')} erased / {edit.info.get('preserve_rows')} preserved embeddings, "
-                 f"solve {edit.info.get('solve_seconds')} s)"]
+        if is_adapter:
+            lines = [f"erased {', '.join(edit.concepts)} with {edit.method}: adapter on {len(edit.modules)} modules, "
+                     f"rank {edit.lora_config.get('r')}, {edit.size_bytes / 1024:.0f} KB"]
+        elif "erase_rows" in edit.info:
+            lines = [f"erased {', '.join(edit.concepts)} with {edit.method}: {len(edit.tensors)} tensors changed "
+                     f"({edit.info.get('erase_rows')} erased / {edit.info.get('preserve_rows')} preserved embeddings, "
+                     f"solve {edit.info.get('solve_seconds')} s)"]
+        else:
+            lines = [f"erased {', '.join(edit.concepts)} with {edit.method}: {len(edit.tensors)} tensors changed"]
         if args.evaluate:
             from erasure.evaluation.evaluate import evaluate
 
@@ -220,7 +228,8 @@ def cmd_erase(args) -> int:
                     if key in report.metrics:
                         lines.append(f"  {concept}: {key} {base.value(key):.3f} -> {report.value(key):.3f}")
     print("\n".join(lines))
-    print(f"wrote {out / 'edit.safetensors'}" + (f" and {out}/eval-*/report.md" if args.evaluate else ""))
+    print(f"wrote {out / saved_as}" + (f" and {out}/eval-*/report.md (grids: compare-<group>.png)" if args.evaluate else ""))
+    print(f"export it: erasure export --edit {out / saved_as} --out {out}-export")
     return 0
 
 

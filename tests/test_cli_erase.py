@@ -71,3 +71,19 @@ def test_list_names_everything(capsys):
     out = capsys.readouterr().out
     for name in ("uce", "uce-paper", "time", "esd-x", "esd-u", "target_accuracy", "shapeworld-shape-circle", "imagenette"):
         assert name in out
+
+
+def test_erase_with_an_adapter_method_writes_a_lora_folder(tiny_sd1_folder, tiny_sd1_pipeline, tmp_path, capsys):
+    from erasure.adapters import Adapter
+
+    out = tmp_path / "lora"
+    code = main(["erase", "--model", str(tiny_sd1_folder), "--method", "lora-esd", "--concept", "red star",
+                 "--set", "iterations=2", "--set", "ddim_steps=4", "--set", "batch_size=1", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert (out / "adapter" / "pytorch_lora_weights.safetensors").is_file()
+    assert "adapter on" in capsys.readouterr().out
+    adapter = Adapter.load(out / "adapter")
+    assert adapter.method == "lora-esd" and adapter.concepts == ("red star",)
+    # diffusers' own loader reads the folder
+    tiny_sd1_pipeline.load_lora_weights(str(out / "adapter"), adapter_name="cli")
+    tiny_sd1_pipeline.delete_adapters("cli")
