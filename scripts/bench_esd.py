@@ -321,8 +321,10 @@ def variant_sd15_mem(args) -> dict:
         if args._variant == "sd15-mem-reference":
             held.append(copy.deepcopy(unet).eval().requires_grad_(False))  # the frozen teacher
         params = parameter_group(unet, "esd-x")
-        if args._variant == "sd15-mem-ours":
+        if args._variant in ("sd15-mem-ours", "sd15-mem-ours-gc"):
             held.append({n: p.detach().clone() for n, p in params.items()})  # the originals esd.py keeps
+        if args._variant == "sd15-mem-ours-gc":
+            unet.enable_gradient_checkpointing()  # ESDConfig(gradient_checkpointing=True)
         out["esd_x_params"] = sum(p.numel() for p in params.values())
         unet.requires_grad_(False)
         for p in params.values():
@@ -340,6 +342,7 @@ def variant_sd15_mem(args) -> dict:
 
 VARIANTS = {"world-ours": variant_world, "world-reference": variant_world, "sd15-time": variant_sd15_time,
             "sd15-mem-reference": variant_sd15_mem, "sd15-mem-ours": variant_sd15_mem,
+            "sd15-mem-ours-gc": variant_sd15_mem,
             "sd15-mem-pool": variant_sd15_mem}
 
 
@@ -497,6 +500,21 @@ def part2(args, counts: dict) -> dict:
             "pool_peak_frozen": pool_peak(FROZEN_BATCH), "pool_peak_sampler": pool_peak(SAMPLER_BATCH)}
 
 
+def memory_only(args) -> int:
+    """Peak memory of one training step only: reference, ours, ours with gradient checkpointing."""
+    size = args.sd15_latent
+    rows = {v: run_child(args, v) for v in ("sd15-mem-reference", "sd15-mem-ours", "sd15-mem-ours-gc")}
+    ref = rows["sd15-mem-reference"]["maxrss_mb"]
+    print(f"# ESD training-step peak memory, SD 1.5 shape (random weights, {size}x{size}x4 latents, batch 1, fp32)\n")
+    print("| variant | peak RSS MB | ratio to reference | step seconds |\n|---|---:|---:|---:|")
+    for v, r in rows.items():
+        print(f"| {v.replace('sd15-mem-', '')} | {r['maxrss_mb']:.0f} | {r['maxrss_mb'] / ref:.3f} | {r['seconds']:.1f} |")
+    gc_ratio = rows["sd15-mem-ours-gc"]["maxrss_mb"] / ref
+    print(f"\n- at most 0.6x the reference's peak memory: plain {rows['sd15-mem-ours']['maxrss_mb'] / ref:.3f}, "
+          f"with gradient checkpointing {gc_ratio:.3f} ({'HOLDS' if gc_ratio <= 0.6 else 'DOES NOT HOLD'})")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=1)
@@ -505,6 +523,8 @@ def main(argv=None) -> int:
                    help="iterations (batch 1) of ours on the world for the pass counts per sample")
     p.add_argument("--skip-sd15", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny numbers, for a smoke check")
+    p.add_argument("--memory-only", action="store_true",
+                   help="only the SD 1.5 training-step peak memory: reference, ours, ours + gradient checkpointing")
     p.add_argument("--sd15-latent", type=int, default=64, help="SD 1.5 latent size (64 = 512 px)")
     p.add_argument("--sd15-cfg-steps", type=int, default=2, help="CFG steps of the timed SD 1.5 iteration")
     p.add_argument("--pool-batches", type=int, nargs="+", default=[1, 2, 4], help=argparse.SUPPRESS)
@@ -518,6 +538,8 @@ def main(argv=None) -> int:
         args.world_iterations, args.count_iterations = 10, 60
         args.sd15_latent, args.sd15_cfg_steps, args.pool_batches = 8, 1, [1, 2, 4]
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.memory_only:
+        return memory_only(args)
     print(f"# ESD benchmark: ours (esd-x, sampling=frozen) vs a reference-style loop ({args.threads} thread(s)"
           f"{', --quick' if args.quick else ''})")
     w = part1(args)
