@@ -37,7 +37,7 @@ from erasure.methods import erase  # noqa: E402
 from erasure.world.render import SHAPES  # noqa: E402
 
 DEFAULT_VARIANTS = ["esd-x:lr=3e-4,anchor=ANCHOR", "lora-esd:anchor=ANCHOR", "spm:anchor=ANCHOR"]
-MACE_SHAPES = ["circle", "triangle", "square", "heart"]
+MACE_SHAPES = list(SHAPES[::2])  # circle, triangle, heart, crescent: the closed-form mass-erasure split
 
 
 def _rss_kb(field: str) -> int:

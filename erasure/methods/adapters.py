@@ -1,7 +1,8 @@
 """Adapter-based erasure: LoRA-ESD, SPM-style membranes, MACE-style multi-concept fusion.
 
 - ``lora-esd``: the ESD trainer (:func:`erasure.methods.esd.esd_edit`) with a peft LoRA on the
-  cross-attention k/v projections as its trainable part (ESD-x-strict as an adapter).
+  cross-attention projections as its trainable part (ESD-x as an adapter; ``adapter="attn2-kv"`` for
+  ESD-x-strict).
 - ``spm`` (Lyu et al., CVPR 2024): rank-1 adapters on every Linear / 1x1 Conv of every transformer block,
   the ESD loss plus latent anchoring (the same trainer with ``latent_anchors``); at inference
   :func:`erasure.adapters.facilitated_transport` scales each adapter by the prompt's similarity to its
@@ -31,10 +32,12 @@ from erasure.methods.closed_form import _normalise, _resolve_templates, default_
 from erasure.methods.esd import AdapterStudent, _encode, esd_edit
 from erasure.modules import cross_attention_kv, cross_attention_layers, target_layer
 
-# lora-esd: rank 4 on k/v. One concept's closed-form k/v edit has rank <= the number of token rows it
-# uses (a handful), and rank 4 reached the same target accuracy as rank 8 on the world at half the size;
-# lr is 10x ESD-x's, as the LoRA's B starts at zero and carries the whole change.
-LORA_ESD = {"adapter": "attn2-kv", "rank": 4, "lr": 1e-3}
+# lora-esd: a rank-4 LoRA on every cross-attention projection (ESD-x's parameters, as an adapter). A
+# one-concept closed-form k/v edit has rank <= its few token rows, so a few ranks suffice; rank 4 is 4x
+# SPM's and still ~1% of ESD-x's dense size on SD 1.x. lr 3e-3 (10x ESD-x's 3e-4) because B starts at zero
+# and carries the whole change: on the world (circle, anchor square, 200 x 4) k/v only left the circle at
+# 35-40% (lr 1e-3, 3e-3), all of attn2 at 3e-3 at 0% (20 target prompts).
+LORA_ESD = {"adapter": "attn2", "rank": 4, "lr": 3e-3}
 # SPM: rank 1 (alpha 1), every transformer-block layer, 4 random anchors per iteration; the reference
 # weights anchoring by 1000 over 3000 iterations at lr 1e-4; with our 200 iterations we raise the lr.
 SPM = {"adapter": "transformer-linear", "rank": 1, "alpha": 1.0, "lr": 1e-3, "latent_anchors": 4,
@@ -58,19 +61,27 @@ def spm(pipe, concepts, *, method: str = "spm", **settings) -> Adapter:
 
 @dataclass(frozen=True)
 class MACEConfig:
-    """MACE settings (reference: rank 1, 50 steps per concept, 8 images per concept, importance-sampled t)."""
+    """MACE settings (reference: rank 1, 50 steps per concept, 8 images per concept, importance-sampled t;
+    lr 1e-5..1e-4 on SD; attention of concept tokens + EOS). Defaults are the best on the built-in world: its
+    CLIP carries a shape into every later token, so suppressing the concept's tokens (+EOS) alone brought
+    the attention loss to ~0 and left the shapes at 75-100%; "concept-to-end" erases them."""
 
     iterations: int = 50  # per concept
-    lr: float = 1e-3
+    lr: float = 1e-2
     batch_size: int = 4
     images: int = 8  # per concept
     rank: int = 1
-    tokens: str = "concept+eos"  # which tokens' attention is suppressed: "concept" or "concept+eos"
+    # which tokens' attention is suppressed inside the region: "concept", "concept+eos" (MACE's use_pooler), or
+    # "concept-to-end" (the concept's tokens and every later one: CLIP's causal encoder carries the concept
+    # into them, which MACE's closed-form refinement otherwise cleans)
+    tokens: str = "concept-to-end"
     importance_sampling: bool = True
     templates: tuple[str, ...] | None = None  # fusion prompts; None: shapeworld templates on the world, else ("{}",)
     preserve: tuple[str, ...] | None = None  # None: the other concepts of the same kind on the world
     preserve_scale: float = 1.0
     lamb: float = 0.5
+    fuse_tokens: str = "trained"  # "all": every token of the concept's prompts carries its LoRA (MACE); "trained":
+    # only the tokens the LoRA was trained on, the prompt's other tokens are preserved
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -113,8 +124,9 @@ class _AttentionRecorder:
         return out / attn.rescale_output_factor
 
 
-def _token_mask(pipe, prompts: Sequence[str], concept: str, with_eos: bool) -> Tensor:
-    """(n, 77) 1 where a prompt's token belongs to the concept's word(s) (last occurrence), plus its EOS."""
+def _token_mask(pipe, prompts: Sequence[str], concept: str, mode: str) -> Tensor:
+    """(n, 77) 1 where a prompt's token belongs to the concept's word(s) (last occurrence), plus its EOS
+    (``concept+eos``) or plus every later token (``concept-to-end``)."""
     tok = pipe.tokenizer
     special = set(tok.all_special_ids)
     words = [i for i in tok(concept).input_ids if i not in special]
@@ -123,11 +135,11 @@ def _token_mask(pipe, prompts: Sequence[str], concept: str, with_eos: bool) -> T
         ids = tok(p, truncation=True, max_length=tok.model_max_length).input_ids
         for start in range(len(ids) - len(words), -1, -1):
             if ids[start : start + len(words)] == words:
-                out[row, start : start + len(words)] = 1
+                out[row, start : (None if mode == "concept-to-end" else start + len(words))] = 1
                 break
         else:
             raise ErasureError(f"prompt {p!r} does not contain the concept {concept!r}")
-        if with_eos:
+        if mode == "concept+eos":
             out[row, len(ids) - 1] = 1
     return out
 
@@ -169,7 +181,7 @@ def train_attention_lora(pipe, concept: str, cfg: MACEConfig, rng: np.random.Gen
     unet = pipe.unet
     latents, masks, prompts = concept_data(pipe, concept, cfg.images, rng)
     emb = _encode(pipe, prompts).to(unet.device)
-    tokens = _token_mask(pipe, prompts, concept, cfg.tokens == "concept+eos").to(unet.device)
+    tokens = _token_mask(pipe, prompts, concept, cfg.tokens).to(unet.device)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     student = AdapterStudent(pipe, "attn2-kv", cfg.rank, None)
     store: list[Tensor] = []
@@ -224,7 +236,8 @@ def train_attention_lora(pipe, concept: str, cfg: MACEConfig, rng: np.random.Gen
 
 
 def fuse_in_closed_form(pipe, loras: Sequence[Adapter], prompts: Sequence[Sequence[str]], preserve_prompts: Sequence[str],
-                        *, preserve_scale: float, lamb: float) -> dict[str, Tensor]:
+                        *, preserve_scale: float, lamb: float, token_masks: Sequence[Tensor] | None = None
+                        ) -> dict[str, Tensor]:
     """MACE stage 3: the k/v weights W minimising, per layer,
 
         sum_i sum_{k in tokens of prompts[i]} |W k - (W0 + dW_i) k|^2 + s_p sum_{k in preserve} |W k - W0 k|^2
@@ -235,17 +248,26 @@ def fuse_in_closed_form(pipe, loras: Sequence[Adapter], prompts: Sequence[Sequen
     ``unet.<m>.weight`` -> W - W0 (float64).
 
     The solution is linear in (W0, targets), so the change is solved directly (weights 0, targets dW_i k):
-    no cancellation of W0 against W, and the change is exactly in the span of the LoRAs' up factors."""
+    no cancellation of W0 against W, and the change is exactly in the span of the LoRAs' up factors.
+
+    With ``token_masks`` (per concept, (prompts, 77)), only the selected tokens of a concept's prompts
+    carry its LoRA; the others (the prompt's other words, BOS) join the preserved rows."""
     layers = {f"unet.{m}.weight": target_layer(pipe.unet, m).weight.detach() for m in cross_attention_kv(pipe.unet)}
-    inputs, targets = [], {name: [] for name in layers}
-    for lora, texts in zip(loras, prompts):
+    inputs, targets, kept = [], {name: [] for name in layers}, []
+    for i, (lora, texts) in enumerate(zip(loras, prompts)):
         k = _encode(pipe, list(texts)).flatten(0, 1).to(torch.float64).cpu()
+        if token_masks is not None:
+            selected = token_masks[i].flatten().bool().cpu()
+            kept.append(k[~selected])
+            k = k[selected]
         inputs.append(k)
         deltas = lora.deltas()
         for name, w in layers.items():
             d_i = deltas.get(name, torch.zeros(w.shape)).to(torch.float64).cpu()
             targets[name].append(k @ d_i.T)
-    preserve = _encode(pipe, list(preserve_prompts)).flatten(0, 1).cpu() if preserve_prompts else None
+    preserve = _encode(pipe, list(preserve_prompts)).flatten(0, 1).to(torch.float64).cpu() if preserve_prompts else None
+    if kept:
+        preserve = torch.cat([x for x in (preserve, *kept) if x is not None])
     zeros = {n: torch.zeros(w.shape, dtype=torch.float64) for n, w in layers.items()}
     return solve_closed_form(zeros, torch.cat(inputs), {n: torch.cat(v) for n, v in targets.items()}, preserve,
                              preserve_scale=preserve_scale, lamb=lamb)
@@ -275,8 +297,10 @@ def mace(pipe, concepts, *, method: str = "mace", progress: bool = True, **setti
         if isinstance(settings.get(key), (list, str)):
             settings[key] = tuple([settings[key]] if isinstance(settings[key], str) else settings[key])
     cfg = MACEConfig(**settings)
-    if cfg.tokens not in ("concept", "concept+eos"):
-        raise ErasureError(f"tokens must be 'concept' or 'concept+eos' (got {cfg.tokens!r})")
+    if cfg.tokens not in ("concept", "concept+eos", "concept-to-end"):
+        raise ErasureError(f"tokens must be 'concept', 'concept+eos' or 'concept-to-end' (got {cfg.tokens!r})")
+    if cfg.fuse_tokens not in ("all", "trained"):
+        raise ErasureError(f"fuse_tokens must be 'all' or 'trained' (got {cfg.fuse_tokens!r})")
     if min(cfg.iterations, cfg.batch_size, cfg.images, cfg.rank) < 1 or cfg.lr <= 0:
         raise ErasureError("iterations, batch_size, images and rank must be >= 1 and lr > 0")
     concepts = _normalise(concepts)
@@ -301,8 +325,10 @@ def mace(pipe, concepts, *, method: str = "mace", progress: bool = True, **setti
     def fill(c):
         return [t.replace("{}", c) for t in (templates(c) if callable(templates) else templates)]
 
-    changes = fuse_in_closed_form(pipe, loras, [fill(c) for c in concepts], [p for c in preserve for p in fill(c)],
-                              preserve_scale=cfg.preserve_scale, lamb=cfg.lamb)
+    prompts = [fill(c) for c in concepts]
+    masks = [_token_mask(pipe, p, c, cfg.tokens) for c, p in zip(concepts, prompts)] if cfg.fuse_tokens == "trained" else None
+    changes = fuse_in_closed_form(pipe, loras, prompts, [p for c in preserve for p in fill(c)],
+                                  preserve_scale=cfg.preserve_scale, lamb=cfg.lamb, token_masks=masks)
     rank = len(concepts) * cfg.rank
     state, residual = to_rank_k(changes, rank)
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
