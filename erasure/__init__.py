@@ -8,6 +8,7 @@ from erasure.models import builtin_world_path, load_pipeline  # noqa: E402
 from erasure.edit import Edit  # noqa: E402
 from erasure.methods import METHODS, erase  # noqa: E402
 from erasure.evaluation.evaluate import Report, compare, evaluate  # noqa: E402
+from erasure.export import export  # noqa: E402
 
 __all__ = [
     "METHODS",
@@ -19,6 +20,7 @@ __all__ = [
     "compare",
     "erase",
     "evaluate",
+    "export",
     "generate_images",
     "image_grid",
     "load_pipeline",
