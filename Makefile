@@ -19,10 +19,16 @@ demo: $(STAMP)
 		--prompt "a checkered green square on a black background"
 	$(VENV)/bin/erasure erase --force --out outputs/demo-erase --method uce --concept circle --guide square \
 		--tokens subject-to-end --preserve-scale 0.02 --evaluate
-	@echo "open outputs/demo/grid.png and outputs/demo-erase/eval-circle/report.md (grids: grid-<group>.png)"
+	$(VENV)/bin/erasure export --force --edit outputs/demo-erase/edit.safetensors \
+		--report outputs/demo-erase/eval-circle/report.json --out outputs/demo-export
+	@echo "images: outputs/demo/grid.png"
+	@echo "report: outputs/demo-erase/eval-circle/report.md, before|after grids: outputs/demo-erase/eval-circle/compare-<group>.png"
+	@echo "export: outputs/demo-export/ (diffusers/, model.safetensors + model-config/, lora/, lora-kohya.safetensors, edit.safetensors, README.md)"
 
+# The tests, then the notebooks executed by nbmake (quickstart ~1 min, methods comparison ~3 min on 1 CPU thread;
+# your_checkpoint skips every cell without a model).
 test: $(STAMP)
-	$(VENV)/bin/pytest
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest tests notebooks --nbmake --nbmake-timeout=600
 
 world: $(STAMP)
 	$(PY) scripts/train_world.py
