@@ -6,12 +6,14 @@ from erasure.errors import ErasureError  # noqa: E402
 from erasure.generation import SamplerSettings, generate_images, image_grid, save_generation  # noqa: E402
 from erasure.models import builtin_world_path, load_pipeline  # noqa: E402
 from erasure.edit import Edit  # noqa: E402
+from erasure.adapters import Adapter, facilitated_transport  # noqa: E402
 from erasure.methods import METHODS, erase  # noqa: E402
 from erasure.evaluation.evaluate import Report, compare, evaluate  # noqa: E402
 from erasure.export import export  # noqa: E402
 
 __all__ = [
     "METHODS",
+    "Adapter",
     "Edit",
     "ErasureError",
     "Report",
@@ -21,6 +23,7 @@ __all__ = [
     "erase",
     "evaluate",
     "export",
+    "facilitated_transport",
     "generate_images",
     "image_grid",
     "load_pipeline",

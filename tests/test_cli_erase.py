@@ -86,4 +86,5 @@ def test_erase_with_an_adapter_method_writes_a_lora_folder(tiny_sd1_folder, tiny
     assert adapter.method == "lora-esd" and adapter.concepts == ("red star",)
     # diffusers' own loader reads the folder
     tiny_sd1_pipeline.load_lora_weights(str(out / "adapter"), adapter_name="cli")
-    tiny_sd1_pipeline.delete_adapters("cli")
+    tiny_sd1_pipeline.unload_lora_weights()
+    assert not any(".base_layer." in k for k in tiny_sd1_pipeline.unet.state_dict())

@@ -105,7 +105,9 @@ def test_overwrite_needs_force_and_failures_leave_nothing(tiny_sd1_pipeline, tmp
     export(pipe, out, edit=edit, formats=["edit", "kohya"], force=True)
     assert (out / "lora-kohya.safetensors").is_file()
 
-    import erasure.export as module
+    import importlib
+
+    module = importlib.import_module("erasure.export")  # erasure.export is also the function
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
