@@ -15,15 +15,24 @@ writes one folder:
 - ``edit.safetensors``: only the changed tensors (``erasure.edit.Edit``);
 - ``README.md`` (model card) and ``export.json`` (files, sha256, versions).
 
-Everything is built in a temporary folder and renamed into place; every file is re-read and checked
-against what was meant to be written before the rename; nothing is overwritten without ``force``.
+``edit`` is an :class:`~erasure.edit.Edit` or an adapter: any object with ``peft_state_dict`` (keys as
+``get_peft_model_state_dict(unet)`` gives them), ``lora_config`` (a ``LoraConfig.to_dict()``-like dict),
+``method``, ``concepts``, ``config``, ``info`` and ``to_edit(pipe)`` (its fused dense change, for the
+dense formats); the LoRA formats then use the adapter's own factors.
+
+Everything is built in a temporary folder and renamed into place; every file is hashed when written and
+re-read and re-hashed before the rename; nothing is overwritten without ``force``; the pipeline is left
+as it was, also on error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -36,10 +45,17 @@ from erasure.errors import ErasureError
 
 FORMATS: tuple[str, ...] = ("diffusers", "single-file", "lora", "kohya", "edit")
 NEEDS_EDIT = ("lora", "kohya", "edit")
+DENSE = ("diffusers", "single-file", "edit")
 LORA_FILE = "pytorch_lora_weights.safetensors"
+COMPONENTS = ("unet", "text_encoder")  # what LoRA files hold, in diffusers' prefixes
+
+# {component: peft state dict (keys without the component prefix)}, {component: LoraConfig dict}
+LoraLayers = dict[str, dict[str, Tensor]]
+LoraConfigs = dict[str, dict[str, Any]]
 
 
-def _is_adapter(edit) -> bool:
+def is_adapter(edit) -> bool:
+    """Whether ``edit`` follows the adapter contract (see the module docstring) rather than being an Edit."""
     return edit is not None and hasattr(edit, "peft_state_dict") and hasattr(edit, "lora_config")
 
 
@@ -51,28 +67,51 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _metadata(edit, pipe) -> dict[str, str]:
+def base_model_hashes(pipe) -> dict[str, str]:
+    """sha256 of the UNet's and the text encoder's weights, as the evaluator records them in its reports."""
+    from erasure.embeddings import text_encoder_fingerprint as weights_fingerprint
+
+    return {"unet": weights_fingerprint(pipe.unet), "text_encoder": weights_fingerprint(pipe.text_encoder)}
+
+
+def _metadata(edit, pipe, base_hashes: Mapping[str, str]) -> dict[str, str]:
+    """What every safetensors file we write carries (safetensors metadata values must be strings)."""
     from erasure.versions import package_versions
 
     meta = {"erasure_export": "1", "versions": json.dumps(package_versions()),
-            "base_model": str(getattr(pipe, "erasure_source", None))}
+            "base_model": str(getattr(pipe, "erasure_source", "unknown")),
+            "base_model_sha256": json.dumps(dict(base_hashes))}
     if edit is not None:
-        meta.update({"method": edit.method, "concepts": json.dumps(list(edit.concepts)),
-                     "config": json.dumps(dict(edit.config), default=str),
-                     "base_hashes": json.dumps(dict(getattr(edit, "base_hashes", {}) or {}))})
+        meta.update({"method": str(edit.method), "concepts": json.dumps(list(edit.concepts)),
+                     "config": json.dumps(dict(edit.config), default=str)})
+        if getattr(edit, "base_hashes", None):
+            meta["base_hashes"] = json.dumps(dict(edit.base_hashes))
     return meta
 
 
+def _dense(pipe, edit) -> Edit:
+    """The edit as new dense values, with the originals it replaces (read from ``pipe`` when missing)."""
+    if is_adapter(edit):
+        if not callable(getattr(edit, "to_edit", None)):
+            raise ErasureError("this adapter has no to_edit(pipe), which the diffusers, single-file and edit "
+                               "formats need; export it as lora or kohya only")
+        edit = edit.to_edit(pipe)
+    if edit.originals is not None:
+        return edit
+    return Edit(method=edit.method, concepts=edit.concepts, config=edit.config, tensors=edit.tensors,
+                base_hashes=edit.base_hashes, info=edit.info,
+                originals={n: pipeline_parameter(pipe, n).detach().clone() for n in edit.tensors})
+
+
 @contextmanager
-def _applied(pipe, edit) -> Iterator[None]:
-    """The pipeline with the edit's values in place (dense), restored afterwards even on error."""
-    if edit is None:
+def _applied(pipe, dense: Edit | None) -> Iterator[None]:
+    """The pipeline with the edit's values in place, restored afterwards even on error."""
+    if dense is None:
         yield
         return
-    dense = edit.to_edit(pipe) if _is_adapter(edit) else edit
     originals = {n: pipeline_parameter(pipe, n).detach().clone() for n in dense.tensors}
-    dense.apply(pipe)
     try:
+        dense.apply(pipe)
         yield
     finally:
         with torch.no_grad():
@@ -80,54 +119,92 @@ def _applied(pipe, edit) -> Iterator[None]:
                 pipeline_parameter(pipe, n).copy_(v)
 
 
+def add_safetensors_metadata(path: Path, metadata: Mapping[str, str]) -> Path:
+    """Merge ``metadata`` into a safetensors file's header without loading its tensors.
+
+    The header is JSON after an 8-byte length; tensor offsets count from the end of the header, so a new
+    header (padded to 8 bytes, as safetensors does) followed by the unchanged data bytes is a valid file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.meta-tmp")
+    with open(path, "rb") as src:
+        (size,) = struct.unpack("<Q", src.read(8))
+        header = json.loads(src.read(size))
+        header["__metadata__"] = {**(header.get("__metadata__") or {}), **{k: str(v) for k, v in metadata.items()}}
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        try:
+            with open(tmp, "wb") as dst:
+                dst.write(struct.pack("<Q", len(raw)))
+                dst.write(raw)
+                shutil.copyfileobj(src, dst, 1 << 24)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    os.replace(tmp, path)
+    return path
+
+
 # --- dense formats ---------------------------------------------------------------------------
 
 
-def write_diffusers(pipe, folder: Path) -> Path:
-    """``save_pretrained`` in safetensors, then the cross-version fixes (see module docstring)."""
+def write_diffusers(pipe, folder: Path, metadata: Mapping[str, str] | None = None) -> Path:
+    """``save_pretrained`` in safetensors, then the cross-version fixes (see module docstring) and our
+    metadata in every weights file."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
     from erasure.modules import _write_bpe_files
 
+    folder = Path(folder)
     pipe.save_pretrained(folder, safe_serialization=True)
     te_file = folder / "text_encoder" / "model.safetensors"
     if te_file.is_file():
         with safe_open(str(te_file), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if any(not (k.startswith("text_model.") or k.startswith("text_projection.")) for k in tensors):
-            tensors = {(k if k.startswith(("text_model.", "text_projection.")) else "text_model." + k): v
-                       for k, v in tensors.items()}
+            keys = list(f.keys())
+            if any(not k.startswith(("text_model.", "text_projection.")) for k in keys):
+                # transformers 5 writes unprefixed keys, which transformers 4 loads as a random encoder
+                tensors = {(k if k.startswith(("text_model.", "text_projection.")) else "text_model." + k):
+                           f.get_tensor(k) for k in keys}
+            else:
+                tensors = None
+        if tensors is not None:
             save_file(tensors, str(te_file), metadata={"format": "pt", **meta})
     _write_bpe_files(pipe.tokenizer, folder / "tokenizer")
+    if metadata:
+        for path in sorted(folder.rglob("*.safetensors")):
+            add_safetensors_metadata(path, metadata)
     return folder
 
 
-def _unet_ldm_keys(pipe, names: Sequence[str]) -> dict[str, str]:
-    from erasure.modules import _unet_layout, unet_ldm_key
-
-    layers, up_with_attention = _unet_layout(pipe.unet.state_dict(), pipe.unet.config)
-    out = {}
-    for name in names:
-        if not name.startswith("unet."):
-            raise ErasureError(f"patching a base single file supports UNet edits only; {name} is not in the UNet "
-                               "(export without --base-single-file to convert the whole model)")
-        out[name] = unet_ldm_key(name[len("unet."):], layers, up_with_attention)
-    return out
+def _check_base_tensor(dense: Edit, name: str, key: str, old: Tensor, base: Path) -> None:
+    """The base file must hold the weights the edit was made from (its hash, or its exact values)."""
+    if tensor_sha256(old) == dense.base_hashes.get(name):
+        return
+    original = dense.originals[name] if dense.originals is not None else None
+    if original is not None and old.shape == original.shape and torch.equal(old.to(original.dtype), original.cpu()):
+        return  # same weights in another storage dtype (e.g. an fp32 file loaded as fp16)
+    raise ErasureError(f"base single file {base} differs from the weights the edit was made from at {key}; "
+                       "pass the checkpoint the model (and the edit) came from")
 
 
-def write_single_file(pipe, path: Path, config_folder: Path, *, dense: Edit | None, base_single_file,
-                      metadata: Mapping[str, str]) -> Path:
-    """The original-layout checkpoint (+ configs folder); with a base file, a patched copy of it."""
+def write_single_file(pipe, path: Path, config_folder: Path, *, dense: Edit | None, base_single_file=None,
+                      metadata: Mapping[str, str] | None = None) -> Path:
+    """The original-layout checkpoint (+ configs folder); with a base file, a patched copy of it.
+
+    Without ``base_single_file`` the (edited) pipeline is converted whole; with it, only the edited
+    tensors are mapped to their LDM keys (:func:`erasure.modules.ldm_location`) and replaced, after
+    checking that the base file holds the values the edit replaced.
+    """
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from erasure.modules import save_config_folder, save_single_file
+    from erasure.modules import ldm_location, save_config_folder, save_single_file
 
     save_config_folder(pipe, config_folder)
     if base_single_file is None:
-        return save_single_file(pipe, path, metadata=dict(metadata))
+        return save_single_file(pipe, path, metadata=dict(metadata or {}))
     base = Path(base_single_file)
     if not base.is_file():
         raise ErasureError(f"base single file {base} not found; give the .safetensors the model was loaded from")
@@ -135,134 +212,183 @@ def write_single_file(pipe, path: Path, config_folder: Path, *, dense: Edit | No
         with safe_open(str(base), framework="pt") as f:
             base_meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
         raise ErasureError(f"base single file {base} is not a readable safetensors file ({type(e).__name__})") from None
-    if dense is not None:
-        for name, key in _unet_ldm_keys(pipe, list(dense.tensors)).items():
-            if key not in tensors:
-                raise ErasureError(f"base single file {base} has no tensor {key} (for {name}); "
-                                   "is it the checkpoint this model was loaded from?")
-            old = tensors[key]
-            original = dense.originals[name] if dense.originals is not None else None
-            if original is not None and not torch.equal(old, original.to("cpu", old.dtype).reshape(old.shape)):
-                raise ErasureError(f"base single file {base} differs from the loaded model at {key}; "
-                                   "pass the checkpoint the model (and the edit) came from")
-            tensors[key] = dense.tensors[name].detach().to("cpu", old.dtype).reshape(old.shape).contiguous()
-    save_file(tensors, str(path), metadata={**base_meta, **metadata})
+    for name, value in (dense.tensors.items() if dense is not None else ()):
+        key, rows, transposed = ldm_location(pipe, name)
+        if key not in tensors:
+            raise ErasureError(f"base single file {base} has no tensor {key} (for {name}); "
+                               "is it the checkpoint this model was loaded from?")
+        stored = tensors[key]
+        view = stored.T if transposed else stored
+        view = view[rows] if rows is not None else view
+        old = view.reshape(value.shape) if view.numel() == value.numel() else view
+        if old.shape != value.shape:
+            raise ErasureError(f"base single file {base} has {key} of shape {tuple(view.shape)}, the edit "
+                               f"{tuple(value.shape)}; is it the checkpoint this model was loaded from?")
+        _check_base_tensor(dense, name, key, old, base)
+        patched = stored.clone()
+        target = patched.T if transposed else patched
+        target = target[rows] if rows is not None else target
+        target.copy_(value.detach().to("cpu", stored.dtype).reshape(target.shape))
+        tensors[key] = patched.contiguous()
+    save_file(tensors, str(path), metadata={**base_meta, **(metadata or {})})
     return path
 
 
 # --- LoRA formats ------------------------------------------------------------------------------
 
 
-def _module(name: str) -> tuple[str, str]:
-    """``unet.<module>.weight`` -> (``<module>``, ``weight``)."""
-    if not name.startswith("unet."):
-        raise ErasureError(f"LoRA export covers UNet edits; {name} is not a UNet parameter "
-                           "(export it as diffusers, single-file or edit)")
-    module, _, param = name[len("unet."):].rpartition(".")
-    return module, param
+def _split(name: str) -> tuple[str, str, str]:
+    """``unet.<module>.weight`` -> (``unet``, ``<module>``, ``weight``)."""
+    component, _, rest = name.partition(".")
+    module, _, param = rest.rpartition(".")
+    if component not in COMPONENTS:
+        raise ErasureError(f"LoRA files hold UNet and text encoder layers; {name} is neither "
+                           "(export this edit as diffusers, single-file or edit)")
+    return component, module, param
 
 
-def dense_to_lora(pipe, edit: Edit, rank: int | None = None, rtol: float = 1e-6):
-    """(peft state dict, LoraConfig dict, info) for a dense edit: exact SVD factors, padded to one rank.
+def _lora_module_name(component: str, module: str) -> str:
+    """Text-encoder LoRA modules are keyed with ``text_model.`` (what transformers 4 names them and what
+    diffusers strips for transformers 5) and targeted by the bare path, which peft suffix-matches in both."""
+    if component == "text_encoder" and not module.startswith("text_model."):
+        return "text_model." + module
+    return module
 
-    Every module gets the same rank r (the largest any change needs, or ``rank``) with zero padding, and
-    lora_alpha = r (scale 1), so any loader's alpha/r convention gives the same weights. Bias changes go to
-    ``lora_B.bias`` (peft's ``lora_bias``). Parameters a LoRA cannot hold (norms, convolutions) are refused.
+
+def dense_to_lora(pipe, edit: Edit, rank: int | None = None, rtol: float = 1e-6
+                  ) -> tuple[LoraLayers, LoraConfigs, dict[str, Any]]:
+    """A dense edit as LoRA layers: exact SVD factors (:meth:`Edit.low_rank`), padded to one rank.
+
+    Every module gets the same rank r (the largest any change needs, or ``rank``), the unused columns
+    zero, and lora_alpha = r (scale 1). One rank instead of peft's ``rank_pattern``: kohya files have no
+    rank pattern, every loader (diffusers, A1111, ComfyUI) reads one rank and one alpha per module the
+    same way, and the padding costs only zeros (closed-form edits need about the same rank everywhere).
+    With ``rank`` below the rank a change needs, the truncation error is returned in ``info``.
+    Weights of linear layers and 1x1 convolutions are factored; bias changes go to ``lora_B.bias``
+    (peft's ``lora_bias``). Other parameters (norms, larger convolutions) cannot be a LoRA: refused.
     """
-    originals = {n: pipeline_parameter(pipe, n).detach().clone() for n in edit.tensors}
-    weights, biases = {}, {}
+    weights: dict[str, tuple[str, str, tuple[int, ...]]] = {}
+    biases: dict[tuple[str, str], Tensor] = {}
+    dense = _dense(pipe, edit)
+    originals = dict(dense.originals)
     for name, new in edit.tensors.items():
-        module, param = _module(name)
-        if param == "weight" and new.dim() == 2:
-            weights[name] = module
+        component, module, param = _split(name)
+        if param == "weight" and (new.dim() == 2 or (new.dim() == 4 and new.shape[2:] == (1, 1))):
+            weights[name] = (component, module, tuple(new.shape))
         elif param == "bias" and new.dim() == 1:
-            biases[module] = (new.double() - originals[name].to(new.device).double()).float()
+            biases[(component, module)] = (new.double().cpu() - originals[name].double().cpu()).float()
         else:
             raise ErasureError(f"{name} ({tuple(new.shape)}) cannot be held by a LoRA on linear layers; "
                                "export this edit as diffusers, single-file or edit instead")
-    dense_weights = Edit(method=edit.method, concepts=edit.concepts, config=edit.config,
-                         tensors={n: edit.tensors[n] for n in weights},
-                         base_hashes={n: edit.base_hashes[n] for n in weights}, originals=None)
-    factors = dense_weights.low_rank(rank, originals={n: originals[n] for n in weights}, rtol=rtol)
-    r = max([f[1].shape[0] for f in factors.values()] or [1])
-    state: dict[str, Tensor] = {}
+    flat = Edit(method=dense.method, concepts=dense.concepts, config=dense.config,
+                tensors={n: dense.tensors[n].reshape(s[0], -1) for n, (_, _, s) in weights.items()},
+                base_hashes={n: dense.base_hashes[n] for n in weights},
+                originals={n: originals[n].reshape(s[0], -1) for n, (_, _, s) in weights.items()})
+    factors = flat.low_rank(None, rtol=rtol)
+    needed = max([d.shape[0] for _, d in factors.values()] or [1])
+    if rank is not None and rank < needed:
+        factors = flat.low_rank(rank)
+    r = rank if rank is not None else needed
+    deltas = flat.deltas()
+    layers: LoraLayers = {}
     error = 0.0
-    modules = sorted(set(weights.values()) | set(biases))
-    for module in modules:
-        wname = f"unet.{module}.weight"
-        lin = pipeline_parameter(pipe, wname)
-        out_f, in_f = lin.shape
-        up = torch.zeros(out_f, r)
-        down = torch.zeros(r, in_f)
+    modules = sorted({(c, m) for c, m, _ in weights.values()} | set(biases))
+    for component, module in modules:
+        wname = f"{component}.{module}.weight"
+        shape = tuple(pipeline_parameter(pipe, wname).shape)
+        out_f, in_f = shape[0], int(torch.tensor(shape[1:]).prod())
+        up, down = torch.zeros(out_f, r), torch.zeros(r, in_f)
         if wname in factors:
             u, d = factors[wname]
             up[:, : u.shape[1]], down[: d.shape[0]] = u.cpu(), d.cpu()
-            delta = (edit.tensors[wname].double().cpu() - originals[wname].double().cpu())
-            error = max(error, float((up.double() @ down.double() - delta).abs().max()))
-        state[f"{module}.lora_A.weight"] = down.contiguous()
-        state[f"{module}.lora_B.weight"] = up.contiguous()
-        if biases:
-            state[f"{module}.lora_B.bias"] = biases.get(module, torch.zeros(out_f)).cpu().contiguous()
-    config = {"r": r, "lora_alpha": r, "target_modules": modules, "lora_bias": bool(biases)}
-    return state, config, {"rank": r, "max_abs_error": error, "exact": rank is None}
+            error = max(error, float((up.double() @ down.double() - deltas[wname].cpu()).abs().max()))
+        if len(shape) == 4:  # 1x1 convolution: peft's conv LoRA has (r, in, 1, 1) and (out, r, 1, 1)
+            down, up = down.reshape(r, in_f, 1, 1), up.reshape(out_f, r, 1, 1)
+        key = _lora_module_name(component, module)
+        state = layers.setdefault(component, {})
+        state[f"{key}.lora_A.weight"] = down.contiguous()
+        state[f"{key}.lora_B.weight"] = up.contiguous()
+        if any(c == component for c, _ in biases):
+            state[f"{key}.lora_B.bias"] = biases.get((component, module), torch.zeros(out_f)).contiguous()
+    configs: LoraConfigs = {}
+    for component in layers:
+        targets = sorted({m for c, m in modules if c == component})
+        configs[component] = {"r": r, "lora_alpha": r, "target_modules": targets,
+                              "lora_bias": any(c == component for c, _ in biases)}
+    info = {"rank": r, "rank_needed": needed, "max_abs_error": error, "exact": rank is None or rank >= needed}
+    return layers, configs, info
 
 
-def _lora_of(pipe, edit, rank):
-    if _is_adapter(edit):
-        return dict(edit.peft_state_dict), dict(edit.lora_config), {"rank": edit.lora_config.get("r"), "exact": True}
-    return dense_to_lora(pipe, edit, rank)
+def adapter_lora(adapter) -> tuple[LoraLayers, LoraConfigs, dict[str, Any]]:
+    """An adapter's own factors and config (no SVD): its ``peft_state_dict`` holds UNet layers."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in adapter.peft_state_dict.items()}
+    config = dict(adapter.lora_config)
+    ranks = sorted({int(v.shape[0]) for k, v in state.items() if k.endswith(".lora_A.weight")})
+    return {"unet": state}, {"unet": config}, {"rank": config.get("r"), "ranks": ranks, "exact": True,
+                                               "max_abs_error": 0.0}
 
 
-def write_peft_lora(folder: Path, state: Mapping[str, Tensor], config: Mapping[str, Any],
-                    metadata: Mapping[str, str]) -> Path:
+def write_peft_lora(folder: Path, layers: LoraLayers, configs: LoraConfigs,
+                    metadata: Mapping[str, str] | None = None) -> Path:
+    """``pytorch_lora_weights.safetensors`` for ``pipe.load_lora_weights(folder)``, with each component's
+    LoraConfig in diffusers' ``lora_adapter_metadata`` (so lora_alpha and rank patterns survive)."""
     from diffusers import StableDiffusionPipeline
-    from safetensors import safe_open
-    from safetensors.torch import save_file
 
-    layers = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, unet_lora_adapter_metadata=dict(config))
-    file = folder / LORA_FILE
-    with safe_open(str(file), framework="pt") as f:  # add our metadata next to diffusers' own
-        meta = dict(f.metadata() or {})
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    save_file(tensors, str(file), metadata={**meta, **metadata})
+    kwargs: dict[str, Any] = {}
+    for component in COMPONENTS:
+        if component in layers:
+            kwargs[f"{component}_lora_layers"] = {k: v.detach().to("cpu").contiguous() for k, v in layers[component].items()}
+            kwargs[f"{component}_lora_adapter_metadata"] = dict(configs[component])
+    StableDiffusionPipeline.save_lora_weights(folder, **kwargs)
+    file = Path(folder) / LORA_FILE
+    if metadata:
+        add_safetensors_metadata(file, metadata)
     return file
 
 
 def _module_alpha(config: Mapping[str, Any], module: str, rank: int) -> float:
-    """The alpha peft uses for ``module`` (alpha_pattern / rank_pattern aware)."""
+    """The alpha that gives kohya loaders (scale = alpha / rank) peft's scale for ``module``
+    (``alpha_pattern`` and ``use_rslora`` aware)."""
     def pick(pattern, default):
         for key, value in (pattern or {}).items():
             if re.fullmatch(f"(.*\\.)?{key}", module):
                 return value
         return default
 
-    alpha = pick(config.get("alpha_pattern"), config.get("lora_alpha", rank))
+    alpha = float(pick(config.get("alpha_pattern"), config.get("lora_alpha", rank)))
     if config.get("use_rslora"):
-        return float(alpha) * rank / rank ** 0.5  # kohya's alpha/r must equal peft's alpha/sqrt(r)
-    return float(alpha)
+        return alpha * rank / rank ** 0.5  # peft scales by alpha / sqrt(r)
+    return alpha
 
 
-def write_kohya(path: Path, state: Mapping[str, Tensor], config: Mapping[str, Any],
-                metadata: Mapping[str, str]) -> Path:
-    """kohya keys (``lora_unet_<module>.lora_down/lora_up/alpha``) with each module's true alpha."""
+def write_kohya(path: Path, layers: LoraLayers, configs: LoraConfigs,
+                metadata: Mapping[str, str] | None = None) -> Path:
+    """kohya keys (``lora_unet_<module>`` / ``lora_te_text_model_<module>``: ``.lora_down.weight``,
+    ``.lora_up.weight``, ``.alpha``) with each module's true alpha.
+
+    diffusers' ``convert_state_dict_to_kohya`` writes alpha = rank, wrong whenever lora_alpha != r.
+    """
     from safetensors.torch import save_file
 
+    from erasure.modules import kohya_lora_name
+
     tensors: dict[str, Tensor] = {}
-    modules = sorted({k.rsplit(".lora_", 1)[0] for k in state})
-    for module in modules:
-        down, up = state[f"{module}.lora_A.weight"], state[f"{module}.lora_B.weight"]
-        if f"{module}.lora_B.bias" in state and state[f"{module}.lora_B.bias"].abs().max() > 0:
-            raise ErasureError(f"the edit changes the bias of {module}, which the kohya layout cannot hold; "
-                               "export it as lora (peft), diffusers, single-file or edit")
-        name = "lora_unet_" + module.replace(".", "_")
-        tensors[f"{name}.lora_down.weight"] = down.detach().cpu().contiguous()
-        tensors[f"{name}.lora_up.weight"] = up.detach().cpu().contiguous()
-        tensors[f"{name}.alpha"] = torch.tensor(_module_alpha(config, module, down.shape[0]))
-    meta = {**metadata, "ss_network_module": "networks.lora", "ss_network_dim": str(config.get("r")),
-            "ss_network_alpha": str(config.get("lora_alpha"))}
+    for component, state in layers.items():
+        for module in sorted({k.rsplit(".lora_", 1)[0] for k in state}):
+            down, up = state[f"{module}.lora_A.weight"], state[f"{module}.lora_B.weight"]
+            bias = state.get(f"{module}.lora_B.bias")
+            if bias is not None and bias.abs().max() > 0:
+                raise ErasureError(f"the edit changes the bias of {module}, which the kohya layout cannot hold; "
+                                   "export it as lora (peft), diffusers, single-file or edit")
+            name = kohya_lora_name(f"{component}.{module}")
+            tensors[f"{name}.lora_down.weight"] = down.detach().cpu().contiguous()
+            tensors[f"{name}.lora_up.weight"] = up.detach().cpu().contiguous()
+            tensors[f"{name}.alpha"] = torch.tensor(_module_alpha(configs[component], module, down.shape[0]))
+    unet_config = configs.get("unet") or next(iter(configs.values()), {})
+    meta = {**(metadata or {}), "ss_network_module": "networks.lora", "ss_network_dim": str(unet_config.get("r")),
+            "ss_network_alpha": str(unet_config.get("lora_alpha"))}
     save_file(tensors, str(path), metadata=meta)
     return path
 
@@ -270,47 +396,63 @@ def write_kohya(path: Path, state: Mapping[str, Tensor], config: Mapping[str, An
 # --- model card --------------------------------------------------------------------------------
 
 
-def _report_metrics(report) -> dict[str, dict]:
+def report_metrics(report) -> dict[str, dict[str, float]]:
+    """{metric: {value, ci_low?, ci_high?}} from a Report, its ``to_dict()``, or a plain {metric: number}."""
     if report is None:
         return {}
-    if hasattr(report, "metrics") and not isinstance(report, dict):
+    if hasattr(report, "metrics") and not isinstance(report, Mapping):
         return {k: {"value": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high} for k, v in report.metrics.items()}
-    metrics = report.get("metrics", {}) if isinstance(report, dict) else {}
-    return {k: v for k, v in metrics.items() if isinstance(v, dict) and "value" in v}
+    if not isinstance(report, Mapping):
+        raise ErasureError(f"report must be an evaluation Report or a dict of metrics, not {type(report).__name__}")
+    metrics = report.get("metrics", report)
+    out = {}
+    for name, value in metrics.items():
+        if isinstance(value, Mapping) and "value" in value:
+            out[name] = {k: float(value[k]) for k in ("value", "ci_low", "ci_high") if value.get(k) is not None}
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = {"value": float(value)}
+    return out
 
 
-def model_card(edit, pipe, files: Mapping[str, Path], report, lora_info: Mapping[str, Any] | None) -> str:
+_SNIPPETS = {
+    "diffusers": 'from diffusers import StableDiffusionPipeline\n'
+                 'pipe = StableDiffusionPipeline.from_pretrained("diffusers")',
+    "single-file": 'from diffusers import StableDiffusionPipeline\n'
+                   'pipe = StableDiffusionPipeline.from_single_file("model.safetensors", config="model-config", '
+                   'local_files_only=True)\n# AUTOMATIC1111 / ComfyUI: put model.safetensors in models/Stable-diffusion',
+    "lora": 'pipe = StableDiffusionPipeline.from_pretrained("<the base model>")\npipe.load_lora_weights("lora")',
+    "kohya": "# AUTOMATIC1111 / ComfyUI: put lora-kohya.safetensors in models/Lora and use it at weight 1\n"
+             'pipe.load_lora_weights("lora-kohya.safetensors")  # diffusers reads UNet LoRAs in this layout too',
+    "edit": 'from erasure import Edit, load_pipeline\npipe = load_pipeline("<the base model>")\n'
+            'Edit.load("edit.safetensors").apply(pipe)',
+}
+
+
+def model_card(edit, pipe, files: Mapping[str, Path], report=None, lora_info: Mapping[str, Any] | None = None,
+               base_hashes: Mapping[str, str] | None = None) -> str:
+    """README.md of an export: what was erased and how, the base model, the evaluator's numbers, how to load."""
     what = ", ".join(edit.concepts) if edit is not None else "nothing (the model as loaded)"
-    lines = [f"# Erased model: {what}", "",
-             f"- base model: `{getattr(pipe, 'erasure_source', None)}`"]
+    lines = [f"# Erased model: {what}", "", f"- base model: `{getattr(pipe, 'erasure_source', 'unknown')}`"]
+    for component, digest in (base_hashes or {}).items():
+        lines.append(f"- base {component} weights sha256: `{digest}`")
     if edit is not None:
         lines += [f"- method: `{edit.method}`", f"- concepts erased: {', '.join(f'`{c}`' for c in edit.concepts)}",
                   f"- config: `{json.dumps(dict(edit.config), default=str)}`"]
     if lora_info:
-        lines.append(f"- LoRA rank {lora_info.get('rank')}"
-                     + (f", max abs difference from the dense edit {lora_info['max_abs_error']:.2e}"
-                        if "max_abs_error" in lora_info else ""))
-    metrics = _report_metrics(report)
+        line = f"- LoRA rank {lora_info.get('rank')}"
+        if not lora_info.get("exact", True):
+            line += (f" (the edit needs {lora_info.get('rank_needed')}; max abs weight difference from the dense "
+                     f"edit {lora_info.get('max_abs_error', 0.0):.2e})")
+        lines.append(line)
+    metrics = report_metrics(report)
     if metrics:
         lines += ["", "## How well (erasure's evaluator)", "", "| metric | value | 95% CI |", "|---|---|---|"]
-        for k, v in metrics.items():
-            lines.append(f"| {k} | {v['value']:.3f} | [{v.get('ci_low', float('nan')):.3f}, "
-                         f"{v.get('ci_high', float('nan')):.3f}] |")
+        for name, m in metrics.items():
+            ci = f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if "ci_low" in m and "ci_high" in m else ""
+            lines.append(f"| {name} | {m['value']:.3f} | {ci} |")
     lines += ["", "## Loading", ""]
-    snippets = {
-        "diffusers": 'from diffusers import StableDiffusionPipeline\n'
-                     'pipe = StableDiffusionPipeline.from_pretrained("diffusers")',
-        "single-file": 'from diffusers import StableDiffusionPipeline\n'
-                       'pipe = StableDiffusionPipeline.from_single_file("model.safetensors", config="model-config", '
-                       'local_files_only=True)\n# AUTOMATIC1111 / ComfyUI: put model.safetensors in models/Stable-diffusion',
-        "lora": 'pipe = StableDiffusionPipeline.from_pretrained("<the base model>")\npipe.load_lora_weights("lora")',
-        "kohya": "# AUTOMATIC1111 / ComfyUI: put lora-kohya.safetensors in models/Lora and load it at weight 1\n"
-                 'pipe.load_lora_weights("lora-kohya.safetensors")  # diffusers reads it too',
-        "edit": 'from erasure import Edit, load_pipeline\npipe = load_pipeline("<the base model>")\n'
-                'Edit.load("edit.safetensors").apply(pipe)',
-    }
-    for fmt in files:
-        lines += [f"**{fmt}** (`{files[fmt].name}`)", "", "```python", snippets[fmt], "```", ""]
+    for fmt, path in files.items():
+        lines += [f"**{fmt}** (`{path}`)", "", "```python", _SNIPPETS[fmt], "```", ""]
     lines.append("Written by `erasure export`; `export.json` lists every file with its sha256.")
     return "\n".join(lines) + "\n"
 
@@ -329,11 +471,15 @@ def export(
     report=None,
     force: bool = False,
 ) -> dict[str, Path]:
-    """Write ``edit`` (an :class:`~erasure.edit.Edit` or an adapter) on base ``pipe`` in ``formats`` to ``out``.
+    """Write ``edit`` (an :class:`~erasure.edit.Edit` or an adapter) made on base ``pipe`` to ``out`` in ``formats``.
 
     Returns {format: path}. With ``edit=None`` the pipeline is exported as it is (diffusers, single-file).
+    ``lora_rank`` forces the rank of a LoRA made from a dense edit (lower than needed: approximate, the
+    error is recorded); ``report`` (an evaluation Report or a dict of metrics) goes into the model card.
+    ``pipe`` is left unchanged, also on error; nothing is written unless every format succeeds.
     """
-    from erasure.files import atomic_folder
+    from erasure.files import atomic_folder, refuse_existing
+    from erasure.versions import package_versions
 
     formats = tuple(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]
@@ -341,76 +487,81 @@ def export(
         raise ErasureError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
     if edit is None and any(f in NEEDS_EDIT for f in formats):
         raise ErasureError(f"formats {', '.join(f for f in formats if f in NEEDS_EDIT)} need an edit; pass edit= "
-                           "(--edit FILE from `erasure erase`) or export only diffusers / single-file")
-    if lora_rank is not None and lora_rank < 1:
-        raise ErasureError(f"lora rank must be >= 1 (got {lora_rank})")
+                           "(an Edit or adapter; --edit FILE on the command line) or export only diffusers / single-file")
+    if lora_rank is not None and (is_adapter(edit) or lora_rank < 1):
+        raise ErasureError("lora_rank must be >= 1 and applies to dense edits only (an adapter keeps its own rank)")
+    if base_single_file is not None and "single-file" not in formats:
+        raise ErasureError("base_single_file is used by the single-file format only; add it to formats")
+    refuse_existing(out, force)  # before any long work
     if any(".base_layer." in k or ".lora_" in k for k in pipe.unet.state_dict()):
         raise ErasureError("the pipeline has LoRA layers attached; call pipe.unload_lora_weights() (after "
                            "pipe.fuse_lora() to keep their effect) before exporting")
-    if edit is not None:
+    if edit is not None and callable(getattr(edit, "check_base", None)):
         edit.check_base(pipe)
-    meta = _metadata(edit, pipe)
-    dense = None
-    if edit is not None and any(f in ("diffusers", "single-file", "edit") for f in formats):
-        dense = edit.to_edit(pipe) if _is_adapter(edit) else edit
-        if dense.originals is None:
-            dense = Edit(method=dense.method, concepts=dense.concepts, config=dense.config, tensors=dense.tensors,
-                         base_hashes=dense.base_hashes, info=dense.info,
-                         originals={n: pipeline_parameter(pipe, n).detach().clone() for n in dense.tensors})
-    written: dict[str, Path] = {}
+    base_hashes = base_model_hashes(pipe)
+    meta = _metadata(edit, pipe, base_hashes)
+    dense = _dense(pipe, edit) if edit is not None and any(f in DENSE for f in formats) else None
     lora_info = None
     with atomic_folder(out, force=force) as tmp:
         rel: dict[str, Path] = {}
+        written: dict[str, str] = {}  # relative path -> sha256 when written
+
+        def record(fmt: str, path: Path) -> None:
+            rel[fmt] = path.relative_to(tmp)
+            for p in ([path] if path.is_file() else sorted(path.rglob("*"))):
+                if p.is_file():
+                    written[str(p.relative_to(tmp))] = _sha256_file(p)
+
         with _applied(pipe, dense if any(f in ("diffusers", "single-file") for f in formats) else None):
             if "diffusers" in formats:
-                rel["diffusers"] = write_diffusers(pipe, tmp / "diffusers").relative_to(tmp)
+                record("diffusers", write_diffusers(pipe, tmp / "diffusers", meta))
             if "single-file" in formats:
-                rel["single-file"] = write_single_file(pipe, tmp / "model.safetensors", tmp / "model-config",
-                                                       dense=dense, base_single_file=base_single_file,
-                                                       metadata=meta).relative_to(tmp)
+                record("single-file", write_single_file(pipe, tmp / "model.safetensors", tmp / "model-config",
+                                                        dense=dense, base_single_file=base_single_file, metadata=meta))
+                record("single-file-config", tmp / "model-config")
         if "lora" in formats or "kohya" in formats:
-            state, config, lora_info = _lora_of(pipe, edit, lora_rank)
-            lora_meta = {**meta, "lora_rank": str(lora_info.get("rank")),
+            layers, configs, lora_info = adapter_lora(edit) if is_adapter(edit) else dense_to_lora(pipe, edit, lora_rank)
+            lora_meta = {**meta, "lora_rank": str(lora_info.get("rank")), "lora_exact": str(lora_info["exact"]),
                          "lora_max_abs_error": str(lora_info.get("max_abs_error", 0.0))}
             if "lora" in formats:
-                write_peft_lora(tmp / "lora", state, config, lora_meta)
-                rel["lora"] = Path("lora")
+                write_peft_lora(tmp / "lora", layers, configs, lora_meta)
+                record("lora", tmp / "lora")
             if "kohya" in formats:
-                rel["kohya"] = write_kohya(tmp / "lora-kohya.safetensors", state, config, lora_meta).relative_to(tmp)
+                record("kohya", write_kohya(tmp / "lora-kohya.safetensors", layers, configs, lora_meta))
         if "edit" in formats:
-            rel["edit"] = dense.save(tmp / "edit.safetensors").relative_to(tmp)
-        (tmp / "README.md").write_text(model_card(edit, pipe, rel, report, lora_info))
-        files = {str(p.relative_to(tmp)): _sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-        _verify_safetensors(tmp)
-        from erasure.versions import package_versions
-
+            record("edit", dense.save(tmp / "edit.safetensors"))
+        rel.pop("single-file-config", None)
+        (tmp / "README.md").write_text(model_card(edit, pipe, rel, report, lora_info, base_hashes))
+        record("card", tmp / "README.md")
+        rel.pop("card")
+        _verify(tmp, written)
         (tmp / "export.json").write_text(json.dumps(
-            {"formats": {k: str(v) for k, v in rel.items()}, "files": files, "versions": package_versions(),
-             "metadata": meta, "lora": lora_info}, indent=1, default=str))
-        written = {k: Path(out) / v for k, v in rel.items()}
-    _verify_hashes(Path(out))
-    return written
+            {"formats": {k: str(v) for k, v in rel.items()}, "files": written, "versions": package_versions(),
+             "metadata": meta, "lora": lora_info, "report": report_metrics(report)}, indent=1, default=str) + "\n")
+    return {k: Path(out) / v for k, v in rel.items()}
 
 
-def _verify_safetensors(folder: Path) -> None:
-    """Every safetensors file we wrote opens and reads back."""
+def _verify(folder: Path, written: Mapping[str, str]) -> None:
+    """Before the rename: every file still has the sha256 it had when written, and every safetensors file
+    reads back whole. Any mismatch fails the export (and the temporary folder is removed)."""
     from safetensors import safe_open
 
-    for path in folder.rglob("*.safetensors"):
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                for k in f.keys():
-                    f.get_tensor(k)
-        except Exception as e:  # noqa: BLE001
-            raise ErasureError(f"export wrote an unreadable file {path.name} ({type(e).__name__}); nothing was kept") from None
+    on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    if on_disk != set(written):
+        raise ErasureError(f"export left unrecorded or missing files {sorted(on_disk ^ set(written))[:3]}; nothing was kept")
+    for name, digest in written.items():
+        path = folder / name
+        if _sha256_file(path) != digest:
+            raise ErasureError(f"{name} changed after it was written (sha256 mismatch); nothing was kept, export again")
+        if path.suffix == ".safetensors":
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    for k in f.keys():
+                        f.get_tensor(k)
+            except Exception as e:  # noqa: BLE001
+                raise ErasureError(f"export wrote an unreadable file {name} ({type(e).__name__}); nothing was kept") from None
 
 
-def _verify_hashes(folder: Path) -> None:
-    record = json.loads((folder / "export.json").read_text())
-    for name, digest in record["files"].items():
-        if _sha256_file(folder / name) != digest:
-            raise ErasureError(f"{folder / name} changed after writing (sha256 mismatch); export again")
-
-
-__all__ = ["FORMATS", "dense_to_lora", "export", "model_card", "write_diffusers", "write_kohya", "write_peft_lora",
+__all__ = ["FORMATS", "adapter_lora", "add_safetensors_metadata", "base_model_hashes", "dense_to_lora", "export",
+           "is_adapter", "model_card", "report_metrics", "write_diffusers", "write_kohya", "write_peft_lora",
            "write_single_file"]

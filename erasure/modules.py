@@ -259,6 +259,66 @@ def text_encoder_to_ldm(state_dict: Mapping[str, Tensor], kind: TextEncoderKind 
     return {SD2_TEXT_PREFIX + k: v for k, v in out.items()}
 
 
+def text_encoder_ldm_location(key: str, kind: TextEncoderKind = "sd1") -> tuple[str, slice | None, bool]:
+    """Where one text-encoder parameter lives in the original layout: (key, rows, transposed).
+
+    ``rows`` is the slice of a fused OpenCLIP ``in_proj`` (SD 2.x q/k/v), ``transposed`` is set for
+    SD 2.x's ``text_projection``; both are what :func:`text_encoder_to_ldm` does to the whole dict.
+    """
+    hf = _hf_text_key(key)
+    if kind == "sd1":
+        return SD1_TEXT_PREFIX + hf, None, False
+    if kind != "sd2":
+        raise ErasureError(f"unknown text encoder kind {kind!r}; use 'sd1' or 'sd2'")
+    bare = hf.removeprefix("text_model.")
+    if bare in _OPENCLIP_TOP:
+        return SD2_TEXT_PREFIX + _OPENCLIP_TOP[bare], None, False
+    if bare == "text_projection.weight":
+        return SD2_TEXT_PREFIX + "text_projection", None, True
+    if m := re.fullmatch(r"encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", bare):
+        return f"{SD2_TEXT_PREFIX}transformer.resblocks.{m[1]}.attn.in_proj_{m[3]}", slice(None), False
+    if (m := re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)", bare)) and m[2] in _OPENCLIP_LAYER:
+        return f"{SD2_TEXT_PREFIX}transformer.resblocks.{m[1]}.{_OPENCLIP_LAYER[m[2]]}.{m[3]}", None, False
+    raise ErasureError(f"cannot map text encoder key {key!r} to the OpenCLIP layout")
+
+
+def ldm_location(pipe, name: str) -> tuple[str, slice | None, bool]:
+    """Where the pipeline parameter ``name`` (``unet.<key>`` or ``text_encoder.<key>``) lives in an
+    original-layout single file: (key, rows of a fused tensor or None, stored transposed).
+
+    What patching a user's own checkpoint with an edit needs; consistent with :func:`pipeline_to_ldm_state_dict`.
+    """
+    component, _, key = name.partition(".")
+    if component == "unet":
+        layers, up_attn = _unet_layout({}, pipe.unet.config)
+        return unet_ldm_key(key, layers, up_attn), None, False
+    if component == "text_encoder":
+        kind = detect_text_encoder_kind(pipe.text_encoder)
+        location, rows, transposed = text_encoder_ldm_location(key, kind)
+        if rows is not None:  # q, k, v are stacked in that order in OpenCLIP's in_proj
+            width = pipe.text_encoder.config.hidden_size
+            part = "qkv".index(re.search(r"([qkv])_proj\.", key)[1])
+            rows = slice(part * width, (part + 1) * width)
+        return location, rows, transposed
+    raise ErasureError(f"{name} is not a UNet or text encoder parameter; only those have a single-file location")
+
+
+def kohya_lora_name(module: str) -> str:
+    """A LoRA's module name in the kohya layout that AUTOMATIC1111 and ComfyUI read.
+
+    ``unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k`` ->
+    ``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k``; text-encoder modules
+    always carry ``text_model`` (``lora_te_text_model_encoder_layers_0_self_attn_k_proj``), as kohya's
+    scripts write them whatever transformers version is installed.
+    """
+    component, _, path = module.partition(".")
+    if component == "unet":
+        return "lora_unet_" + path.replace(".", "_")
+    if component == "text_encoder":
+        return "lora_te_" + _hf_text_key(path + ".").rstrip(".").replace(".", "_")
+    raise ErasureError(f"{module} is not a UNet or text encoder module; kohya LoRAs hold only those")
+
+
 # --- whole pipelines --------------------------------------------------------------------------
 
 

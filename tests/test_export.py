@@ -161,21 +161,51 @@ def test_kohya_alpha_is_the_true_alpha_not_the_rank(tiny_sd1_pipeline, tmp_path)
     assert np.abs(via_kohya - via_peft).max() <= TOL
 
 
-def test_patching_the_users_base_single_file(tiny_sd1_pipeline, tmp_path):
+def _with_text_encoder_edit(pipe, edit, seed=4):
+    """``edit`` plus a change of the first text-encoder layer's q_proj (SD 2.x fuses it into in_proj)."""
+    from erasure.edit import pipeline_parameter
+
+    name = next(f"text_encoder.{n}" for n, _ in pipe.text_encoder.named_parameters()
+                if n.endswith("layers.0.self_attn.q_proj.weight"))
+    w = pipeline_parameter(pipe, name).detach()
+    g = torch.Generator().manual_seed(seed)
+    return make_edit(pipe, "test", ["red star"], {}, {**edit.tensors, name: w + 0.2 * torch.randn(w.shape, generator=g)})
+
+
+@pytest.mark.parametrize("model", ["shapeworld", "tiny_sd2"])
+def test_patching_the_users_base_single_file(model, request, tmp_path):
+    """The world (and a tiny SD 2.x) exported as one file, then that file patched with a UNet + text encoder edit."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = tiny_sd1_pipeline
+    pipe = request.getfixturevalue(f"{model}_pipeline")
     base_files = export(pipe, tmp_path / "base", formats=["single-file"])
-    edit = _edit(pipe, seed=2)
+    edit = _with_text_encoder_edit(pipe, _edit(pipe, seed=2))
     written = export(pipe, tmp_path / "patched", edit=edit, formats=["single-file"],
                      base_single_file=base_files["single-file"])
+    base = _images(pipe)
     edit.apply(pipe)
     edited = _images(pipe)
     edit.restore(pipe)
+    assert np.abs(edited - base).max() > 1e-3
+    assert pipeline_unchanged(pipe, edit)
     loaded = StableDiffusionPipeline.from_single_file(str(written["single-file"]),
                                                       config=str(tmp_path / "patched" / "model-config"),
                                                       local_files_only=True)
     assert np.abs(_images(loaded) - edited).max() <= TOL
+    # only the edited tensors differ from the base file
+    with safe_open(str(base_files["single-file"]), framework="pt") as f0, \
+            safe_open(str(written["single-file"]), framework="pt") as f1:
+        assert set(f0.keys()) == set(f1.keys())
+        changed = {k for k in f0.keys() if not torch.equal(f0.get_tensor(k), f1.get_tensor(k))}
+    assert len(changed) == len(edit.tensors)
+
+
+def test_wrong_or_incomplete_base_single_file_is_refused(tiny_sd1_pipeline, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    pipe = tiny_sd1_pipeline
+    base_file = export(pipe, tmp_path / "base", formats=["single-file"])["single-file"]
+    edit = _with_text_encoder_edit(pipe, _edit(pipe, seed=2))
     # a checkpoint of another model is refused, and nothing is written
     other = _edit(pipe, seed=5)
     other.apply(pipe)
@@ -183,9 +213,37 @@ def test_patching_the_users_base_single_file(tiny_sd1_pipeline, tmp_path):
         wrong = export(pipe, tmp_path / "other", formats=["single-file"])["single-file"]
     finally:
         other.restore(pipe)
-    with pytest.raises(ErasureError, match="differs from the loaded model"):
+    with pytest.raises(ErasureError, match="differs from the weights the edit was made from"):
         export(pipe, tmp_path / "bad", edit=edit, formats=["single-file"], base_single_file=wrong)
     assert not (tmp_path / "bad").exists()
+    # a checkpoint lacking an edited tensor is refused
+    tensors = load_file(str(base_file))
+    te_key = next(k for k in tensors if k.endswith("layers.0.self_attn.q_proj.weight"))
+    del tensors[te_key]
+    save_file(tensors, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(ErasureError, match="has no tensor"):
+        export(pipe, tmp_path / "bad", edit=edit, formats=["single-file"], base_single_file=tmp_path / "partial.safetensors")
+    with pytest.raises(ErasureError, match="not found"):
+        export(pipe, tmp_path / "bad", edit=edit, formats=["single-file"], base_single_file=tmp_path / "none.safetensors")
+    assert not (tmp_path / "bad").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "other", "partial.safetensors"]
+    assert pipeline_unchanged(pipe, edit)
+
+
+def test_model_card_shows_the_evaluators_metrics(tiny_sd1_pipeline, tmp_path):
+    from erasure.evaluation.bootstrap import MetricResult
+    from erasure.evaluation.evaluate import Report
+
+    pipe = tiny_sd1_pipeline
+    edit = _edit(pipe, seed=6)
+    as_dict = {"metrics": {"concept_accuracy": {"value": 0.125, "ci_low": 0.05, "ci_high": 0.25}}}
+    export(pipe, tmp_path / "a", edit=edit, formats=["edit"], report=as_dict)
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "concept_accuracy" in card and "0.125" in card and "[0.050, 0.250]" in card
+    report = Report(metrics={"clip_score": MetricResult("clip_score", 0.3125, 0.25, 0.375, 10)}, info={})
+    export(pipe, tmp_path / "b", edit=edit, formats=["edit"], report=report)
+    card = (tmp_path / "b" / "README.md").read_text()
+    assert "clip_score" in card and "0.312" in card and "Edit.load" in card and "`test`" in card
 
 
 def test_attached_lora_layers_are_refused(tiny_sd1_pipeline, tmp_path):
