@@ -366,15 +366,21 @@ def _module_alpha(config: Mapping[str, Any], module: str, rank: int) -> float:
 def write_kohya(path: Path, layers: LoraLayers, configs: LoraConfigs,
                 metadata: Mapping[str, str] | None = None) -> Path:
     """kohya keys (``lora_unet_<module>`` / ``lora_te_text_model_<module>``: ``.lora_down.weight``,
-    ``.lora_up.weight``, ``.alpha``) with each module's true alpha.
+    ``.lora_up.weight``, ``.alpha``) with the true alpha: kohya loaders scale by alpha / rank.
 
-    diffusers' ``convert_state_dict_to_kohya`` writes alpha = rank, wrong whenever lora_alpha != r.
+    diffusers' ``convert_state_dict_to_kohya`` writes alpha = rank, wrong whenever lora_alpha != r. Where
+    modules need different alphas (``alpha_pattern``, ``use_rslora`` with a ``rank_pattern``), every module
+    gets the most common one and the others' ``lora_up`` absorbs the ratio: A1111 and ComfyUI read any
+    per-module alpha, but diffusers 0.42 misnames the alpha pattern it builds from a kohya file and
+    silently drops it, so one alpha is the layout every loader reads the same way.
     """
+    from collections import Counter
+
     from safetensors.torch import save_file
 
     from erasure.modules import kohya_lora_name
 
-    tensors: dict[str, Tensor] = {}
+    entries = []
     for component, state in layers.items():
         for module in sorted({k.rsplit(".lora_", 1)[0] for k in state}):
             down, up = state[f"{module}.lora_A.weight"], state[f"{module}.lora_B.weight"]
@@ -382,13 +388,20 @@ def write_kohya(path: Path, layers: LoraLayers, configs: LoraConfigs,
             if bias is not None and bias.abs().max() > 0:
                 raise ErasureError(f"the edit changes the bias of {module}, which the kohya layout cannot hold; "
                                    "export it as lora (peft), diffusers, single-file or edit")
-            name = kohya_lora_name(f"{component}.{module}")
-            tensors[f"{name}.lora_down.weight"] = down.detach().cpu().contiguous()
-            tensors[f"{name}.lora_up.weight"] = up.detach().cpu().contiguous()
-            tensors[f"{name}.alpha"] = torch.tensor(_module_alpha(configs[component], module, down.shape[0]))
+            alpha = _module_alpha(configs[component], module, down.shape[0])
+            entries.append((kohya_lora_name(f"{component}.{module}"), down, up, alpha))
+    common = Counter(alpha for *_, alpha in entries).most_common(1)[0][0] if entries else 1.0
+    tensors: dict[str, Tensor] = {}
+    for name, down, up, alpha in entries:
+        up = up.detach().cpu()
+        if alpha != common:
+            up = (up.double() * (alpha / common)).to(up.dtype)
+        tensors[f"{name}.lora_down.weight"] = down.detach().cpu().contiguous()
+        tensors[f"{name}.lora_up.weight"] = up.contiguous()
+        tensors[f"{name}.alpha"] = torch.tensor(common)
     unet_config = configs.get("unet") or next(iter(configs.values()), {})
     meta = {**(metadata or {}), "ss_network_module": "networks.lora", "ss_network_dim": str(unet_config.get("r")),
-            "ss_network_alpha": str(unet_config.get("lora_alpha"))}
+            "ss_network_alpha": str(common)}
     save_file(tensors, str(path), metadata=meta)
     return path
 
@@ -529,7 +542,9 @@ def export(
             if "kohya" in formats:
                 record("kohya", write_kohya(tmp / "lora-kohya.safetensors", layers, configs, lora_meta))
         if "edit" in formats:
-            record("edit", dense.save(tmp / "edit.safetensors"))
+            path = dense.save(tmp / "edit.safetensors")
+            add_safetensors_metadata(path, {k: v for k, v in meta.items() if k not in dense.metadata()})
+            record("edit", path)
         rel.pop("single-file-config", None)
         (tmp / "README.md").write_text(model_card(edit, pipe, rel, report, lora_info, base_hashes))
         record("card", tmp / "README.md")
