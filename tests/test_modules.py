@@ -128,3 +128,33 @@ def test_sd1_export_uses_the_released_checkpoint_key_names(tiny_sd1_pipeline):
 
     keys = pipeline_to_ldm_state_dict(tiny_sd1_pipeline).keys()
     assert [k for k in SD15_KEYS if k not in keys] == []
+
+
+@pytest.mark.parametrize("kind", ["sd1", "sd2"])
+def test_ldm_location_finds_every_edited_parameter_in_the_converted_file(kind, built_pipeline):
+    """What base-single-file patching relies on: each UNet / text-encoder parameter, looked up alone
+    (rows of SD 2.x's fused in_proj, transposed text_projection), equals the whole-model conversion."""
+    from erasure.edit import pipeline_parameter
+    from erasure.modules import ldm_location, pipeline_to_ldm_state_dict
+
+    pipe = built_pipeline(kind)
+    ldm = pipeline_to_ldm_state_dict(pipe)
+    names = [f"text_encoder.{n}" for n, _ in pipe.text_encoder.named_parameters()]
+    names += [f"unet.{n}" for n, _ in pipe.unet.named_parameters()]
+    for name in names:
+        key, rows, transposed = ldm_location(pipe, name)
+        stored = ldm[key].T if transposed else ldm[key]
+        stored = stored[rows] if rows is not None else stored
+        assert torch.equal(stored.reshape(pipeline_parameter(pipe, name).shape), pipeline_parameter(pipe, name)), name
+
+
+def test_kohya_lora_names_follow_kohya(tiny_sd1_pipeline):
+    from erasure.errors import ErasureError
+    from erasure.modules import kohya_lora_name
+
+    assert (kohya_lora_name("unet.down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k")
+            == "lora_unet_down_blocks_0_attentions_1_transformer_blocks_0_attn2_to_k")
+    for module in ("text_encoder.encoder.layers.3.self_attn.v_proj", "text_encoder.text_model.encoder.layers.3.self_attn.v_proj"):
+        assert kohya_lora_name(module) == "lora_te_text_model_encoder_layers_3_self_attn_v_proj"
+    with pytest.raises(ErasureError):
+        kohya_lora_name("vae.decoder.conv_in")
