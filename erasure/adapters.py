@@ -160,17 +160,23 @@ class Adapter:
 
     # --- attaching ----------------------------------------------------------------------------
 
-    def apply(self, pipe, scale: float = 1.0, name: str | None = None, *, check: bool = True):
-        """Attach as the peft adapter ``name`` (default :attr:`default_name`) with ``scale``; adapters
-        already attached stay active with their own scales (stacking). Returns ``pipe``."""
-        from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
-
+    def _attachable(self, pipe, scale: float, name: str | None, check: bool) -> tuple[float, str, dict]:
+        """Checked (scale, name, attached-state copy) for attaching or fusing: a valid scale, a free name,
+        the right base model."""
         scale = check_scale(scale)
         name = name or self.default_name
         state = dict(attached(pipe))
         if name in state:
             raise ErasureError(f"an adapter named {name!r} is already attached; restore it first or pass another name")
         self.check_base(pipe, hashes=check)
+        return scale, name, state
+
+    def apply(self, pipe, scale: float = 1.0, name: str | None = None, *, check: bool = True):
+        """Attach as the peft adapter ``name`` (default :attr:`default_name`) with ``scale``; adapters
+        already attached stay active with their own scales (stacking). Returns ``pipe``."""
+        from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+
+        scale, name, state = self._attachable(pipe, scale, name, check)
         unet = pipe.unet
         unet.add_adapter(LoraConfig(**dict(self.lora_config)), adapter_name=name)
         try:
@@ -226,12 +232,7 @@ class Adapter:
     def fuse(self, pipe, scale: float = 1.0, name: str | None = None, *, check: bool = True):
         """Add ``scale`` times the adapter's change into the weights (no peft wrapper); ``restore`` undoes
         it exactly (the original values are kept). Returns ``pipe``."""
-        scale = check_scale(scale)
-        name = name or self.default_name
-        state = dict(attached(pipe))
-        if name in state:
-            raise ErasureError(f"an adapter named {name!r} is already attached; restore it first or pass another name")
-        self.check_base(pipe, hashes=check)
+        scale, name, state = self._attachable(pipe, scale, name, check)
         originals = {}
         for key, delta in self.deltas(scale).items():
             m = key[len("unet."):-len(".weight")]

@@ -27,7 +27,6 @@ as it was, also on error.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -42,6 +41,7 @@ from torch import Tensor
 
 from erasure.edit import Edit, pipeline_parameter, tensor_sha256
 from erasure.errors import ErasureError
+from erasure.files import file_sha256
 
 FORMATS: tuple[str, ...] = ("diffusers", "single-file", "lora", "kohya", "edit")
 NEEDS_EDIT = ("lora", "kohya", "edit")
@@ -57,14 +57,6 @@ LoraConfigs = dict[str, dict[str, Any]]
 def is_adapter(edit) -> bool:
     """Whether ``edit`` follows the adapter contract (see the module docstring) rather than being an Edit."""
     return edit is not None and hasattr(edit, "peft_state_dict") and hasattr(edit, "lora_config")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def base_model_hashes(pipe) -> dict[str, str]:
@@ -523,7 +515,7 @@ def export(
             rel[fmt] = path.relative_to(tmp)
             for p in ([path] if path.is_file() else sorted(path.rglob("*"))):
                 if p.is_file():
-                    written[str(p.relative_to(tmp))] = _sha256_file(p)
+                    written[str(p.relative_to(tmp))] = file_sha256(p)
 
         with _applied(pipe, dense if any(f in ("diffusers", "single-file") for f in formats) else None):
             if "diffusers" in formats:
@@ -566,7 +558,7 @@ def _verify(folder: Path, written: Mapping[str, str]) -> None:
         raise ErasureError(f"export left unrecorded or missing files {sorted(on_disk ^ set(written))[:3]}; nothing was kept")
     for name, digest in written.items():
         path = folder / name
-        if _sha256_file(path) != digest:
+        if file_sha256(path) != digest:
             raise ErasureError(f"{name} changed after it was written (sha256 mismatch); nothing was kept, export again")
         if path.suffix == ".safetensors":
             try:

@@ -79,13 +79,7 @@ def target_accuracy(
     ``groups``: the groups pooled in the headline (None: all); per-group values are always returned.
     """
     attribute, value = _check(records, predictions, concept)
-    named = _column(records, attribute)
-    if value not in named:
-        present = sorted(set(named) - {""})
-        close = difflib.get_close_matches(value, present, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ErasureError(f"no prompt names {attribute}={value}; {hint}values named in the '{attribute}' "
-                           f"column: {', '.join(present) or 'none'}")
+    named = _named_column(records, attribute, value)
     predicted = np.asarray(predictions[attribute], dtype=object)
     scores = np.where(named == value, (predicted == value).astype(float), np.nan)
     return _results("target_accuracy", scores, {}, records, groups, concept, n_resamples, seed, confidence)
@@ -196,13 +190,7 @@ def check_concept_labels(records: Sequence[PromptRecord], concept: Concept) -> N
     """Fail before any image is generated if the prompt set cannot score ``concept``."""
     labels = {"" if concept is None or len(concept) != 2 else concept[0]: ["?"] * len(records)}
     attribute, value = _check(records, labels, concept)
-    named = _column(records, attribute)
-    if value not in named:
-        present = sorted(set(named) - {""})
-        close = difflib.get_close_matches(value, present, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ErasureError(f"no prompt names {attribute}={value}; {hint}values named in the '{attribute}' "
-                           f"column: {', '.join(present) or 'none'}")
+    _named_column(records, attribute, value)
 
 
 def _check(records: Sequence[PromptRecord], predictions: Predictions, concept: Concept) -> Concept:
@@ -220,6 +208,18 @@ def _check(records: Sequence[PromptRecord], predictions: Predictions, concept: C
         raise ErasureError(f"the prompt records have no '{attribute}' label column; use a prompt set whose "
                            f"columns name each prompt's {attribute} (e.g. the shapeworld sets)")
     return attribute, value
+
+
+def _named_column(records: Sequence[PromptRecord], attribute: str, value: str) -> np.ndarray:
+    """The ``attribute`` column; an error (with "did you mean") when no prompt names ``value``."""
+    named = _column(records, attribute)
+    if value not in named:
+        present = sorted(set(named) - {""})
+        close = difflib.get_close_matches(value, present, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ErasureError(f"no prompt names {attribute}={value}; {hint}values named in the '{attribute}' "
+                           f"column: {', '.join(present) or 'none'}")
+    return named
 
 
 def _column(records: Sequence[PromptRecord], attribute: str) -> np.ndarray:
