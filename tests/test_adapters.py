@@ -207,6 +207,25 @@ def test_mace_fusion_is_the_least_squares_optimum(sd1, results):
     assert torch.linalg.matrix_rank(changes[key], rtol=1e-5) <= 2  # float32 LoRA products: noise ~1e-7
 
 
+def test_mace_refinement_is_the_closed_form_edit_plus_the_fusion(sd1):
+    """With ``cfr`` the adapter's change is the closed-form refinement (shared tokens sent to the anchor's)
+    plus the fused LoRAs; with LoRAs that learn nothing (lr ~ 0) it is exactly the refinement, and the
+    pipeline comes back untouched."""
+    before = {k: v.detach().clone() for k, v in sd1.unet.state_dict().items()}
+    settings = dict(templates=["a {}", "a photo of {} here"], preserve=["green"], anchor="square", lamb=0.5)
+    adapter = erase(sd1, "mace", ["red star", "blue"], cfr=True, iterations=1, batch_size=1, images=1, lr=1e-12,
+                    progress=False, **settings)
+    assert all(torch.equal(before[k], v) for k, v in sd1.unet.state_dict().items())
+    refinement = erase(sd1, "uce", ["red star", "blue"], tokens="residual", guide="square", preserve=["green"],
+                       templates=["a {}", "a photo of {} here"], lamb=0.5, preserve_scale=1.0)
+    expected = refinement.deltas()
+    got = adapter.deltas()
+    assert set(got) == set(expected)
+    for name, d in expected.items():
+        assert (got[name].double() - d).abs().max() <= 1e-5 * d.abs().max() + 1e-7, name
+    assert adapter.info["lora_rank_residual"] < 1e-6 and adapter.info["cfr_rows"]["erase"] > 0
+
+
 def test_facilitated_transport_scales_each_prompt(sd1, results):
     adapter = results("spm")
     prompts = ["a red star", "a green square"]

@@ -99,6 +99,9 @@ def test_aligned_pairs_match_identical_tokens():
     pairs = dict(_aligned_pairs(enc([1, 7]), enc([1, 5, 7]), 10))
     assert pairs[0] == 0 and pairs[1] == 1 and pairs[2] == 3
     assert pairs[3] == 4 and pairs[9] == 9  # end token -> end token, padding clipped to the context
+    # shared tokens only (MACE's refinement): "a red star" -> "a square": a->a, end/padding; red, star left out
+    shared = dict(_aligned_pairs(enc([1, 5, 7]), enc([1, 9]), 10, shared_only=True))
+    assert shared == {0: 0, 1: 1, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8}
 
 
 # ----------------------------------------------------------------------------- on pipelines
@@ -207,6 +210,17 @@ def test_last_subject_row_is_the_concept_token(built_pipeline):
     # "a photo of red star": start, a, photo, of, red, star -> index 5; guide "a photo of" -> "of" at 3
     assert torch.equal(rows.erase_inputs[0], enc[0].hidden[5])
     assert torch.equal(rows.erase_guides[0], enc[1].hidden[3])
+
+
+def test_residual_rows_are_the_shared_tokens(built_pipeline):
+    pipe = built_pipeline("sd1")
+    rows = build_rows(pipe, ["red star"], ["square"], [], templates=["a photo of {} today"], tokens="residual")
+    enc = EmbeddingCache().encode(pipe, ["a photo of red star today", "a photo of square today"])
+    # start, a, photo, of | red, star | today, end, padding -> start, a, photo, of | square | today, end, ...
+    src = [0, 1, 2, 3] + list(range(6, 77))
+    dst = [0, 1, 2, 3] + list(range(5, 76))
+    assert torch.equal(rows.erase_inputs, enc[0].hidden[src])
+    assert torch.equal(rows.erase_guides, enc[1].hidden[dst])
 
 
 def test_evaluate_resumes_from_an_images_folder_and_separates_edited_weights(tiny_sd1_folder, tmp_path):

@@ -7,11 +7,14 @@
   the ESD loss plus latent anchoring (the same trainer with ``latent_anchors``); at inference
   :func:`erasure.adapters.facilitated_transport` scales each adapter by the prompt's similarity to its
   erased concept.
-- ``mace`` (Lu et al., CVPR 2024): per concept a rank-1 LoRA on cross-attention k/v trained to remove the
+- ``mace`` (Lu et al., CVPR 2024): optionally first a closed-form refinement (``cfr``: the concept's
+  residue in the surrounding tokens is sent to an anchor's, with the closed-form solver and token
+  selection ``residual``), then per concept a rank-1 LoRA on cross-attention k/v trained to remove the
   attention of the concept's tokens inside the concept's region (:func:`train_attention_lora`), then all
   LoRAs fused in closed form (:func:`fuse_in_closed_form`, the closed-form solver of UCE) with
-  preservation terms. The fused change of K rank-1 LoRAs has rank <= K per layer, so the result is an
-  exact rank-K adapter.
+  preservation terms. Without the refinement the fused change of K rank-1 LoRAs has rank <= K per layer,
+  so the result is an exact rank-K adapter; with it, the adapter's rank is the change's numerical rank
+  (still exact).
 
 All three return an :class:`~erasure.adapters.Adapter`.
 """
@@ -28,7 +31,13 @@ from torch import Tensor
 
 from erasure.adapters import Adapter, lora_config_dict, make_adapter
 from erasure.errors import ErasureError
-from erasure.methods.closed_form import _normalise, _resolve_templates, default_preserve, solve_closed_form
+from erasure.methods.closed_form import (
+    _normalise,
+    _resolve_templates,
+    closed_form_edit,
+    default_preserve,
+    solve_closed_form,
+)
 from erasure.methods.esd import AdapterStudent, _encode, esd_edit
 from erasure.modules import cross_attention_kv, cross_attention_layers, target_layer
 
@@ -82,6 +91,11 @@ class MACEConfig:
     lamb: float = 0.5
     fuse_tokens: str = "trained"  # "all": every token of the concept's prompts carries its LoRA (MACE); "trained":
     # only the tokens the LoRA was trained on, the prompt's other tokens are preserved
+    # closed-form refinement (MACE stage 1): the shared tokens of each concept's prompts (not the concept's own)
+    # are sent to those of the same prompts with ``anchor`` in the concept's place, preserving ``preserve``
+    cfr: bool = False
+    anchor: str | tuple[str, ...] = ""  # one for every concept, or one per concept (MACE: "a person", "ground", ...)
+    cfr_preserve_scale: float = 1.0
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -273,14 +287,27 @@ def fuse_in_closed_form(pipe, loras: Sequence[Adapter], prompts: Sequence[Sequen
                              preserve_scale=preserve_scale, lamb=lamb)
 
 
+def numerical_rank(changes: dict[str, Tensor], rtol: float = 1e-6) -> int:
+    """The largest rank over the changes (singular values above ``rtol`` x the largest one)."""
+    out = 1
+    for delta in changes.values():
+        s = torch.linalg.svdvals(delta.to(torch.float64))
+        out = max(out, int((s > rtol * s.max().clamp_min(1e-300)).sum()))
+    return out
+
+
 def to_rank_k(changes: dict[str, Tensor], rank: int) -> tuple[dict[str, Tensor], float]:
-    """Each change as peft LoRA factors of ``rank`` (SVD, float64), and the largest relative residual."""
+    """Each change as peft LoRA factors of ``rank`` (SVD, float64; zero-padded where a matrix is smaller
+    than ``rank``), and the largest relative residual."""
     state, worst = {}, 0.0
     for name, delta in changes.items():
         m = name[len("unet."):-len(".weight")]
         u, s, vh = torch.linalg.svd(delta.to(torch.float64), full_matrices=False)
         root = s[:rank].sqrt()
         up, down = u[:, :rank] * root, root[:, None] * vh[:rank]
+        if up.shape[1] < rank:  # peft wants one rank for every module
+            up = torch.cat([up, up.new_zeros(up.shape[0], rank - up.shape[1])], 1)
+            down = torch.cat([down, down.new_zeros(rank - down.shape[0], down.shape[1])], 0)
         worst = max(worst, float((up @ down - delta).norm() / delta.norm().clamp_min(1e-30)))
         state[f"{m}.lora_A.weight"], state[f"{m}.lora_B.weight"] = down.float(), up.float()
     return state, worst
@@ -293,6 +320,8 @@ def mace(pipe, concepts, *, method: str = "mace", progress: bool = True, **setti
     if unknown:
         raise ErasureError(f"unknown setting(s) {sorted(unknown)} for {method}; "
                            f"known: {', '.join(sorted(MACEConfig.__dataclass_fields__))}")
+    if isinstance(settings.get("anchor"), list):
+        settings["anchor"] = tuple(settings["anchor"])
     for key in ("templates", "preserve"):
         if isinstance(settings.get(key), (list, str)):
             settings[key] = tuple([settings[key]] if isinstance(settings[key], str) else settings[key])
@@ -313,28 +342,46 @@ def mace(pipe, concepts, *, method: str = "mace", progress: bool = True, **setti
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
+    refinement = None
+    if cfg.cfr:  # stage 1, on the pipeline while the LoRAs train (restored below)
+        anchor = list(cfg.anchor) if isinstance(cfg.anchor, (tuple, list)) else cfg.anchor
+        refinement = closed_form_edit(pipe, concepts, method="mace-cfr", guide=anchor, preserve=tuple(preserve),
+                                      templates=cfg.templates, tokens="residual",
+                                      preserve_scale=cfg.cfr_preserve_scale, lamb=cfg.lamb)
+        refinement.apply(pipe)
     loras, losses = [], {}
-    for c in concepts:
-        lora, curve = train_attention_lora(pipe, c, cfg, rng)
-        loras.append(lora)
-        losses[c] = [round(curve[0], 5), round(float(np.mean(curve[-5:])), 5)]
-        if progress:
-            print(f"mace: {c}: attention loss {losses[c][0]:.4g} -> {losses[c][1]:.4g}", flush=True)
-    t1 = time.perf_counter()
+    try:
+        for c in concepts:
+            lora, curve = train_attention_lora(pipe, c, cfg, rng)
+            loras.append(lora)
+            losses[c] = [round(curve[0], 5), round(float(np.mean(curve[-5:])), 5)]
+            if progress:
+                print(f"mace: {c}: attention loss {losses[c][0]:.4g} -> {losses[c][1]:.4g}", flush=True)
+        t1 = time.perf_counter()
 
-    def fill(c):
-        return [t.replace("{}", c) for t in (templates(c) if callable(templates) else templates)]
+        def fill(c):
+            return [t.replace("{}", c) for t in (templates(c) if callable(templates) else templates)]
 
-    prompts = [fill(c) for c in concepts]
-    masks = [_token_mask(pipe, p, c, cfg.tokens) for c, p in zip(concepts, prompts)] if cfg.fuse_tokens == "trained" else None
-    changes = fuse_in_closed_form(pipe, loras, prompts, [p for c in preserve for p in fill(c)],
-                                  preserve_scale=cfg.preserve_scale, lamb=cfg.lamb, token_masks=masks)
+        prompts = [fill(c) for c in concepts]
+        masks = ([_token_mask(pipe, p, c, cfg.tokens) for c, p in zip(concepts, prompts)]
+                 if cfg.fuse_tokens == "trained" else None)
+        changes = fuse_in_closed_form(pipe, loras, prompts, [p for c in preserve for p in fill(c)],
+                                      preserve_scale=cfg.preserve_scale, lamb=cfg.lamb, token_masks=masks)
+    finally:
+        if refinement is not None:
+            refinement.restore(pipe)
     rank = len(concepts) * cfg.rank
+    if refinement is not None:  # the whole change, relative to the original weights
+        for name, d in refinement.deltas().items():
+            changes[name] = changes[name] + d.to(torch.float64).cpu()
+        rank = numerical_rank(changes)
     state, residual = to_rank_k(changes, rank)
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     config["preserve"] = list(preserve)
     info = {"attention_loss_first_last": losses, "seconds_train": round(t1 - t0, 2),
             "seconds_fuse": round(time.perf_counter() - t1, 2), "lora_rank_residual": residual,
+            "cfr_rows": ({"erase": refinement.info["erase_rows"], "preserve": refinement.info["preserve_rows"]}
+                         if refinement is not None else None),
             "model": getattr(pipe, "erasure_source", None)}
     targets = sorted({k.rsplit(".lora_", 1)[0] for k in state})
     return make_adapter(pipe, method, concepts, config, state, lora_config_dict(targets, rank), info=info)

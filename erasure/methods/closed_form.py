@@ -18,7 +18,10 @@ choice, so it is a named option here (``TOKEN_SELECTIONS``):
 - ``subject-to-end``: from the concept's last token through end-of-text and padding, aligned
   position by position with the guide's; preserved prompts use all their tokens (paper-era UCE);
 - ``aligned``: all tokens, each source token aligned to the identical token of the guide prompt,
-  differing spans to each other (TIME).
+  differing spans to each other (TIME);
+- ``residual``: the tokens the source and guide prompts share (prefix, suffix, end-of-text and padding),
+  each aligned to its counterpart, the concept's own tokens excluded: the concept's residue in the
+  surrounding words (MACE's closed-form refinement, which leaves the concept tokens to its LoRAs).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from erasure.embeddings import DEFAULT_CACHE, EmbeddingCache, PromptEncoding
 from erasure.errors import ErasureError
 from erasure.modules import cross_attention_kv
 
-TOKEN_SELECTIONS: tuple[str, ...] = ("last-subject", "subject-to-end", "aligned")
+TOKEN_SELECTIONS: tuple[str, ...] = ("last-subject", "subject-to-end", "aligned", "residual")
 
 # Template sets for prompt expansion ({} is the concept). "uce-art" / "uce-object" are the current UCE
 # code's --expand_prompts lists.
@@ -174,12 +177,16 @@ def _slot_end(tokenizer, template: str, text: str, enc: PromptEncoding) -> int:
     return min(enc.length - 2, n_prefix + len(words))  # tokenisation merged across the boundary: best guess
 
 
-def _aligned_pairs(src: PromptEncoding, dst: PromptEncoding, context: int) -> list[tuple[int, int]]:
-    """TIME's alignment: every source position -> a destination position."""
+def _aligned_pairs(src: PromptEncoding, dst: PromptEncoding, context: int, shared_only: bool = False
+                   ) -> list[tuple[int, int]]:
+    """TIME's alignment: every source position -> a destination position. ``shared_only``: only the
+    positions whose token both prompts share (MACE's ``find_matching_indices``)."""
     a, b = src.ids[1 : src.length - 1], dst.ids[1 : dst.length - 1]
     pairs = [(0, 0)]
     matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if shared_only and tag != "equal":
+            continue
         for i in range(i1, i2):
             if tag == "equal":
                 j = j1 + (i - i1)
@@ -233,8 +240,8 @@ def build_rows(
     src_enc, dst_enc, pres_enc = encodings[:n], encodings[n : 2 * n], encodings[2 * n :]
     c_rows, g_rows = [], []
     for (src_text, dst_text, template, concept, guide), src, dst in zip(erase_prompts, src_enc, dst_enc):
-        if tokens == "aligned":
-            pairs = _aligned_pairs(src, dst, context)
+        if tokens in ("aligned", "residual"):
+            pairs = _aligned_pairs(src, dst, context, shared_only=tokens == "residual")
         else:
             i_c = _slot_end(tokenizer, template, concept, src)
             i_g = _slot_end(tokenizer, template, guide, dst)
