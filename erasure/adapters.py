@@ -276,37 +276,29 @@ class Adapter:
         ``StableDiffusionPipeline.save_lora_weights``) that ``pipe.load_lora_weights(path)`` reads; our
         metadata rides in the same safetensors header. Atomic; refuses to overwrite without ``force``."""
         from diffusers import StableDiffusionPipeline
-        from safetensors import safe_open
         from safetensors.torch import save_file
 
-        from erasure.files import atomic_folder
+        from erasure.files import atomic_folder, read_safetensors
 
         with atomic_folder(path, force=force) as tmp:
             layers = {k: v.detach().to("cpu").contiguous() for k, v in self.peft_state_dict.items()}
             StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers,
                                                       unet_lora_adapter_metadata=dict(self.lora_config))
             file = tmp / LORA_WEIGHT_NAME
-            with safe_open(str(file), framework="pt") as f:
-                meta = dict(f.metadata() or {})
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors, meta = read_safetensors(file)
             save_file(tensors, str(file), metadata={**meta, **self.metadata()})
         return Path(path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Adapter":
         """Read a folder (or its ``.safetensors`` file) written by :meth:`save`."""
-        from safetensors import safe_open
+        from erasure.files import read_safetensors
 
         path = Path(path)
         file = path / LORA_WEIGHT_NAME if path.is_dir() else path
         if not file.is_file():
             raise ErasureError(f"no adapter at {path} (expected a folder with {LORA_WEIGHT_NAME})")
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
-            raise ErasureError(f"{file} is not a readable safetensors file ({type(e).__name__})") from None
+        tensors, meta = read_safetensors(file)
         if meta.get("erasure_format") != ADAPTER_FORMAT:
             raise ErasureError(f"{file} is not an erasure adapter (format {meta.get('erasure_format')!r}, "
                                f"want {ADAPTER_FORMAT})")

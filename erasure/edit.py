@@ -177,17 +177,10 @@ class Edit:
 
     @classmethod
     def load(cls, path: str | Path) -> "Edit":
-        from safetensors import safe_open
+        from erasure.files import read_safetensors
 
         path = Path(path)
-        if not path.is_file():
-            raise ErasureError(f"edit file {path} not found")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
-            raise ErasureError(f"{path} is not a readable safetensors file ({type(e).__name__})") from None
+        tensors, meta = read_safetensors(path, "edit file")
         if meta.get("format") != EDIT_FORMAT:
             raise ErasureError(f"{path} is not an erasure edit file (format {meta.get('format')!r}, want {EDIT_FORMAT})")
         return cls(

@@ -45,3 +45,17 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_safetensors(path: str | os.PathLike, what: str = "") -> tuple[dict, dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; a missing or unreadable file is a one-line ErasureError."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ErasureError(f"{what + ' ' if what else ''}{path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for corrupt files
+        raise ErasureError(f"{path} is not a readable safetensors file ({type(e).__name__})") from None
