@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", action="append", default=[], metavar="STAGE=N",
                    help="override a stage's step count, e.g. unet=9000; with an existing checkpoint this continues "
                         "the run (the lr schedule is recomputed for the new length, and the change is logged)")
+    p.add_argument("--lr", action="append", default=[], metavar="STAGE=LR",
+                   help="override a stage's peak learning rate (logged like --steps)")
+    p.add_argument("--init-unet", default=None, metavar="DIR",
+                   help="start the UNet stage from a trained UNet folder instead of random weights, keeping its "
+                        "latent scaling factor (read from DIR/../vae/config.json); used to adapt a trained world "
+                        "to a renderer change without retraining every stage (logged)")
     args = p.parse_args(argv)
     if args.stages == ",".join(ALL) and not args.sequential:
         return run_in_lanes(args)
@@ -66,6 +72,26 @@ def main(argv: list[str] | None = None) -> int:
         cfgs[name] = dataclasses.replace(cfgs[name], steps=int(n))
         with open(run / "steps_overrides.jsonl", "a") as f:
             f.write(json.dumps({"stage": name, "steps": int(n), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    for item in args.lr:
+        name, _, lr = item.partition("=")
+        try:
+            value = float(lr)
+        except ValueError:
+            value = -1.0
+        if name not in cfgs or value <= 0:
+            p.error(f"--lr wants STAGE=LR with STAGE one of {', '.join(cfgs)} and LR > 0; got {item!r}")
+        cfgs[name] = dataclasses.replace(cfgs[name], lr=value)
+        with open(run / "steps_overrides.jsonl", "a") as f:
+            f.write(json.dumps({"stage": name, "lr": value, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+    if args.init_unet:
+        init = Path(args.init_unet)
+        if not (init / "config.json").exists():
+            p.error(f"--init-unet {init}: no config.json there; give a diffusers UNet folder, e.g. "
+                    "erasure/world/weights/pipeline/unet")
+        cfgs["unet"] = dataclasses.replace(cfgs["unet"], extra=dict(cfgs["unet"].extra, init=str(init)))
+        with open(run / "steps_overrides.jsonl", "a") as f:
+            f.write(json.dumps({"stage": "unet", "init": str(init), "init_sha256": T.folder_sha256(init),
+                                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     if args.scale < 1:  # a quick check also encodes a smaller latent pool
         unet_extra = dict(cfgs["unet"].extra, pool=max(1024, int(cfgs["unet"].extra["pool"] * args.scale)))
         cfgs["unet"] = dataclasses.replace(cfgs["unet"], extra=unet_extra)

@@ -52,6 +52,17 @@ def test_text_encoder_file_loads_under_both_transformers_key_layouts():
     assert (tok / "vocab.json").exists() and (tok / "merges.txt").exists()
 
 
+def test_world_was_trained_on_this_renderer():
+    """The instruments and the UNet learned the renderer's texture sizes; a change to them needs a retrain."""
+    import json
+
+    from erasure.world import render
+
+    meta = json.loads((DEFAULT_WORLD_DIR / "world.json").read_text())
+    assert meta["renderer"] == {"texture_shade": render.TEXTURE_SHADE, "dot_period": render.DOT_PERIOD,
+                                "dot_radius": render.DOT_RADIUS, "check_cell": render.CHECK_CELL}
+
+
 def test_classifier_recognises_fresh_renders():
     from erasure.world import instruments, quality
 

@@ -105,6 +105,9 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
         meta = {
             "name": WORLD_NAME,
             "image_size": models.IMAGE_SIZE,
+            # the renderer's texture sizes (in 1/32 of the image side) the instruments and the UNet were trained on
+            "renderer": {"texture_shade": render.TEXTURE_SHADE, "dot_period": render.DOT_PERIOD,
+                         "dot_radius": render.DOT_RADIUS, "check_cell": render.CHECK_CELL},
             "attributes": {a: list(v) for a, v in render.ATTRIBUTES.items()},
             "held_out": sorted([list(x) for x in render.HELD_OUT]),
             "clip_pixel_normalisation": "x * 2 - 1 for x in [0, 1]",

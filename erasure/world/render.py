@@ -54,6 +54,10 @@ HELD_OUT: frozenset[tuple[str, str]] = frozenset(
 
 # The secondary colour of a textured object is the base colour darkened by this factor.
 TEXTURE_SHADE = 0.42
+# Texture sizes in 1/32 of the image side. Dots and checks span more than one 4x4-pixel latent cell, so
+# the 8x8 latent UNet can draw them (finer ones, period 6 / cells of 4, came out faint or as stripes).
+DOT_PERIOD, DOT_RADIUS = 8.0, 2.4
+CHECK_CELL = 6.0
 
 
 @dataclass(frozen=True)
@@ -191,13 +195,13 @@ def texture_pattern(scene: Scene, size: int) -> np.ndarray:
         p = 6.0 * u
         v = ((xx + yy) / p + scene.phase_x) % 1.0
         return (v < 0.5).astype(np.float32)
-    if t == "dotted":  # dots of radius 1.6 on a period-6 grid
-        p = 6.0 * u
+    if t == "dotted":  # dots of radius DOT_RADIUS on a DOT_PERIOD grid
+        p = DOT_PERIOD * u
         dx = ((xx / p + scene.phase_x) % 1.0 - 0.5) * p
         dy = ((yy / p + scene.phase_y) % 1.0 - 0.5) * p
-        return np.clip(1.6 * u + 0.5 - np.sqrt(dx * dx + dy * dy), 0, 1)
-    if t == "checkered":  # cells of 4
-        p = 8.0 * u
+        return np.clip(DOT_RADIUS * u + 0.5 - np.sqrt(dx * dx + dy * dy), 0, 1)
+    if t == "checkered":  # square cells of CHECK_CELL
+        p = 2 * CHECK_CELL * u
         a = ((xx / p + scene.phase_x) % 1.0) < 0.5
         b = ((yy / p + scene.phase_y) % 1.0) < 0.5
         return (a ^ b).astype(np.float32)

@@ -331,6 +331,18 @@ def build_latent_pool(run: Path, vae, n: int, seed: int, empty_fraction: float) 
     return moments, scenes
 
 
+def folder_sha256(folder: Path) -> str:
+    """One hash over every file of a folder (sorted relative paths and their bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
 def latent_scaling_factor(moments: torch.Tensor) -> float:
     mean = moments[:, : models.LATENT_CHANNELS].float()
     return float(1.0 / mean.std())
@@ -342,6 +354,9 @@ def train_unet(run: Path, cfg: StageConfig, tokenizer, text_encoder, vae):
     extra = cfg.extra
     moments, scenes = build_latent_pool(run, vae, extra["pool"], cfg.seed, extra["empty_fraction"])
     scaling = latent_scaling_factor(moments)
+    if extra.get("init"):  # continue from a trained UNet: its latent scale must stay the same
+        vae_config = Path(extra["init"]).parent / "vae" / "config.json"
+        scaling = float(json.loads(vae_config.read_text())["scaling_factor"])
     (run / "unet" / "scaling_factor.json").write_text(json.dumps({"scaling_factor": scaling}))
     noise_sched = DDPMScheduler(**models.noise_scheduler_config())
     alphas = noise_sched.alphas_cumprod
@@ -349,6 +364,10 @@ def train_unet(run: Path, cfg: StageConfig, tokenizer, text_encoder, vae):
     text_encoder.requires_grad_(False).eval()
     torch.manual_seed(cfg.seed)
     model = models.build_unet()
+    if extra.get("init"):
+        from diffusers import UNet2DConditionModel
+
+        model.load_state_dict(UNet2DConditionModel.from_pretrained(extra["init"]).state_dict())
 
     def step_fn(rng, step):
         idx = rng.integers(len(scenes), size=cfg.batch_size)
