@@ -20,7 +20,7 @@ ESD_FAST = dict(iterations=2, batch_size=2, ddim_steps=4, lr=1e-2, progress=Fals
 FAST = {
     "lora-esd": ESD_FAST,
     "spm": {**ESD_FAST, "latent_anchors": 2},
-    "mace": dict(iterations=2, batch_size=2, images=2, lr=1e-2, progress=False),
+    "mace": dict(iterations=2, batch_size=2, images=2, lr=1e-2, cfr=False, progress=False),  # the rank-K path
 }
 CONCEPTS = {"lora-esd": ["red star"], "spm": ["red star"], "mace": ["red star", "blue"]}
 PROMPTS = ["a red star", "a green square"]

@@ -71,9 +71,11 @@ def spm(pipe, concepts, *, method: str = "spm", **settings) -> Adapter:
 @dataclass(frozen=True)
 class MACEConfig:
     """MACE settings (reference: rank 1, 50 steps per concept, 8 images per concept, importance-sampled t;
-    lr 1e-5..1e-4 on SD; attention of concept tokens + EOS). Defaults are the best on the built-in world: its
-    CLIP carries a shape into every later token, so suppressing the concept's tokens (+EOS) alone brought
-    the attention loss to ~0 and left the shapes at 75-100%; "concept-to-end" erases them."""
+    lr 1e-5..1e-4 on SD; attention of concept tokens + EOS; closed-form refinement first). The defaults
+    follow the reference: refinement, then LoRAs on the concept's tokens + EOS. On the built-in world, whose
+    CLIP carries a shape into every later token, suppressing the concept's tokens (+EOS) without the
+    refinement brought the attention loss to ~0 and left the shapes at 75-100%; "concept-to-end" without
+    refinement erases them but also the kept shapes (see the README's adapter table)."""
 
     iterations: int = 50  # per concept
     lr: float = 1e-2
@@ -83,7 +85,7 @@ class MACEConfig:
     # which tokens' attention is suppressed inside the region: "concept", "concept+eos" (MACE's use_pooler), or
     # "concept-to-end" (the concept's tokens and every later one: CLIP's causal encoder carries the concept
     # into them, which MACE's closed-form refinement otherwise cleans)
-    tokens: str = "concept-to-end"
+    tokens: str = "concept+eos"
     importance_sampling: bool = True
     templates: tuple[str, ...] | None = None  # fusion prompts; None: shapeworld templates on the world, else ("{}",)
     preserve: tuple[str, ...] | None = None  # None: the other concepts of the same kind on the world
@@ -93,7 +95,7 @@ class MACEConfig:
     # only the tokens the LoRA was trained on, the prompt's other tokens are preserved
     # closed-form refinement (MACE stage 1): the shared tokens of each concept's prompts (not the concept's own)
     # are sent to those of the same prompts with ``anchor`` in the concept's place, preserving ``preserve``
-    cfr: bool = False
+    cfr: bool = True
     anchor: str | tuple[str, ...] = ""  # one for every concept, or one per concept (MACE: "a person", "ground", ...)
     cfr_preserve_scale: float = 1.0
     seed: int = 0
