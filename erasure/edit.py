@@ -40,6 +40,16 @@ def _frozen(d: Mapping) -> Mapping:
     return MappingProxyType(dict(d))
 
 
+def svd_factors(delta: Tensor, rank: int | None = None, *, rtol: float = 1e-6) -> tuple[Tensor, Tensor]:
+    """``(up, down)`` in float64 with ``up @ down`` the best rank-``rank`` approximation of ``delta``; with
+    ``rank=None`` every singular value above ``rtol`` times the largest is kept (exact for a low-rank change)."""
+    u, s, vh = torch.linalg.svd(delta.to(torch.float64), full_matrices=False)
+    keep = rank if rank is not None else max(1, int((s > rtol * s[0]).sum())) if s[0] > 0 else 1
+    keep = min(keep, s.numel())
+    root = s[:keep].sqrt()
+    return u[:, :keep] * root, root[:, None] * vh[:keep]
+
+
 def pipeline_parameter(pipe, name: str) -> nn.Parameter:
     """The parameter ``<component>.<path>`` of a pipeline, e.g. ``unet.mid_block....to_k.weight``."""
     component, _, path = name.partition(".")
@@ -134,11 +144,8 @@ class Edit:
         """
         out = {}
         for name, delta in self.deltas(originals).items():
-            u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-            keep = rank if rank is not None else max(1, int((s > rtol * s[0]).sum())) if s[0] > 0 else 1
-            keep = min(keep, s.numel())
-            root = s[:keep].sqrt()
-            out[name] = ((u[:, :keep] * root).float(), (root[:, None] * vh[:keep]).float())
+            up, down = svd_factors(delta, rank, rtol=rtol)
+            out[name] = (up.float(), down.float())
         return out
 
     # --- files ------------------------------------------------------------------------------

@@ -16,6 +16,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from esd_world import parse_variant  # noqa: E402
 
 from erasure import load_pipeline  # noqa: E402
 from erasure.evaluation.evaluate import evaluate  # noqa: E402
@@ -62,13 +65,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     attribute, value = args.concept.split("=")
-    extra = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        try:
-            extra[k] = json.loads(v)
-        except json.JSONDecodeError:
-            extra[k] = v
+    _, extra = parse_variant(args.method + ":" + ",".join(args.set))
     pipe = load_pipeline(None)
     kw = dict(concept=(attribute, value), settings=SamplerSettings(steps=25, guidance=5.0), progress=False,
               n_resamples=0, keep_images=False)

@@ -65,13 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     run.mkdir(parents=True, exist_ok=True)
     tok = clip_tokenizer(run / "tokenizer")
     cfgs = {k: dataclasses.replace(v, steps=max(1, int(v.steps * args.scale))) for k, v in T.DEFAULT_STAGES.items()}
+    def log_override(**row) -> None:  # recorded in world.json's training_overrides by assemble
+        with open(run / "steps_overrides.jsonl", "a") as f:
+            f.write(json.dumps({**row, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+
     for item in args.steps:
         name, _, n = item.partition("=")
         if name not in cfgs or not n.isdigit():
             p.error(f"--steps wants STAGE=N with STAGE one of {', '.join(cfgs)}; got {item!r}")
         cfgs[name] = dataclasses.replace(cfgs[name], steps=int(n))
-        with open(run / "steps_overrides.jsonl", "a") as f:
-            f.write(json.dumps({"stage": name, "steps": int(n), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        log_override(stage=name, steps=int(n))
     for item in args.lr:
         name, _, lr = item.partition("=")
         try:
@@ -81,17 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         if name not in cfgs or value <= 0:
             p.error(f"--lr wants STAGE=LR with STAGE one of {', '.join(cfgs)} and LR > 0; got {item!r}")
         cfgs[name] = dataclasses.replace(cfgs[name], lr=value)
-        with open(run / "steps_overrides.jsonl", "a") as f:
-            f.write(json.dumps({"stage": name, "lr": value, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        log_override(stage=name, lr=value)
     if args.init_unet:
         init = Path(args.init_unet)
         if not (init / "config.json").exists():
             p.error(f"--init-unet {init}: no config.json there; give a diffusers UNet folder, e.g. "
                     "erasure/world/weights/pipeline/unet")
         cfgs["unet"] = dataclasses.replace(cfgs["unet"], extra=dict(cfgs["unet"].extra, init=str(init)))
-        with open(run / "steps_overrides.jsonl", "a") as f:
-            f.write(json.dumps({"stage": "unet", "init": str(init), "init_sha256": T.folder_sha256(init),
-                                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        log_override(stage="unet", init=str(init), init_sha256=T.folder_sha256(init))
     if args.scale < 1:  # a quick check also encodes a smaller latent pool
         unet_extra = dict(cfgs["unet"].extra, pool=max(1024, int(cfgs["unet"].extra["pool"] * args.scale)))
         cfgs["unet"] = dataclasses.replace(cfgs["unet"], extra=unet_extra)

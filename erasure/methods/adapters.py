@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from erasure.adapters import Adapter, lora_config_dict, make_adapter
+from erasure.edit import svd_factors
 from erasure.errors import ErasureError
 from erasure.methods.closed_form import (
     _normalise,
@@ -289,30 +290,22 @@ def fuse_in_closed_form(pipe, loras: Sequence[Adapter], prompts: Sequence[Sequen
                              preserve_scale=preserve_scale, lamb=lamb)
 
 
-def numerical_rank(changes: dict[str, Tensor], rtol: float = 1e-6) -> int:
-    """The largest rank over the changes (singular values above ``rtol`` x the largest one)."""
-    out = 1
-    for delta in changes.values():
-        s = torch.linalg.svdvals(delta.to(torch.float64))
-        out = max(out, int((s > rtol * s.max().clamp_min(1e-300)).sum()))
-    return out
-
-
-def to_rank_k(changes: dict[str, Tensor], rank: int) -> tuple[dict[str, Tensor], float]:
-    """Each change as peft LoRA factors of ``rank`` (SVD, float64; zero-padded where a matrix is smaller
-    than ``rank``), and the largest relative residual."""
+def to_rank_k(changes: dict[str, Tensor], rank: int | None) -> tuple[dict[str, Tensor], float, int]:
+    """Each change as peft LoRA factors (exact SVD, :func:`~erasure.edit.svd_factors`) of ``rank``, or with
+    ``rank=None`` of the largest numerical rank any change needs; zero-padded to that one rank (peft wants
+    one rank for every module). Returns the factors, the largest relative residual and the rank."""
+    factors = {name: svd_factors(delta, rank) for name, delta in changes.items()}
+    rank = rank if rank is not None else max(down.shape[0] for _, down in factors.values())
     state, worst = {}, 0.0
     for name, delta in changes.items():
         m = name[len("unet."):-len(".weight")]
-        u, s, vh = torch.linalg.svd(delta.to(torch.float64), full_matrices=False)
-        root = s[:rank].sqrt()
-        up, down = u[:, :rank] * root, root[:, None] * vh[:rank]
-        if up.shape[1] < rank:  # peft wants one rank for every module
+        up, down = factors[name]
+        worst = max(worst, float((up @ down - delta).norm() / delta.norm().clamp_min(1e-30)))
+        if up.shape[1] < rank:
             up = torch.cat([up, up.new_zeros(up.shape[0], rank - up.shape[1])], 1)
             down = torch.cat([down, down.new_zeros(rank - down.shape[0], down.shape[1])], 0)
-        worst = max(worst, float((up @ down - delta).norm() / delta.norm().clamp_min(1e-30)))
         state[f"{m}.lora_A.weight"], state[f"{m}.lora_B.weight"] = down.float(), up.float()
-    return state, worst
+    return state, worst, rank
 
 
 def mace(pipe, concepts, *, method: str = "mace", progress: bool = True, **settings) -> Adapter:
@@ -372,12 +365,12 @@ def mace(pipe, concepts, *, method: str = "mace", progress: bool = True, **setti
     finally:
         if refinement is not None:
             refinement.restore(pipe)
-    rank = len(concepts) * cfg.rank
-    if refinement is not None:  # the whole change, relative to the original weights
+    rank = len(concepts) * cfg.rank  # K rank-1 LoRAs fuse to rank <= K
+    if refinement is not None:  # the whole change, relative to the original weights, at its numerical rank
         for name, d in refinement.deltas().items():
             changes[name] = changes[name] + d.to(torch.float64).cpu()
-        rank = numerical_rank(changes)
-    state, residual = to_rank_k(changes, rank)
+        rank = None
+    state, residual, rank = to_rank_k(changes, rank)
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     config["preserve"] = list(preserve)
     info = {"attention_loss_first_last": losses, "seconds_train": round(t1 - t0, 2),
