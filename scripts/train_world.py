@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                         "the run (the lr schedule is recomputed for the new length, and the change is logged)")
     p.add_argument("--lr", action="append", default=[], metavar="STAGE=LR",
                    help="override a stage's peak learning rate (logged like --steps)")
+    p.add_argument("--seed", action="append", default=[], metavar="STAGE=N",
+                   help="override a stage's seed (data order and noise; the UNet's latent pool is drawn from it), "
+                        "e.g. for a continuation that should not replay its init's batches (logged like --steps)")
     p.add_argument("--init-unet", default=None, metavar="DIR",
                    help="start the UNet stage from a trained UNet folder instead of random weights, keeping its "
                         "latent scaling factor (read from DIR/../vae/config.json); used to adapt a trained world "
@@ -85,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--lr wants STAGE=LR with STAGE one of {', '.join(cfgs)} and LR > 0; got {item!r}")
         cfgs[name] = dataclasses.replace(cfgs[name], lr=value)
         log_override(stage=name, lr=value)
+    for item in args.seed:
+        name, _, n = item.partition("=")
+        if name not in cfgs or not n.isdigit():
+            p.error(f"--seed wants STAGE=N with STAGE one of {', '.join(cfgs)}; got {item!r}")
+        cfgs[name] = dataclasses.replace(cfgs[name], seed=int(n))
+        log_override(stage=name, seed=int(n))
     if args.init_unet:
         init = Path(args.init_unet)
         if not (init / "config.json").exists():

@@ -223,6 +223,17 @@ def test_residual_rows_are_the_shared_tokens(built_pipeline):
     assert torch.equal(rows.erase_guides, enc[1].hidden[dst])
 
 
+@pytest.mark.parametrize("tokens, stop", [("subject-to-end", 77), ("subject-to-eot", 8)])
+def test_subject_rows_run_to_the_end_token_or_through_padding(built_pipeline, tokens, stop):
+    pipe = built_pipeline("sd1")
+    rows = build_rows(pipe, ["red star"], ["square"], [], templates=["a photo of {} today"], tokens=tokens)
+    enc = EmbeddingCache().encode(pipe, ["a photo of red star today", "a photo of square today"])
+    # start, a, photo, of, red, star(5), today, end(7), padding -> ..., square(4), today, end(6), ...
+    assert enc[0].length == 8
+    assert torch.equal(rows.erase_inputs, enc[0].hidden[5:stop])
+    assert torch.equal(rows.erase_guides, enc[1].hidden[[min(76, 4 + i - 5) for i in range(5, stop)]])
+
+
 def test_evaluate_resumes_from_an_images_folder_and_separates_edited_weights(tiny_sd1_folder, tmp_path):
     from erasure.evaluation.evaluate import evaluate
     from erasure.evaluation.prompts import PromptRecord, PromptSet

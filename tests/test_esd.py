@@ -117,8 +117,24 @@ def test_resume_reproduces_an_uninterrupted_run(sd1, tmp_path):
         erase(sd1, "esd-x-strict", "red star", checkpoint_dir=tmp_path / "b", resume=True, **{**settings, "lr": 1.0})
 
 
+def test_auto_gradient_checkpointing_turns_on_for_large_unets_and_changes_nothing(sd1, monkeypatch):
+    import erasure.methods.esd as esd
+
+    settings = dict(iterations=2, batch_size=2, ddim_steps=4, progress=False, lr=1e-3)
+    plain = erase(sd1, "esd-x", "red star", **settings)  # "auto" on a tiny UNet: off
+    assert plain.info["gradient_checkpointing"] is False
+    monkeypatch.setattr(esd, "AUTO_CHECKPOINTING_PARAMS", 1)  # every UNet counts as large
+    checkpointed = erase(sd1, "esd-x", "red star", **settings)
+    assert checkpointed.info["gradient_checkpointing"] is True
+    assert not sd1.unet.is_gradient_checkpointing  # switched off again afterwards
+    for n, v in plain.tensors.items():  # recomputing activations gives the same gradients
+        assert torch.allclose(v, checkpointed.tensors[n], atol=1e-6), n
+    assert erase(sd1, "esd-x", "red star", gradient_checkpointing=False, **settings).info["gradient_checkpointing"] is False
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"group": "esd-y"}, "unknown parameter group"),
+    ({"gradient_checkpointing": "sometimes"}, "gradient_checkpointing must be"),
     ({"sampling": "teacher"}, "sampling must be"),
     ({"iterations": 0}, ">= 1"),
     ({"learning_rate": 1.0}, "unknown setting"),

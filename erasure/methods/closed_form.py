@@ -17,6 +17,8 @@ choice, so it is a named option here (``TOKEN_SELECTIONS``):
 - ``last-subject``: the concept's last token only; preserved prompts likewise (current UCE code);
 - ``subject-to-end``: from the concept's last token through end-of-text and padding, aligned
   position by position with the guide's; preserved prompts use all their tokens (paper-era UCE);
+- ``subject-to-eot``: the same through end-of-text only, padding left out (padding positions of
+  different prompts are much alike, so editing them for one concept moves others: it serves mass erasure);
 - ``aligned``: all tokens, each source token aligned to the identical token of the guide prompt,
   differing spans to each other (TIME);
 - ``residual``: the tokens the source and guide prompts share (prefix, suffix, end-of-text and padding),
@@ -39,7 +41,7 @@ from erasure.embeddings import DEFAULT_CACHE, EmbeddingCache, PromptEncoding
 from erasure.errors import ErasureError
 from erasure.modules import cross_attention_kv
 
-TOKEN_SELECTIONS: tuple[str, ...] = ("last-subject", "subject-to-end", "aligned", "residual")
+TOKEN_SELECTIONS: tuple[str, ...] = ("last-subject", "subject-to-end", "subject-to-eot", "aligned", "residual")
 
 # Template sets for prompt expansion ({} is the concept). "uce-art" / "uce-object" are the current UCE
 # code's --expand_prompts lists.
@@ -248,7 +250,8 @@ def build_rows(
             if tokens == "last-subject":
                 pairs = [(i_c, i_g)]
             else:
-                pairs = [(i, min(context - 1, i_g + (i - i_c))) for i in range(i_c, context)]
+                stop = src.length if tokens == "subject-to-eot" else context  # through end-of-text / padding
+                pairs = [(i, min(context - 1, i_g + (i - i_c))) for i in range(i_c, stop)]
         idx_c = torch.tensor([p[0] for p in pairs])
         idx_g = torch.tensor([p[1] for p in pairs])
         c_rows.append(src.hidden[idx_c])

@@ -317,8 +317,21 @@ def build_latent_pool(run: Path, vae, n: int, seed: int, empty_fraction: float) 
     path = run / "unet" / "latent_pool.safetensors"
     rng = np.random.default_rng(seed)
     scenes = _sample_scenes(rng, n, empty_fraction)
+    made_with = {"seed": str(seed), "n": str(n), "empty_fraction": str(empty_fraction)}
     if path.exists():
-        return load_file(str(path))["moments"], scenes
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            moments = f.get_tensor("moments")
+        # the scenes (and so the captions) are re-drawn from the seed: a pool made with other settings
+        # would pair latents with wrong labels (pools written before this check carry no metadata)
+        if meta and any(meta.get(k) != v for k, v in made_with.items()):
+            raise RuntimeError(f"{path} was encoded with {meta}, this stage wants {made_with}; "
+                               "delete it to re-encode")
+        if not meta and len(moments) != n:
+            raise RuntimeError(f"{path} holds {len(moments)} latents, this stage wants {n}; delete it to re-encode")
+        return moments, scenes
     path.parent.mkdir(parents=True, exist_ok=True)
     moments = []
     for i in range(0, n, 256):
@@ -327,7 +340,7 @@ def build_latent_pool(run: Path, vae, n: int, seed: int, empty_fraction: float) 
         moments.append(vae.encode(x).latent_dist.parameters.half())
     moments = torch.cat(moments)
     moments = moments.contiguous()
-    save_file({"moments": moments}, str(path))
+    save_file({"moments": moments}, str(path), metadata=made_with)
     return moments, scenes
 
 
