@@ -164,14 +164,19 @@ def cmd_erase(args) -> int:
     out = refuse_existing(args.out, args.force)  # before the (possibly long) erasure, not only at the end
     METHODS.get(args.method)  # an unknown method fails before the model loads
     settings: dict = {}
-    for key in ("guide", "preserve", "tokens", "lamb", "erase_scale", "preserve_scale"):
+    for key in ("preserve", "tokens", "lamb", "erase_scale", "preserve_scale"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
     if args.no_preserve:
         settings["preserve"] = []
-    if args.guide is not None and len(args.guide) == 1:
-        settings["guide"] = args.guide[0]
+    anchors = args.anchor  # --anchor and --guide are one option
+    if anchors is not None:  # the closed-form editors call it the guide, ESD and the adapters the anchor
+        from erasure.methods import closed_form
+
+        fn = METHODS.get(args.method)
+        key = "guide" if getattr(fn, "func", None) is closed_form.closed_form_edit else "anchor"
+        settings[key] = anchors[0] if len(anchors) == 1 else anchors
     if args.templates is not None:
         settings["templates"] = args.templates[0] if len(args.templates) == 1 and "{}" not in args.templates[0] \
             else args.templates
@@ -401,8 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--preserve", action="append", default=None,
                    help="a concept to preserve (repeatable; default on the built-in world: the other concepts of the same kind)")
     e.add_argument("--no-preserve", action="store_true", help="preserve nothing")
-    e.add_argument("--guide", action="append", default=None,
-                   help="anchor the concept is mapped to (default: the empty prompt); once, or once per concept")
+    e.add_argument("--anchor", "--guide", dest="anchor", action="append", default=None,
+                   help="the concept the erased one is mapped to (ESD's anchor, UCE's guide; default: the empty "
+                        "prompt); once, or once per concept where the method takes several")
     e.add_argument("--templates", nargs="+", default=None,
                    help="prompt templates with {} (e.g. \"a photo of {}\"), or a template set: none, uce-art, uce-object, shapeworld")
     e.add_argument("--tokens", default=None, help="token selection: last-subject (UCE), subject-to-end (UCE paper), aligned (TIME)")

@@ -12,12 +12,13 @@ from erasure.edit import Edit
 def test_erase_writes_an_edit_that_reloads(tiny_sd1_folder, tmp_path, capsys):
     out = tmp_path / "erase"
     code = main(["erase", "--model", str(tiny_sd1_folder), "--concept", "red star", "--preserve", "blue circle",
-                 "--templates", "{}", "a {}", "--out", str(out)])
+                 "--guide", "green heart", "--templates", "{}", "a {}", "--out", str(out)])
     assert code == 0
     assert (out / "edit.safetensors").is_file() and (out / "config.json").is_file()
     edit = Edit.load(out / "edit.safetensors")
     assert edit.concepts == ("red star",) and edit.method == "uce"
     assert edit.config["templates"] == ["{}", "a {}"] and edit.config["preserve"] == ["blue circle"]
+    assert edit.config["guide"] == "green heart"
     config = json.loads((out / "config.json").read_text())
     assert config["info"]["erase_rows"] == 2 and config["info"]["preserve_rows"] == 2
     assert "erased red star with uce" in capsys.readouterr().out
@@ -31,10 +32,12 @@ def test_erase_writes_an_edit_that_reloads(tiny_sd1_folder, tmp_path, capsys):
 def test_erase_esd_with_settings(tiny_sd1_folder, tmp_path):
     out = tmp_path / "esd"
     code = main(["erase", "--model", str(tiny_sd1_folder), "--method", "esd-x-strict", "--concept", "red star",
-                 "--set", "iterations=2", "--set", "ddim_steps=4", "--set", "batch_size=1", "--out", str(out)])
+                 "--anchor", "blue square", "--set", "iterations=2", "--set", "ddim_steps=4", "--set", "batch_size=1",
+                 "--out", str(out)])
     assert code == 0
     edit = Edit.load(out / "edit.safetensors")
     assert edit.config["iterations"] == 2 and all(".attn2.to_" in n for n in edit.tensors)
+    assert edit.config["anchor"] == "blue square"  # --anchor is ESD's anchor (and UCE's guide)
     assert all(torch.isfinite(v).all() for v in edit.tensors.values())
 
 

@@ -56,7 +56,7 @@ class ESDConfig:
     templates: tuple[str, ...] | str = ("{}",)  # prompts per concept ({} = concept; the anchor fills the same slot)
     eta: float = 1.0
     iterations: int = 200
-    lr: float = 1e-4
+    lr: float = 3e-4  # with an anchor concept this meets the shape bars on the built-in world (README)
     batch_size: int = 4
     start_guidance: float = 3.0
     ddim_steps: int = 50
