@@ -151,8 +151,17 @@ def _run_record(args) -> dict:
     return {k.replace("_", "-"): v for k, v in vars(args).items() if k not in skip and v is not None and v is not False}
 
 
+def _trains(method: str) -> bool:
+    """Whether a method trains for many iterations (and so checkpoints and resumes): ESD and its adapters."""
+    from erasure.methods import METHODS, adapters, esd
+
+    fn = METHODS.get(method)
+    return getattr(fn, "func", None) in (esd.esd_edit, adapters.lora_esd, adapters.spm)
+
+
 def cmd_erase(args) -> int:
     import json
+    import shutil
 
     from erasure.errors import ErasureError
     from erasure.files import atomic_folder, refuse_existing
@@ -189,9 +198,22 @@ def cmd_erase(args) -> int:
                 settings[key] = json.loads(value)
             except json.JSONDecodeError:
                 settings[key] = value
+    run_kw: dict = {}
+    ckpt = out.with_name(out.name + ".checkpoints")  # a trained method's interval checkpoints, until it finishes
+    if _trains(args.method):
+        if ckpt.exists() and not args.resume:
+            if not args.force:
+                raise ErasureError(f"{ckpt} holds an interrupted run's checkpoints; add --resume to continue it, "
+                                   "or --force to start over")
+            shutil.rmtree(ckpt)
+        settings.setdefault("checkpoint_every", args.checkpoint_every)
+        run_kw = {"checkpoint_dir": ckpt, "resume": args.resume}
+    elif args.resume:
+        raise ErasureError(f"--resume applies to trained methods (esd*, lora-esd, spm); {args.method} runs in one go, "
+                           "run it again without --resume")
     pipe = load_pipeline(args.model, config=args.config, device=args.device, dtype=args.dtype,
                          allow_pickle=args.allow_pickle)
-    edit = erase(pipe, args.method, args.concept, **settings)
+    edit = erase(pipe, args.method, args.concept, **settings, **run_kw)
     is_adapter = hasattr(edit, "peft_state_dict")
     saved_as = "adapter" if is_adapter else "edit.safetensors"  # a LoRA folder that load_lora_weights reads
     with atomic_folder(out, force=args.force) as tmp:
@@ -232,6 +254,7 @@ def cmd_erase(args) -> int:
                 for key in ("target_accuracy", "in_domain_retain_accuracy", "cross_domain_retain_accuracy"):
                     if key in report.metrics:
                         lines.append(f"  {concept}: {key} {base.value(key):.3f} -> {report.value(key):.3f}")
+    shutil.rmtree(ckpt, ignore_errors=True)  # the result is in place: the checkpoints have served
     print("\n".join(lines))
     print(f"wrote {out / saved_as}" + (f" and {out}/eval-*/report.md (grids: compare-<group>.png)" if args.evaluate else ""))
     print(f"export it: erasure export --edit {out / saved_as} --out {out}-export")
@@ -422,6 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--guidance", type=float, default=None, help="guidance for --evaluate")
     e.add_argument("--out", default="outputs/erase", help="output folder (default outputs/erase)")
     e.add_argument("--force", action="store_true", help="replace --out if it exists")
+    e.add_argument("--checkpoint-every", type=int, default=50,
+                   help="trained methods (esd*, lora-esd, spm): save the training state every N iterations to "
+                        "OUT.checkpoints (removed when the run finishes; default 50)")
+    e.add_argument("--resume", action="store_true",
+                   help="continue an interrupted trained run from OUT.checkpoints (same command otherwise)")
     e.set_defaults(func=cmd_erase)
 
     v = sub.add_parser("evaluate", help="generate a prompt set and score it (report.json, report.md, grids)",

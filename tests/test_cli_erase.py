@@ -91,3 +91,27 @@ def test_erase_with_an_adapter_method_writes_a_lora_folder(tiny_sd1_folder, tiny
     tiny_sd1_pipeline.load_lora_weights(str(out / "adapter"), adapter_name="cli")
     tiny_sd1_pipeline.unload_lora_weights()
     assert not any(".base_layer." in k for k in tiny_sd1_pipeline.unet.state_dict())
+
+
+def test_interrupted_esd_run_resumes_from_its_checkpoints(tiny_sd1_folder, tmp_path, capsys):
+    from erasure import load_pipeline
+    from erasure.methods import erase
+
+    flags = ["--model", str(tiny_sd1_folder), "--method", "esd-x-strict", "--concept", "red star",
+             "--checkpoint-every", "2", "--set", "iterations=4", "--set", "ddim_steps=4", "--set", "batch_size=1"]
+    assert main(["erase", *flags, "--out", str(tmp_path / "whole")]) == 0
+    assert not (tmp_path / "whole.checkpoints").exists()  # removed once the result is in place
+    # the same run interrupted after 3 iterations (its last checkpoint at 2), as the CLI would have left it
+    out = tmp_path / "cut"
+    erase(load_pipeline(tiny_sd1_folder), "esd-x-strict", "red star", iterations=4, ddim_steps=4, batch_size=1,
+          checkpoint_every=2, checkpoint_dir=out.with_name("cut.checkpoints"), stop_after=3, progress=False)
+    capsys.readouterr()
+    assert main(["erase", *flags, "--out", str(out)]) == 2  # not silently started over
+    assert "--resume" in capsys.readouterr().err and not out.exists()
+    assert main(["erase", *flags, "--out", str(out), "--resume"]) == 0
+    whole, resumed = Edit.load(tmp_path / "whole" / "edit.safetensors"), Edit.load(out / "edit.safetensors")
+    for n, v in whole.tensors.items():
+        assert torch.allclose(v, resumed.tensors[n], atol=1e-6), n
+    assert not out.with_name("cut.checkpoints").exists()
+    assert main(["erase", "--model", str(tiny_sd1_folder), "--concept", "star", "--resume",
+                 "--out", str(tmp_path / "uce")]) == 2  # a closed-form edit has nothing to resume
