@@ -433,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the concept the erased one is mapped to (ESD's anchor, UCE's guide; default: the empty "
                         "prompt); once, or once per concept where the method takes several")
     e.add_argument("--templates", nargs="+", default=None,
-                   help="prompt templates with {} (e.g. \"a photo of {}\"), or a template set: none, uce-art, uce-object, shapeworld")
-    e.add_argument("--tokens", default=None, help="token selection: last-subject (UCE), subject-to-end (UCE paper), aligned (TIME)")
+                   help="prompt templates with {} (e.g. \"a photo of {}\"), or a template set: none, uce-art, uce-object, shapeworld, shapeworld-captions")
+    e.add_argument("--tokens", default=None, help="token selection: last-subject (UCE), subject-to-end (UCE paper), subject-to-eot, aligned (TIME), residual")
     e.add_argument("--lamb", type=float, default=None, help="ridge weight lambda (UCE 0.5, TIME 0.1)")
     e.add_argument("--erase-scale", type=float, default=None)
     e.add_argument("--preserve-scale", type=float, default=None)

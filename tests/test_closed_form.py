@@ -249,3 +249,19 @@ def test_evaluate_resumes_from_an_images_folder_and_separates_edited_weights(tin
     erase(pipe, "uce", "red star", preserve=["blue circle"]).apply(pipe)
     with pytest.raises(ErasureError):
         evaluate(pipe, pset, settings=settings, images_dir=tmp_path / "img", progress=False, batch_size=2)
+
+
+def test_world_caption_templates_come_from_the_caption_grammar():
+    from erasure.methods.closed_form import world_caption_templates
+    from erasure.world.render import COLOURS, SHAPES
+
+    for concept in ("star", "red", "striped"):
+        templates = world_caption_templates(concept)
+        assert len(templates) == 32 == len(set(templates)) and templates == world_caption_templates(concept)
+        assert all(t.count("{}") == 1 for t in templates)
+        filled = [t.replace("{}", concept) for t in templates]
+        assert all(concept in f.split(" ") for f in filled)
+    star = world_caption_templates("star")
+    assert any("background" in t for t in star) and any(t.endswith("{}") for t in star)  # slot mid-caption and last
+    assert not any(s in t.split(" ") for t in star for s in SHAPES)  # a shape's templates name no other shape
+    assert any(c in t.split(" ") for t in star for c in COLOURS)

@@ -67,6 +67,36 @@ def world_templates(concept: str) -> tuple[str, ...]:
     return ("{}", "a {} shape", *(f"a {{}} {s}" for s in shapes), *(f"a {{}} {c} {s}" for c, s in zip(colours, shapes[::-1])))
 
 
+def world_caption_templates(concept: str, n: int = 32, seed: int = 7) -> tuple[str, ...]:
+    """Templates drawn from the world's own caption grammar (every form: "a {} on a gray background",
+    "a {}, red, in a striped style", ...), the concept's canonical word as the slot and the other
+    attributes random; seeded, so an edit is reproducible (the evaluator's prompts use other seeds)."""
+    import numpy as np
+
+    from erasure.world import captions as cap
+    from erasure.world.render import BACKGROUNDS, COLOURS, SHAPES, TEXTURES
+
+    values = {"shape": list(SHAPES), "colour": list(COLOURS), "texture": list(TEXTURES), "background": list(BACKGROUNDS)}
+    attribute = next((a for a, vs in values.items() if concept in vs), None)
+    if attribute is None:
+        return ("{}",)
+    rng = np.random.default_rng(seed + sum(map(ord, concept)))
+    out: list[str] = []
+    while len(out) < n:
+        names = {a: (concept if a == attribute else
+                     (str(vs[rng.integers(len(vs))]) if rng.random() < cap.NAME_PROBABILITY[a] else None))
+                 for a, vs in values.items()}
+        if attribute != "shape" and names["shape"] is None:
+            names["shape"] = str(SHAPES[rng.integers(len(SHAPES))])
+        words = cap.caption(names, rng, synonyms=False).split(" ")
+        if concept in words:
+            words[words.index(concept)] = "{}"
+            template = " ".join(words)
+            if template not in out:
+                out.append(template)
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------- the solver
 
 
@@ -305,6 +335,8 @@ def _resolve_templates(templates: tuple[str, ...]):
     """A one-element tuple naming a template set resolves to it ("shapeworld" to a per-concept function)."""
     if len(templates) == 1 and templates[0] == "shapeworld":
         return world_templates
+    if len(templates) == 1 and templates[0] == "shapeworld-captions":
+        return world_caption_templates
     if len(templates) == 1 and templates[0] in TEMPLATE_SETS:
         return TEMPLATE_SETS[templates[0]]
     return templates
@@ -340,7 +372,7 @@ def closed_form_edit(
                            f"known: {', '.join(sorted(ClosedFormConfig.__dataclass_fields__))}")
     if isinstance(settings.get("templates"), str):
         name = settings["templates"]
-        if name not in TEMPLATE_SETS and name != "shapeworld":
+        if name not in TEMPLATE_SETS and name not in ("shapeworld", "shapeworld-captions"):
             raise ErasureError(f"unknown template set {name!r}; choose one of {', '.join(TEMPLATE_SETS)}, "
                                "shapeworld, or give a list")
         settings["templates"] = (name,)
