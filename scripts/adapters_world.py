@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, help="METHOD:key=value,... (JSON values)")
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--mace-shapes", nargs="+", default=MACE_SHAPES)
-    p.add_argument("--mace", default="", help="MACE settings key=value,... for experiments 2 and 3")
+    p.add_argument("--mace", default="", help="MACE settings key=value,... for experiments 2 and 3 (anchor=KEPT: "
+                   "each erased shape anchored to a kept one)")
     p.add_argument("--scaling", nargs="+", type=int, default=list(range(1, len(SHAPES))))
     p.add_argument("--scaling-prompts", type=int, default=20)
     p.add_argument("--steps", type=int, default=25)
@@ -102,6 +103,13 @@ def main(argv=None) -> int:
     md: list[str] = []
     t_start = time.time()
     _, mace_settings = parse_variant("mace:" + args.mace)
+
+    def mace_for(erased: list[str]) -> dict:
+        """--mace settings; anchor=KEPT: each erased shape's anchor is a kept shape, in order (cyclically)."""
+        if mace_settings.get("anchor") != "KEPT":
+            return mace_settings
+        kept = [s for s in SHAPES if s not in erased]
+        return {**mace_settings, "anchor": [kept[i % len(kept)] for i in range(len(erased))]}
 
     if "1" not in skip:
         attribute, value = args.concept.split("=")
@@ -143,7 +151,7 @@ def main(argv=None) -> int:
     if "2" not in skip:
         erased = list(args.mace_shapes)
         before = {s: shape_accuracy(pipe, s, settings, None) for s in SHAPES}
-        result, stats = timed_erase(pipe, "mace", erased, **mace_settings)
+        result, stats = timed_erase(pipe, "mace", erased, **mace_for(erased))
         result.apply(pipe)
         after = {s: shape_accuracy(pipe, s, settings, None) for s in SHAPES}
         result.restore(pipe)
@@ -167,7 +175,7 @@ def main(argv=None) -> int:
         curve = []
         for k in args.scaling:
             erased, kept = list(SHAPES[:k]), list(SHAPES[k:])
-            result, stats = timed_erase(pipe, "mace", erased, **mace_settings)
+            result, stats = timed_erase(pipe, "mace", erased, **mace_for(erased))
             result.apply(pipe)
             acc_erased = [shape_accuracy(pipe, s, settings, n) for s in erased]
             acc_kept = [shape_accuracy(pipe, s, settings, n) for s in kept]

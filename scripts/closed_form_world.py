@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--mass-preserve-scale", type=float, default=0.02)
     p.add_argument("--mass-method", default="uce")
     p.add_argument("--mass-tokens", default=MASS["tokens"], help="token selection of the mass erasure")
+    p.add_argument("--mass-templates", default=None, help="template set of the mass erasure (default: the method's)")
     p.add_argument("--skip", default="", help="comma-separated experiments to skip (1,2,3)")
     p.add_argument("--out", default="runs/closed_form_world")
     args = p.parse_args(argv)
@@ -113,7 +114,8 @@ def main(argv=None) -> int:
         mass_rows = {}
         for label, guide in (("guide empty", ""), ("guide = kept shapes", kept)):
             edit = erase(pipe, args.mass_method, erased, guide=guide,
-                         **{**MASS, "tokens": args.mass_tokens, "preserve_scale": args.mass_preserve_scale})
+                         **{**MASS, "tokens": args.mass_tokens, "preserve_scale": args.mass_preserve_scale},
+                         **({"templates": args.mass_templates} if args.mass_templates else {}))
             edit.apply(pipe)
             after = {s: shape_accuracy(pipe, s, settings, None) for s in SHAPES}
             edit.restore(pipe)

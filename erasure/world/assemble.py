@@ -111,7 +111,9 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
             "attributes": {a: list(v) for a, v in render.ATTRIBUTES.items()},
             "held_out": sorted([list(x) for x in render.HELD_OUT]),
             "clip_pixel_normalisation": "x * 2 - 1 for x in [0, 1]",
-            "training": stage_configs,
+            # each stage's config as its run used it (<run>/<stage>/config.json), else this call's
+            "training": {k: (json.loads((run / k / "config.json").read_text()) if (run / k / "config.json").exists()
+                             else v) for k, v in stage_configs.items()},
             # step-count changes made with `train_world.py --steps` (a stage continued past its first length)
             "training_overrides": [json.loads(line) for line in (run / "steps_overrides.jsonl").read_text().splitlines()
                                    if line.strip()] if (run / "steps_overrides.jsonl").exists() else [],
