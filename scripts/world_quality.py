@@ -23,6 +23,10 @@ from erasure.world import instruments, quality  # noqa: E402
 START, END = "<!-- world-quality:start -->", "<!-- world-quality:end -->"
 
 
+SAMPLERS = {"ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler",
+            "unipc": "UniPCMultistepScheduler"}
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -31,6 +35,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", default=None, help="world folder (default: the one inside the package)")
     p.add_argument("--seeds", type=int, default=4)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="default: the pipeline's (DDIM)")
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--renders", type=int, default=2000)
@@ -45,12 +51,16 @@ def main(argv=None) -> int:
     clf = instruments.load_classifier(world)
     clip = instruments.load_clip(world)
     pipe = load_pipeline(str(world / "pipeline") if args.world else None, device="cpu", dtype="fp32")
-    res: dict = {"settings": {"seeds": args.seeds, "steps": args.steps, "guidance": args.guidance,
+    if args.sampler:
+        import diffusers
+
+        pipe.scheduler = getattr(diffusers, SAMPLERS[args.sampler]).from_config(pipe.scheduler.config)
+    res: dict = {"settings": {"seeds": args.seeds, "first_seed": args.first_seed, "steps": args.steps, "guidance": args.guidance,
                               "renders": args.renders, "sampler": type(pipe.scheduler).__name__}}
     res["classifier_renders"] = quality.classifier_accuracy(clf, n=args.renders)
     res["clip_zero_shot_renders"] = quality.clip_zero_shot_accuracy(clip, pipe.tokenizer, n=args.renders // 2)
     settings = SamplerSettings(steps=args.steps, guidance=args.guidance)
-    seeds = list(range(args.seeds))
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     gen, images = quality.generation_recognition(pipe, clf, quality.generation_cases(), seeds, settings)
     res["generated"] = gen
     syn, _ = quality.generation_recognition(pipe, clf, quality.generation_cases(synonyms=True), seeds, settings)
@@ -95,7 +105,9 @@ def main(argv=None) -> int:
         f"\n\nGenerated: every shape x colour x texture (256 captions `a {{texture}} {{colour}} {{shape}}`, background "
         f"unnamed) x {s['seeds']} seeds, {s['steps']} {s['sampler']} steps, guidance {s['guidance']}, judged by the "
         f"world's classifier. Synonym rows use random synonyms and templates (reported, no bar). "
-        f"Command: `python scripts/world_quality.py --seeds {s['seeds']} --guidance {s['guidance']}` ({res['seconds']:.0f} s on 2 CPU cores)."
+        f"Command: `python scripts/world_quality.py --seeds {s['seeds']} --guidance {s['guidance']}"
+        + (f" --first-seed {args.first_seed}" if args.first_seed else "") + (f" --sampler {args.sampler}" if args.sampler else "")
+        + f"` ({res['seconds']:.0f} s, {args.threads} CPU thread{'s' if args.threads > 1 else ''})."
     )
     print(table)
     if args.json:
