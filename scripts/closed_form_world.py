@@ -49,9 +49,10 @@ def target_group(set_name: str, n: int | None) -> PromptSet:
     return PromptSet(name=f"{set_name}[target]", records=records, source=pset.source)
 
 
-def shape_accuracy(pipe, shape: str, settings, n: int | None) -> float:
+def shape_accuracy(pipe, shape: str, settings, n: int | None, samples_per_prompt: int = 1) -> float:
     report = evaluate(pipe, target_group(f"shapeworld-shape-{shape}", n), concept=("shape", shape),
-                      settings=settings, progress=False, n_resamples=0, keep_images=False)
+                      settings=settings, progress=False, n_resamples=0, keep_images=False,
+                      samples_per_prompt=samples_per_prompt)
     return report.value("target_accuracy")
 
 
@@ -110,14 +111,15 @@ def main(argv=None) -> int:
 
     if "2" not in skip:
         erased, kept = list(SHAPES[::2]), list(SHAPES[1::2])
-        before = {s: shape_accuracy(pipe, s, settings, None) for s in SHAPES}
+        spp = args.samples_per_prompt
+        before = {s: shape_accuracy(pipe, s, settings, None, spp) for s in SHAPES}
         mass_rows = {}
         for label, guide in (("guide empty", ""), ("guide = kept shapes", kept)):
             edit = erase(pipe, args.mass_method, erased, guide=guide,
                          **{**MASS, "tokens": args.mass_tokens, "preserve_scale": args.mass_preserve_scale},
                          **({"templates": args.mass_templates} if args.mass_templates else {}))
             edit.apply(pipe)
-            after = {s: shape_accuracy(pipe, s, settings, None) for s in SHAPES}
+            after = {s: shape_accuracy(pipe, s, settings, None, spp) for s in SHAPES}
             edit.restore(pipe)
             mass_rows[label] = after
             print(f"[{time.time() - t0:.0f}s] mass {label}: {after}", flush=True)
