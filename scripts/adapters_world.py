@@ -182,16 +182,17 @@ def main(argv=None) -> int:
             result.restore(pipe)
             point = {"erased": k, "erased_acc": sum(acc_erased) / k, "erased_max": max(acc_erased),
                      "kept_acc": sum(acc_kept) / len(kept), "kept_acc_before": sum(before[s] for s in kept) / len(kept),
-                     **stats}
+                     "worst_kept_change": min(a - before[s] for s, a in zip(kept, acc_kept)), **stats}
             curve.append(point)
             print(f"[{time.time() - t_start:.0f}s] {point}", flush=True)
         results["scaling"] = curve
         plot_scaling(curve, out / "mace_scaling.png")
-        table = ["| shapes erased | erased acc. (mean / max) | kept acc. (before -> after) | erase time | size |",
-                 "|---|---|---|---|---|"]
+        table = ["| shapes erased | erased acc. (mean / max) | kept acc. (before -> after) | worst kept shape's change "
+                 "| erase time | size |", "|---|---|---|---|---|---|"]
         for c in curve:
             table.append(f"| {c['erased']} | {c['erased_acc']:.2f} / {c['erased_max']:.2f} | "
-                         f"{c['kept_acc_before']:.2f} -> {c['kept_acc']:.2f} | {c['seconds']:.0f} s | {c['size_kb']:.1f} KB |")
+                         f"{c['kept_acc_before']:.2f} -> {c['kept_acc']:.2f} | {c['worst_kept_change']:+.2f} | "
+                         f"{c['seconds']:.0f} s | {c['size_kb']:.1f} KB |")
         md += [f"## MACE scaling (first k shapes of {', '.join(SHAPES)}; {n} target prompts per shape)", "", *table, ""]
 
     results["seconds"] = round(time.time() - t_start, 1)

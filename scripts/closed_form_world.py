@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--mass-method", default="uce")
     p.add_argument("--mass-tokens", default=MASS["tokens"], help="token selection of the mass erasure")
     p.add_argument("--mass-templates", default=None, help="template set of the mass erasure (default: the method's)")
+    p.add_argument("--scaling-guide", choices=("kept", "empty"), default="kept",
+                   help="experiment 3's guides: each erased shape to a kept shape, or the empty prompt")
     p.add_argument("--skip", default="", help="comma-separated experiments to skip (1,2,3)")
     p.add_argument("--out", default="runs/closed_form_world")
     args = p.parse_args(argv)
@@ -136,13 +138,19 @@ def main(argv=None) -> int:
         curve = []
         for k in range(1, len(SHAPES)):
             erased, kept = list(SHAPES[:k]), list(SHAPES[k:])
-            edit = erase(pipe, "uce", erased, **MASS)
+            # experiment 2's settings; with --scaling-guide kept, each erased shape goes to a kept one (cyclically)
+            guide = [kept[i % len(kept)] for i in range(k)] if args.scaling_guide == "kept" else ""
+            edit = erase(pipe, args.mass_method, erased, guide=guide,
+                         **{**MASS, "tokens": args.mass_tokens, "preserve_scale": args.mass_preserve_scale},
+                         **({"templates": args.mass_templates} if args.mass_templates else {}))
             edit.apply(pipe)
             acc_erased = [shape_accuracy(pipe, s, settings, n) for s in erased]
             acc_kept = [shape_accuracy(pipe, s, settings, n) for s in kept]
             edit.restore(pipe)
             point = {"erased": k, "erased_acc": sum(acc_erased) / k, "kept_acc": sum(acc_kept) / len(kept),
-                     "kept_acc_before": sum(before[s] for s in kept) / len(kept)}
+                     "kept_acc_before": sum(before[s] for s in kept) / len(kept),
+                     "worst_kept_change": min(a - before[s] for s, a in zip(kept, acc_kept)),
+                     "worst_erased": max(acc_erased)}
             curve.append(point)
             print(f"[{time.time() - t0:.0f}s] {point}", flush=True)
         results["scaling"] = curve

@@ -117,14 +117,18 @@ def test_resume_reproduces_an_uninterrupted_run(sd1, tmp_path):
         erase(sd1, "esd-x-strict", "red star", checkpoint_dir=tmp_path / "b", resume=True, **{**settings, "lr": 1.0})
 
 
-def test_auto_gradient_checkpointing_turns_on_for_large_unets_and_changes_nothing(sd1, monkeypatch):
+def test_auto_memory_settings_turn_on_for_large_unets_and_change_nothing(sd1, monkeypatch):
     import erasure.methods.esd as esd
 
     settings = dict(iterations=2, batch_size=2, ddim_steps=4, progress=False, lr=1e-3)
     plain = erase(sd1, "esd-x", "red star", **settings)  # "auto" on a tiny UNet: off
     assert plain.info["gradient_checkpointing"] is False
+    assert esd.resolve_frozen_batch("auto", sd1.unet) == 8 and esd.resolve_frozen_batch(3, sd1.unet) == 3
     monkeypatch.setattr(esd, "AUTO_CHECKPOINTING_PARAMS", 1)  # every UNet counts as large
-    checkpointed = erase(sd1, "esd-x", "red star", **settings)
+    assert esd.resolve_frozen_batch("auto", sd1.unet) == 2  # smaller no-grad batches for the pool, too
+    # (Adam amplifies float rounding in near-zero gradients, so the pool's batch size is held equal here;
+    # that it leaves the pool itself unchanged is tested below)
+    checkpointed = erase(sd1, "esd-x", "red star", frozen_batch=8, **settings)
     assert checkpointed.info["gradient_checkpointing"] is True
     assert not sd1.unet.is_gradient_checkpointing  # switched off again afterwards
     for n, v in plain.tensors.items():  # recomputing activations gives the same gradients
@@ -132,9 +136,25 @@ def test_auto_gradient_checkpointing_turns_on_for_large_unets_and_changes_nothin
     assert erase(sd1, "esd-x", "red star", gradient_checkpointing=False, **settings).info["gradient_checkpointing"] is False
 
 
+def test_frozen_batch_changes_memory_not_the_pool(sd1, tmp_path):
+    from safetensors.torch import load_file
+
+    settings = dict(iterations=6, batch_size=2, ddim_steps=5, progress=False, stop_after=0)
+    pools = []
+    for batch in (8, 2, 1):
+        erase(sd1, "esd-x", "red star", frozen_batch=batch, checkpoint_dir=tmp_path / str(batch), **settings)
+        pools.append(load_file(str(tmp_path / str(batch) / "pool.safetensors")))
+    for other in pools[1:]:
+        for key in ("x", "eps_anchor", "eps_concept"):
+            assert torch.allclose(pools[0][key], other[key], atol=1e-5), key
+        assert torch.equal(pools[0]["t"], other["t"])
+    assert pools[0]["eps_concept"].abs().mean() > 0.1  # real predictions, not an empty pool
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"group": "esd-y"}, "unknown parameter group"),
     ({"gradient_checkpointing": "sometimes"}, "gradient_checkpointing must be"),
+    ({"frozen_batch": 0}, "frozen_batch must be"),
     ({"sampling": "teacher"}, "sampling must be"),
     ({"iterations": 0}, ">= 1"),
     ({"learning_rate": 1.0}, "unknown setting"),

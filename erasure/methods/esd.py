@@ -68,7 +68,10 @@ class ESDConfig:
     gradient_checkpointing: bool | str = "auto"
     mixed_precision: str = "no"  # "no", "fp16", "bf16" (accelerate)
     checkpoint_every: int = 0  # with checkpoint_dir: save trainable state every N iterations (0: only at the end)
-    frozen_batch: int = 8  # samples per no-grad UNet call while building the pool (sets its peak memory)
+    # samples per no-grad UNet call while building the pool (sets its peak memory; the frozen predictions run
+    # anchor and concept together, so their UNet batch is twice this); "auto": 2 for UNets of SD size (a
+    # no-grad batch of 4 stays under the training step's peak), 8 for small ones
+    frozen_batch: int | str = "auto"
     # adapters instead of a parameter group: a peft LoRA on these target modules is what trains
     adapter: str = ""  # "" = train `group`; else a target pattern of erasure.modules.ADAPTER_TARGETS
     rank: int = 4
@@ -84,8 +87,10 @@ class ESDConfig:
             raise ErasureError(f"unknown parameter group {self.group!r}; choose one of {', '.join(PARAMETER_GROUPS)}")
         if self.sampling not in ("frozen", "student"):
             raise ErasureError(f"sampling must be 'frozen' or 'student' (got {self.sampling!r})")
-        if min(self.iterations, self.batch_size, self.ddim_steps, self.pool_reuse, self.frozen_batch) < 1:
-            raise ErasureError("iterations, batch_size, ddim_steps, pool_reuse and frozen_batch must be >= 1")
+        if self.frozen_batch != "auto" and (not isinstance(self.frozen_batch, int) or self.frozen_batch < 1):
+            raise ErasureError(f"frozen_batch must be an integer >= 1 or auto (got {self.frozen_batch!r})")
+        if min(self.iterations, self.batch_size, self.ddim_steps, self.pool_reuse) < 1:
+            raise ErasureError("iterations, batch_size, ddim_steps and pool_reuse must be >= 1")
         if self.pool_reuse > self.iterations * self.batch_size:
             raise ErasureError(f"pool_reuse {self.pool_reuse} exceeds the number of training samples "
                                f"({self.iterations * self.batch_size}); lower it")
@@ -118,6 +123,18 @@ def use_gradient_checkpointing(setting: bool | str, unet: nn.Module) -> bool:
     if setting == "auto":
         return sum(p.numel() for p in unet.parameters()) >= AUTO_CHECKPOINTING_PARAMS
     return bool(setting)
+
+
+NOISE_CHUNK = 4  # trajectories per noise draw in the pool (the world's frozen_batch 8 // 2, as measured before)
+
+
+def resolve_frozen_batch(setting: int | str, unet: nn.Module) -> int:
+    """``frozen_batch``: as given, or "auto" = 2 for UNets of at least AUTO_CHECKPOINTING_PARAMS parameters
+    (on SD 1.5's shape a no-grad forward at batch 4 peaks at 0.55x the reference loop's training step,
+    ``scripts/bench_esd.py``), else 8."""
+    if setting == "auto":
+        return 2 if sum(p.numel() for p in unet.parameters()) >= AUTO_CHECKPOINTING_PARAMS else 8
+    return int(setting)
 
 
 def esd_target(eps_anchor: Tensor, eps_concept: Tensor, eta: float) -> Tensor:
@@ -427,9 +444,9 @@ def esd_edit(
                 loss = loss + cfg.latent_anchor_weight * _anchoring_loss(
                     student, accelerator, student_part.teacher, x, t, emb_concepts[which[0]], emb_anchor_prompts,
                     cfg.latent_anchors, anchor_generator, rng, counter)
-            optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)  # here, not before backward: no stale gradients under the next forward
             losses.append(float(loss.detach()))
             if bar is not None:
                 bar.update(1)
@@ -487,12 +504,16 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_concepts, emb_ancho
                     break
             else:
                 queues.append([i])
-        batch = max(1, cfg.frozen_batch // 2)  # CFG doubles the UNet batch
         queues.sort(key=lambda q: max(steps - int(t_enc[i]) for i in q))  # similar depths run together
+        # the starting noise is drawn in fixed chunks of NOISE_CHUNK trajectories, whatever the UNet batch,
+        # so frozen_batch changes memory and speed but not the pool (beyond float rounding)
+        noise_all = torch.cat([torch.randn((len(queues[b : b + NOISE_CHUNK]), *sampler.shape),
+                                           generator=torch.Generator().manual_seed(int(rng.integers(2**31))),
+                                           dtype=torch.float32) for b in range(0, len(queues), NOISE_CHUNK)])
+        batch = max(1, resolve_frozen_batch(cfg.frozen_batch, unet) // 2)  # CFG doubles the UNet batch
         for b in range(0, len(queues), batch):
             group = queues[b : b + batch]
-            noise = torch.randn((len(group), *sampler.shape), generator=torch.Generator().manual_seed(
-                int(rng.integers(2**31))), dtype=torch.float32).to(device)
+            noise = noise_all[b : b + batch].to(device)
             deepest = max(steps - int(t_enc[i]) for q in group for i in q)
             states = sampler.run(emb_concepts[c : c + 1], emb_empty, noise, deepest)
             for g, q in enumerate(group):
@@ -502,7 +523,7 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_concepts, emb_ancho
     t = torch.as_tensor(t_train, device=device)
     concept_idx = torch.as_tensor(which, device=device)
     eps_a, eps_c = _frozen_predictions(unet, xs, t, emb_anchor[concept_idx], emb_concepts[concept_idx], counter,
-                                       batch=cfg.frozen_batch)
+                                       batch=resolve_frozen_batch(cfg.frozen_batch, unet))
     return {"x": xs, "t": t, "concept": concept_idx, "eps_anchor": eps_a, "eps_concept": eps_c,
             "trajectories": torch.tensor([trajectories])}
 
