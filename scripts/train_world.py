@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                         "to a renderer change without retraining every stage (logged)")
     args = p.parse_args(argv)
     if args.stages == ",".join(ALL) and not args.sequential:
+        if args.steps or args.lr or args.seed or args.init_unet:
+            p.error("--steps, --lr, --seed and --init-unet change single stages; name them with --stages "
+                    "(e.g. --stages unet) or add --sequential")
         return run_in_lanes(args)
     stages = [s for s in args.stages.split(",") if s]
     unknown = [s for s in stages if s not in ALL]
@@ -65,12 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown stage(s) {unknown}; choose from {', '.join(ALL)}")
     torch.set_num_threads(args.threads)
     run = Path(args.run)
-    run.mkdir(parents=True, exist_ok=True)
-    tok = clip_tokenizer(run / "tokenizer")
     cfgs = {k: dataclasses.replace(v, steps=max(1, int(v.steps * args.scale))) for k, v in T.DEFAULT_STAGES.items()}
+    overrides: list[dict] = []  # written only once every flag is valid: a bad flag leaves nothing behind
+
     def log_override(**row) -> None:  # recorded in world.json's training_overrides by assemble
-        with open(run / "steps_overrides.jsonl", "a") as f:
-            f.write(json.dumps({**row, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        overrides.append({**row, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
     for item in args.steps:
         name, _, n = item.partition("=")
@@ -101,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
                     "erasure/world/weights/pipeline/unet")
         cfgs["unet"] = dataclasses.replace(cfgs["unet"], extra=dict(cfgs["unet"].extra, init=str(init)))
         log_override(stage="unet", init=str(init), init_sha256=T.folder_sha256(init))
+    run.mkdir(parents=True, exist_ok=True)
+    if overrides:
+        with open(run / "steps_overrides.jsonl", "a") as f:
+            f.writelines(json.dumps(row) + "\n" for row in overrides)
+    tok = clip_tokenizer(run / "tokenizer")
     if args.scale < 1:  # a quick check also encodes a smaller latent pool
         unet_extra = dict(cfgs["unet"].extra, pool=max(1024, int(cfgs["unet"].extra["pool"] * args.scale)))
         cfgs["unet"] = dataclasses.replace(cfgs["unet"], extra=unet_extra)

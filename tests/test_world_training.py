@@ -49,3 +49,32 @@ def test_degrade_keeps_range_and_shape():
     x = torch.rand(8, 3, 32, 32)
     y = T.degrade(x, np.random.default_rng(0))
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+
+
+def _train_world_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_world.py"
+    spec = importlib.util.spec_from_file_location("train_world_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("flags", [
+    ["--stages", "unet", "--steps", "unet=10", "--lr", "unet=-1"],   # a good flag, then a bad one
+    ["--stages", "unet", "--seed", "unet=x"],
+    ["--stages", "unet", "--init-unet", "/nonexistent/unet"],
+    ["--steps", "unet=10"],                                           # lanes would ignore it
+])
+def test_train_world_refuses_bad_flags_and_writes_nothing(tmp_path, capsys, flags):
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        _train_world_script().main(["--run", str(run), *flags])
+    assert info.value.code == 2
+    assert not run.exists()  # no tokenizer folder, no logged override
+    assert len(capsys.readouterr().err.strip().splitlines()[-1]) > 20
