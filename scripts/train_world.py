@@ -1,6 +1,6 @@
 """Train the built-in world (shapeworld) from scratch, resumably, and install it into the package.
 
-    python scripts/train_world.py                      # all stages, about 1h45 on 2 CPU cores
+    python scripts/train_world.py                      # all stages, about 85 min on 2 CPU cores
     python scripts/train_world.py --stages clip,vae    # some stages, in this process
     python scripts/train_world.py --scale 0.1          # a short run, to check the bars first
 

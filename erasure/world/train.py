@@ -43,7 +43,7 @@ DEFAULT_STAGES: dict[str, StageConfig] = {
     "vae": StageConfig(steps=1700, batch_size=32, lr=1e-3, seed=2, extra={"kl_weight": 1e-6, "edge_weight": 1.0}),
     "classifier": StageConfig(steps=1200, batch_size=128, lr=2e-3, seed=3),
     "unet": StageConfig(
-        steps=5000, batch_size=64, lr=4e-4, warmup=200, seed=4,
+        steps=10000, batch_size=64, lr=4e-4, warmup=200, seed=4,
         extra={"pool": 100_000, "caption_dropout": 0.1, "ema": 0.999, "snr_gamma": 5.0, "empty_fraction": 0.04},
     ),
 }
