@@ -382,10 +382,11 @@ def variant_sd15_erase(args) -> dict:
     return out
 
 
-VARIANTS = {"world-ours": variant_world, "sd15-erase-reference": variant_sd15_erase, "sd15-erase-ours": variant_sd15_erase, "world-reference": variant_world, "sd15-time": variant_sd15_time,
+VARIANTS = {"world-ours": variant_world, "world-reference": variant_world, "sd15-time": variant_sd15_time,
             "sd15-mem-reference": variant_sd15_mem, "sd15-mem-ours": variant_sd15_mem,
             "sd15-mem-ours-no-gc": variant_sd15_mem,
-            "sd15-mem-pool": variant_sd15_mem}
+            "sd15-mem-pool": variant_sd15_mem,
+            "sd15-erase-reference": variant_sd15_erase, "sd15-erase-ours": variant_sd15_erase}
 
 
 # --------------------------------------------------------------------------- orchestration

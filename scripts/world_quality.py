@@ -75,10 +75,12 @@ def main(argv=None) -> int:
     rows = ["| measurement | shape | colour | texture | background | bar | met |", "|---|---|---|---|---|---|---|"]
 
     def row(name, d, bar_keys):
-        ok = all(d[a] >= bars[b] for a, b in bar_keys)
+        """A table row and whether it meets its bars; bar_keys None: reported beside the bars, not held to
+        them (the synonym rows: the issue's bars name the captions)."""
         cells = [(_pct(d[a]) if a in d else "-") for a in ("shape", "colour", "texture", "background")]
-        if "synonym" in name:  # reported beside the bars, not held to them (the issue's bars name the captions)
-            return f"| {name} | " + " | ".join(cells) + " | none (reported) | - |", ok
+        if bar_keys is None:
+            return f"| {name} | " + " | ".join(cells) + " | none (reported) | - |", None
+        ok = all(d[a] >= bars[b] for a, b in bar_keys)
         bar = ", ".join(sorted({f">= {_pct(bars[b])}" for _, b in bar_keys}))
         return f"| {name} | " + " | ".join(cells) + f" | {bar} | {'yes' if ok else 'NO'} |", ok
 
@@ -92,14 +94,12 @@ def main(argv=None) -> int:
          [("shape", "generated_shape"), ("colour", "generated_colour"), ("texture", "generated_texture")]),
         ("generated, held-out combinations (n=%d)" % gen["held-out"]["n"], gen["held-out"],
          [("shape", "generated_shape"), ("colour", "generated_colour"), ("texture", "generated_texture")]),
-        ("generated, seen, synonym captions (n=%d)" % syn["seen"]["n"], syn["seen"],
-         [("shape", "generated_shape"), ("colour", "generated_colour"), ("texture", "generated_texture")]),
-        ("generated, held-out, synonym captions (n=%d)" % syn["held-out"]["n"], syn["held-out"],
-         [("shape", "generated_shape"), ("colour", "generated_colour"), ("texture", "generated_texture")]),
+        ("generated, seen, synonym captions (n=%d)" % syn["seen"]["n"], syn["seen"], None),
+        ("generated, held-out, synonym captions (n=%d)" % syn["held-out"]["n"], syn["held-out"], None),
     ]:
         line, ok = row(name, d, keys)
         rows.append(line)
-        if "synonym" not in name:
+        if ok is not None:
             table_ok &= ok
     res["bars_met"] = table_ok
     s = res["settings"]

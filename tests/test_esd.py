@@ -124,7 +124,7 @@ def test_auto_memory_settings_turn_on_for_large_unets_and_change_nothing(sd1, mo
     plain = erase(sd1, "esd-x", "red star", **settings)  # "auto" on a tiny UNet: off
     assert plain.info["gradient_checkpointing"] is False
     assert esd.resolve_frozen_batch("auto", sd1.unet) == 8 and esd.resolve_frozen_batch(3, sd1.unet) == 3
-    monkeypatch.setattr(esd, "AUTO_CHECKPOINTING_PARAMS", 1)  # every UNet counts as large
+    monkeypatch.setattr(esd, "SD_SIZED_UNET_PARAMS", 1)  # every UNet counts as large
     assert esd.resolve_frozen_batch("auto", sd1.unet) == 2  # smaller no-grad batches for the pool, too
     # (Adam amplifies float rounding in near-zero gradients, so the pool's batch size is held equal here;
     # that it leaves the pool itself unchanged is tested below)

@@ -1,6 +1,7 @@
 """World training utilities: exact resumption, the caption truth table, the lr schedule."""
 
 import numpy as np
+import pytest
 import torch
 
 from erasure.world import train as T
@@ -60,9 +61,6 @@ def _train_world_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-import pytest  # noqa: E402
 
 
 @pytest.mark.parametrize("flags", [

@@ -63,7 +63,7 @@ class ESDConfig:
     sampling: str = "frozen"  # or "student" (the original paper code)
     pool_reuse: int = 1  # frozen sampling: how many times each cached (x_t, t, targets) sample is reused
     seed: int = 0
-    # "auto": on for UNets of SD size (>= AUTO_CHECKPOINTING_PARAMS parameters), where activations dominate
+    # "auto": on for UNets of SD size (>= SD_SIZED_UNET_PARAMS parameters), where activations dominate
     # the training step's memory; off for small ones such as the built-in world, where time matters more
     gradient_checkpointing: bool | str = "auto"
     mixed_precision: str = "no"  # "no", "fp16", "bf16" (accelerate)
@@ -113,15 +113,20 @@ class ESDConfig:
             raise ErasureError("latent_anchors and latent_anchor_weight must be >= 0")
 
 
-AUTO_CHECKPOINTING_PARAMS = 100_000_000  # SD 1.x/2.x UNets have ~860M; the built-in world's ~1.5M
+SD_SIZED_UNET_PARAMS = 100_000_000  # SD 1.x/2.x UNets have ~860M; the built-in world's ~1.5M
+
+
+def is_sd_sized(unet: nn.Module) -> bool:
+    """Whether the "auto" memory settings treat ``unet`` as SD-sized (activations dominate memory)."""
+    return sum(p.numel() for p in unet.parameters()) >= SD_SIZED_UNET_PARAMS
 
 
 def use_gradient_checkpointing(setting: bool | str, unet: nn.Module) -> bool:
-    """Resolve ``gradient_checkpointing``: True/False as given; "auto" = on for UNets of at least
-    AUTO_CHECKPOINTING_PARAMS parameters. On SD 1.5's shape it takes one training step's peak memory from
+    """Resolve ``gradient_checkpointing``: True/False as given; "auto" = on for SD-sized UNets
+    (:func:`is_sd_sized`). On SD 1.5's shape it takes one training step's peak memory from
     0.66x to 0.57x of the reference loop's at ~30% more step time (``scripts/bench_esd.py --memory-only``)."""
     if setting == "auto":
-        return sum(p.numel() for p in unet.parameters()) >= AUTO_CHECKPOINTING_PARAMS
+        return is_sd_sized(unet)
     return bool(setting)
 
 
@@ -129,11 +134,11 @@ NOISE_CHUNK = 4  # trajectories per noise draw in the pool (the world's frozen_b
 
 
 def resolve_frozen_batch(setting: int | str, unet: nn.Module) -> int:
-    """``frozen_batch``: as given, or "auto" = 2 for UNets of at least AUTO_CHECKPOINTING_PARAMS parameters
-    (on SD 1.5's shape a no-grad forward at batch 4 peaks at 0.55x the reference loop's training step,
-    ``scripts/bench_esd.py``), else 8."""
+    """``frozen_batch``: as given, or "auto" = 2 for SD-sized UNets (:func:`is_sd_sized`; on SD 1.5's shape a
+    no-grad forward at batch 4 peaks at 0.55x the reference loop's training step, ``scripts/bench_esd.py``),
+    else 8."""
     if setting == "auto":
-        return 2 if sum(p.numel() for p in unet.parameters()) >= AUTO_CHECKPOINTING_PARAMS else 8
+        return 2 if is_sd_sized(unet) else 8
     return int(setting)
 
 
@@ -485,6 +490,7 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_concepts, emb_ancho
     the frozen predictions; ``n_samples / pool_reuse`` distinct samples."""
     distinct = max(1, math.ceil(n_samples / cfg.pool_reuse))
     steps = cfg.ddim_steps
+    frozen_batch = resolve_frozen_batch(cfg.frozen_batch, unet)
     which = rng.integers(0, len(emb_concepts), size=distinct)
     t_enc = rng.integers(0, steps, size=distinct)
     t_train = np.array([training_timestep(int(k), steps, rng) for k in t_enc])
@@ -510,7 +516,7 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_concepts, emb_ancho
         noise_all = torch.cat([torch.randn((len(queues[b : b + NOISE_CHUNK]), *sampler.shape),
                                            generator=torch.Generator().manual_seed(int(rng.integers(2**31))),
                                            dtype=torch.float32) for b in range(0, len(queues), NOISE_CHUNK)])
-        batch = max(1, resolve_frozen_batch(cfg.frozen_batch, unet) // 2)  # CFG doubles the UNet batch
+        batch = max(1, frozen_batch // 2)  # CFG doubles the UNet batch
         for b in range(0, len(queues), batch):
             group = queues[b : b + batch]
             noise = noise_all[b : b + batch].to(device)
@@ -523,7 +529,7 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_concepts, emb_ancho
     t = torch.as_tensor(t_train, device=device)
     concept_idx = torch.as_tensor(which, device=device)
     eps_a, eps_c = _frozen_predictions(unet, xs, t, emb_anchor[concept_idx], emb_concepts[concept_idx], counter,
-                                       batch=resolve_frozen_batch(cfg.frozen_batch, unet))
+                                       batch=frozen_batch)
     return {"x": xs, "t": t, "concept": concept_idx, "eps_anchor": eps_a, "eps_concept": eps_c,
             "trajectories": torch.tensor([trajectories])}
 
