@@ -1,10 +1,12 @@
-"""Write the built-in world's prompt sets to prompts/shapeworld/ (deterministic: same seed, same files).
+"""Write the built-in world's prompt sets to erasure/data/prompts/shapeworld/ (deterministic: same seed, same files).
 
     python scripts/make_world_prompts.py            # write (refuses to replace files without --force)
     python scripts/make_world_prompts.py --force    # regenerate the committed CSVs
-    python scripts/make_world_prompts.py --check    # exit 1 if the committed CSVs differ from a fresh build
+    python scripts/make_world_prompts.py --check    # exit 1 if the packaged CSVs differ from a fresh build
 
-The sets themselves are defined in erasure/evaluation/world_prompts.py.
+The sets themselves are defined in erasure/evaluation/world_prompts.py. ``--check`` reads the prompt sets
+the installed package ships (importlib.resources), so it checks a wheel install as well as a checkout;
+writing goes to this checkout's package data folder unless ``--out`` says otherwise.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from erasure.evaluation.prompts import PROMPTS_DIR
+from erasure.evaluation.prompts import PACKAGED_PROMPTS
 from erasure.evaluation.world_prompts import world_prompt_sets
+
+# Where the committed CSVs live in a checkout (the source of the package data).
+CHECKOUT_PROMPTS = Path(__file__).resolve().parents[1] / "erasure" / "data" / "prompts"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=PROMPTS_DIR, help="prompts folder (default: the repo's prompts/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="prompts folder (default: erasure/data/prompts/ of this checkout; with --check, "
+                             "the installed package's prompt sets)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="replace existing CSVs")
     parser.add_argument("--check", action="store_true", help="compare with the files in --out instead of writing")
@@ -28,25 +35,27 @@ def main(argv: list[str] | None = None) -> int:
 
     sets = world_prompt_sets(seed=args.seed)
     if args.check:
+        root = args.out if args.out is not None else PACKAGED_PROMPTS
         with tempfile.TemporaryDirectory() as tmp:
             stale = []
             for relative, prompt_set in sets.items():
                 fresh = prompt_set.to_csv(Path(tmp) / relative)
-                committed = args.out / relative
+                committed = root.joinpath(*relative.split("/"))
                 if not committed.is_file() or committed.read_bytes() != fresh.read_bytes():
                     stale.append(relative)
         for relative in stale:
-            print(f"differs: {args.out / relative}")
-        print(f"{len(sets) - len(stale)}/{len(sets)} prompt sets up to date")
+            print(f"differs: {root.joinpath(*relative.split('/'))}")
+        print(f"{len(sets) - len(stale)}/{len(sets)} prompt sets up to date in {root}")
         return 1 if stale else 0
-    existing = [relative for relative in sets if (args.out / relative).exists()]
+    out = args.out if args.out is not None else CHECKOUT_PROMPTS
+    existing = [relative for relative in sets if (out / relative).exists()]
     if existing and not args.force:
-        print(f"error: {len(existing)} prompt sets already exist in {args.out}; pass --force to replace them",
+        print(f"error: {len(existing)} prompt sets already exist in {out}; pass --force to replace them",
               file=sys.stderr)
         return 2
     for relative, prompt_set in sets.items():
-        prompt_set.to_csv(args.out / relative, overwrite=args.force)
-    print(f"wrote {len(sets)} prompt sets ({sum(len(s) for s in sets.values())} prompts) to {args.out / 'shapeworld'}")
+        prompt_set.to_csv(out / relative, overwrite=args.force)
+    print(f"wrote {len(sets)} prompt sets ({sum(len(s) for s in sets.values())} prompts) to {out / 'shapeworld'}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Protocol presets for real models, as data: ``prompts/presets/<name>.json``.
+"""Protocol presets for real models, as package data: ``erasure/data/prompts/presets/<name>.json``.
 
 A preset records what a published protocol uses (prompt files and their columns, seeds, classifier,
 thresholds, metric definitions, sources), written from the papers' repositories. It points at the
@@ -13,14 +13,15 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from erasure.errors import ErasureError
-from erasure.evaluation.prompts import PROMPTS_DIR, PromptSet, read_prompt_set
+from erasure.evaluation.prompts import PACKAGED_PROMPTS, PromptSet, packaged_files, read_prompt_set
 from erasure.registry import Registry
 
-PRESETS_DIR = PROMPTS_DIR / "presets"
+PACKAGED_PRESETS: Traversable = PACKAGED_PROMPTS / "presets"
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,14 @@ class ProtocolPreset:
         return prompt_set
 
 
-def presets() -> Registry[Path]:
-    """The registry of preset files (name -> JSON path) in ``prompts/presets/``."""
-    registry: Registry[Path] = Registry("preset")
-    if not PRESETS_DIR.is_dir():
-        raise ErasureError(f"protocol presets live in {PRESETS_DIR}, which is missing (erasure installed without "
-                           "its repository?); run from a checkout")
-    for path in sorted(PRESETS_DIR.glob("*.json")):
-        registry.register(path.stem, path)
+def presets() -> Registry[Traversable]:
+    """The registry of preset files (name -> JSON file) packaged in ``erasure/data/prompts/presets/``."""
+    registry: Registry[Traversable] = Registry("preset")
+    if not PACKAGED_PRESETS.is_dir():
+        raise ErasureError(f"the packaged protocol presets are missing from {PACKAGED_PRESETS} (a broken install?); "
+                           "reinstall erasure")
+    for parts, preset_file in packaged_files(PACKAGED_PRESETS, ".json"):
+        registry.register("-".join(parts), preset_file)
     return registry
 
 
@@ -89,7 +90,7 @@ def preset_names() -> tuple[str, ...]:
 
 
 def load_preset(name: str) -> ProtocolPreset:
-    """Load ``prompts/presets/<name>.json``; a typo raises ErasureError with "did you mean"."""
+    """Load the packaged preset ``<name>.json``; a typo raises ErasureError with "did you mean"."""
     path = presets().get(name)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

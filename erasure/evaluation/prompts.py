@@ -11,11 +11,10 @@ The reader also takes the prompt files of the literature exactly as published, w
 - ``evaluation_guidance`` may be missing (None: the sampler's default applies);
 - seeds go up to 2^32-1 (I2P), prompts may be quoted with commas or newlines, or be empty (I2P has one).
 
-Named sets (e.g. ``shapeworld-shape-star``) are the CSVs under the repository's top-level ``prompts/``
-folder, which the task layout asks for; the name is the path below ``prompts/`` with ``/`` -> ``-``
-and without ``.csv``. The folder is found relative to this file (``Path(__file__).parents[2]``), so
-named sets work from a checkout or an editable install; a wheel-only install has no ``prompts/`` and
-says so, and any CSV path still works. ``prompts/presets/`` holds protocol presets (see ``presets.py``).
+Named sets (e.g. ``shapeworld-shape-star``) are the CSVs shipped as package data in ``erasure/data/prompts/``
+and read with ``importlib.resources``, so they work the same from a wheel, an editable install or a
+checkout; the name is the path below ``prompts/`` with ``/`` -> ``-`` and without ``.csv``. Any CSV path
+works too, installed or not. ``prompts/presets/`` holds protocol presets (see ``presets.py``).
 """
 
 from __future__ import annotations
@@ -26,13 +25,16 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field, replace
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Iterator
 
 from erasure.errors import ErasureError
 from erasure.registry import Registry
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+# The packaged prompt folder (a Traversable: a directory on disk for every ordinary install).
+PACKAGED_PROMPTS: Traversable = resources.files("erasure.data") / "prompts"
 
 # Accepted spellings of each standard column, most preferred first (headers compare case-insensitively).
 # When several are present, the first wins and the others stay in ``extra``.
@@ -162,7 +164,7 @@ class PromptSet:
 
 
 def read_prompt_set(
-    path_or_name: str | Path,
+    path_or_name: str | Path | Traversable,
     *,
     default_seed: int | None = None,
     name: str | None = None,
@@ -173,6 +175,8 @@ def read_prompt_set(
     ``name`` overrides the set's name (default: the registered name, or the file's stem).
     A file that cannot be read raises ErasureError with one line naming the file and the problem.
     """
+    if not isinstance(path_or_name, (str, Path)):  # a packaged file, e.g. from prompt_sets().get(name)
+        return _read_csv(path_or_name, name=name or Path(path_or_name.name).stem, default_seed=default_seed)
     text = str(path_or_name)
     looks_like_path = isinstance(path_or_name, Path) or text.endswith(".csv") or os.sep in text or "/" in text
     if looks_like_path or Path(text).is_file():
@@ -182,31 +186,47 @@ def read_prompt_set(
     return _read_csv(path, name=name or text, default_seed=default_seed)
 
 
-_PROMPT_SETS: Registry[Path] = Registry("prompt set")
-_scanned: set[Path] = set()
+_PROMPT_SETS: Registry[Path | Traversable] = Registry("prompt set")
+_scanned = False
 
 
-def prompt_sets() -> Registry[Path]:
-    """The registry of named prompt sets (name -> CSV path), filled from ``prompts/`` on first use.
+def prompt_sets() -> Registry[Path | Traversable]:
+    """The registry of named prompt sets (name -> CSV file), filled from the packaged ``prompts/`` on first use.
 
     Register your own with ``prompt_sets().register("my-set", Path("my.csv"))``.
     """
-    root = PROMPTS_DIR
-    if root not in _scanned:
-        if not root.is_dir():
-            raise ErasureError(
-                f"named prompt sets live in {root}, which is missing (erasure installed without its "
-                "repository?); pass the path of a CSV file instead"
-            )
-        for csv_path in sorted(root.rglob("*.csv")):
-            relative = csv_path.relative_to(root).with_suffix("")
-            if relative.parts[0] == "presets":
+    global _scanned
+    if not _scanned:
+        if not PACKAGED_PROMPTS.is_dir():
+            raise ErasureError(f"the packaged prompt sets are missing from {PACKAGED_PROMPTS} (a broken install?); "
+                               "reinstall erasure, or pass the path of a CSV file instead")
+        for relative, csv_file in packaged_files(PACKAGED_PROMPTS, ".csv"):
+            if relative[0] == "presets":
                 continue
-            set_name = "-".join(relative.parts)
+            set_name = "-".join(relative)
             if set_name not in _PROMPT_SETS:
-                _PROMPT_SETS.register(set_name, csv_path)
-        _scanned.add(root)
+                _PROMPT_SETS.register(set_name, csv_file)
+        _scanned = True
     return _PROMPT_SETS
+
+
+def packaged_files(root: Traversable, suffix: str) -> list[tuple[tuple[str, ...], Traversable]]:
+    """Every file below ``root`` ending in ``suffix``, as (path parts without the suffix, file), sorted.
+
+    Walks with the Traversable API only (``iterdir``), which ``importlib.resources`` guarantees for any
+    install, where ``Path.rglob`` would assume the package lies on disk.
+    """
+    found: list[tuple[tuple[str, ...], Traversable]] = []
+
+    def walk(folder: Traversable, parts: tuple[str, ...]) -> None:
+        for entry in folder.iterdir():
+            if entry.is_dir():
+                walk(entry, (*parts, entry.name))
+            elif entry.name.endswith(suffix):
+                found.append(((*parts, entry.name[: -len(suffix)]), entry))
+
+    walk(root, ())
+    return sorted(found, key=lambda item: item[0])
 
 
 def prompt_set_names() -> tuple[str, ...]:
@@ -214,7 +234,7 @@ def prompt_set_names() -> tuple[str, ...]:
     return prompt_sets().names()
 
 
-def _read_csv(path: Path, *, name: str, default_seed: int | None) -> PromptSet:
+def _read_csv(path: Path | Traversable, *, name: str, default_seed: int | None) -> PromptSet:
     if not path.is_file():
         hint = "it is a folder" if path.is_dir() else "no such file"
         raise ErasureError(f"cannot read prompt file {path}: {hint}; give the path of a CSV file")
@@ -229,7 +249,7 @@ def _read_csv(path: Path, *, name: str, default_seed: int | None) -> PromptSet:
         raise ErasureError(f"prompt file {path} is not valid CSV ({e}); check its quoting") from None
 
 
-def _parse(reader, path: Path, *, name: str, default_seed: int | None) -> PromptSet:
+def _parse(reader, path: Path | Traversable, *, name: str, default_seed: int | None) -> PromptSet:
     header = [h.strip() for h in next(reader, [])]
     if not header:
         raise ErasureError(f"prompt file {path} is empty; it needs a header row with at least a 'prompt' column")
@@ -268,7 +288,7 @@ def _parse(reader, path: Path, *, name: str, default_seed: int | None) -> Prompt
     return PromptSet(name=name, records=tuple(records), source=str(path))
 
 
-def _standard_columns(path: Path, header: list[str]) -> dict[str, int]:
+def _standard_columns(path: Path | Traversable, header: list[str]) -> dict[str, int]:
     """Map each standard column to its index in ``header`` (first alias present wins)."""
     lowered = [h.lower() for h in header]
     duplicates = sorted({h for h in lowered if h and lowered.count(h) > 1})

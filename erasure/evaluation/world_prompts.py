@@ -14,8 +14,8 @@ For each shape, colour and texture ``C`` (attribute ``A``), ``shapeworld/<A>-<C>
 Every row carries the labels its prompt names (columns ``shape, colour, texture, background``, empty
 when unnamed), so classifier metrics know what each image should show. Rows never name a (shape, colour)
 pair of ``HELD_OUT`` outside the ``held-out`` group. Everything is a pure function of ``seed``:
-``scripts/make_world_prompts.py`` writes these sets to ``prompts/`` and the tests check the committed
-CSVs still equal a fresh build.
+``scripts/make_world_prompts.py`` writes these sets to the package data ``erasure/data/prompts/`` and the
+tests check the committed CSVs still equal a fresh build.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def world_concepts() -> list[tuple[str, str]]:
 
 
 def world_prompt_sets(seed: int = 0) -> dict[str, PromptSet]:
-    """Every world prompt set, keyed by its path below ``prompts/`` (e.g. ``shapeworld/shape-star.csv``)."""
+    """Every world prompt set, keyed by its path below the packaged ``prompts/`` (e.g. ``shapeworld/shape-star.csv``)."""
     sets = {f"shapeworld/{a}-{v}.csv": concept_prompt_set(a, v, seed=seed) for a, v in world_concepts()}
     sets["shapeworld/all-combinations.csv"] = all_combinations_prompt_set(seed=seed)
     return sets
