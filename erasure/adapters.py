@@ -28,9 +28,10 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from erasure.edit import Edit, tensor_sha256
+from erasure.edit import Edit
 from erasure.errors import ErasureError
 from erasure.modules import target_layer
+from erasure.precision import base_matches
 
 ADAPTER_FORMAT = "erasure.adapter/1"
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -80,11 +81,30 @@ class Adapter:
     lora_config: Mapping[str, Any]
     base_hashes: Mapping[str, str]  # "unet.<module>.weight" -> sha256 of the base weight
     info: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # as Edit: the base model's load dtype and the base weights' hashes rounded to fp16 / bf16
+    base_dtype: str | None = None
+    base_hashes_rounded: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    kind = "adapter"  # the result protocol (erasure.results)
+
+    def __eq__(self, other: object) -> bool:
+        """Same method, concepts, config, LoRA config, base and factors (tensors compared exactly)."""
+        if not isinstance(other, Adapter):
+            return NotImplemented
+        return (self.method == other.method and self.concepts == other.concepts
+                and dict(self.config) == dict(other.config) and dict(self.lora_config) == dict(other.lora_config)
+                and dict(self.base_hashes) == dict(other.base_hashes)
+                and set(self.peft_state_dict) == set(other.peft_state_dict)
+                and all(torch.equal(v.cpu(), other.peft_state_dict[k].cpu()) for k, v in self.peft_state_dict.items()))
+
+    __hash__ = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "concepts", tuple(self.concepts))
         for name in ("config", "peft_state_dict", "lora_config", "base_hashes", "info"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
+        object.__setattr__(self, "base_hashes_rounded", _frozen({k: _frozen(v) for k, v in
+                                                                 self.base_hashes_rounded.items()}))
         modules = self.modules
         missing = [m for m in modules if f"unet.{m}.weight" not in self.base_hashes]
         if missing:
@@ -154,7 +174,15 @@ class Adapter:
                                    "it was made for another base model")
             # the base is the weight before any erasure adapter was fused into it
             base = next((f[m] for f in fused if m in f), layer.weight)
-            if hashes and tensor_sha256(base) != self.base_hashes[f"unet.{m}.weight"]:
+            if not hashes:
+                continue
+            key = f"unet.{m}.weight"
+            match = base_matches(base, {"exact": self.base_hashes[key], **self.base_hashes_rounded.get(key, {})},
+                                 self.base_dtype)
+            if match is None:
+                raise ErasureError(f"this adapter was made on a {self.base_dtype} load and the pipeline is "
+                                   f"{base.dtype}; load the model in fp32 or in the adapter's dtype")
+            if not match:
                 raise ErasureError(f"{m} differs from the weights this adapter was made from; use the same base "
                                    "model (or pass check=False)")
 
@@ -245,15 +273,15 @@ class Adapter:
 
     def to_edit(self, pipe, scale: float = 1.0) -> Edit:
         """The fused weights as a dense :class:`~erasure.edit.Edit` (base values read from ``pipe``)."""
+        from erasure.edit import make_edit
+
         self.check_base(pipe, hashes=False)
-        tensors, originals, hashes = {}, {}, {}
+        new = {}
         for key, delta in self.deltas(scale).items():
             w = target_layer(pipe.unet, key[len("unet."):-len(".weight")]).weight.detach()
-            originals[key] = w.clone()
-            hashes[key] = tensor_sha256(w)
-            tensors[key] = (w.float() + delta.to(w.device)).to(w.dtype)
-        return Edit(method=self.method, concepts=self.concepts, config=dict(self.config), tensors=tensors,
-                    base_hashes=hashes, originals=originals, info={**dict(self.info), "from_adapter": True})
+            new[key] = (w.float() + delta.to(w.device)).to(w.dtype)
+        return make_edit(pipe, self.method, self.concepts, dict(self.config), new,
+                         info={**dict(self.info), "from_adapter": True})
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -267,6 +295,8 @@ class Adapter:
             "erasure_config": json.dumps(dict(self.config), default=str),
             "erasure_lora_config": json.dumps(dict(self.lora_config)),
             "erasure_base_hashes": json.dumps(dict(self.base_hashes)),
+            "erasure_base_dtype": json.dumps(self.base_dtype),
+            "erasure_base_hashes_rounded": json.dumps({k: dict(v) for k, v in self.base_hashes_rounded.items()}),
             "erasure_info": json.dumps(dict(self.info), default=str),
             "erasure_versions": json.dumps(package_versions()),
         }
@@ -309,17 +339,31 @@ class Adapter:
                    config=json.loads(meta["erasure_config"]),
                    peft_state_dict={k[len("unet."):]: v for k, v in tensors.items()},
                    lora_config=json.loads(meta["erasure_lora_config"]),
-                   base_hashes=json.loads(meta["erasure_base_hashes"]), info=json.loads(meta.get("erasure_info", "{}")))
+                   base_hashes=json.loads(meta["erasure_base_hashes"]), info=json.loads(meta.get("erasure_info", "{}")),
+                   base_dtype=json.loads(meta.get("erasure_base_dtype", "null")),
+                   base_hashes_rounded=json.loads(meta.get("erasure_base_hashes_rounded", "{}")))
 
 
 def make_adapter(pipe, method: str, concepts, config: Mapping[str, Any], peft_state_dict: Mapping[str, Tensor],
                  lora_config: Mapping[str, Any], info: Mapping[str, Any] | None = None) -> Adapter:
     """Build an :class:`Adapter`, hashing the base weights it targets from ``pipe``."""
+    from erasure.precision import dtype_name, value_hashes
+
     modules = sorted({k.rsplit(".lora_", 1)[0] for k in peft_state_dict})
-    hashes = {f"unet.{m}.weight": tensor_sha256(target_layer(pipe.unet, m).weight) for m in modules}
+    hashes, rounded, dtypes = {}, {}, set()
+    for m in modules:
+        weight = target_layer(pipe.unet, m).weight
+        h = value_hashes(weight)
+        hashes[f"unet.{m}.weight"] = h.pop("exact")
+        rounded[f"unet.{m}.weight"] = h
+        dtypes.add(weight.dtype)
+    bad = next((k for k, v in peft_state_dict.items() if not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise ErasureError(f"the adapter's {bad} holds non-finite values (NaN or inf): training diverged; lower the lr")
     sd = {k: v.detach().to("cpu", torch.float32).clone() for k, v in peft_state_dict.items()}
     return Adapter(method=method, concepts=tuple(concepts), config=dict(config), peft_state_dict=sd,
-                   lora_config=dict(lora_config), base_hashes=hashes, info=dict(info or {}))
+                   lora_config=dict(lora_config), base_hashes=hashes, info=dict(info or {}),
+                   base_dtype=dtype_name(dtypes.pop()) if len(dtypes) == 1 else None, base_hashes_rounded=rounded)
 
 
 def _set_state(pipe, state: dict) -> None:

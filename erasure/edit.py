@@ -75,6 +75,24 @@ class Edit:
     base_hashes: Mapping[str, str]
     originals: Mapping[str, Tensor] | None = field(default=None, repr=False, compare=False)
     info: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # the dtype the base model was loaded in, and each base tensor's hashes after rounding to fp16 / bf16
+    # (erasure.precision.value_hashes): an edit made on one load applies to another dtype's load of the
+    # same checkpoint, and only to that checkpoint
+    base_dtype: str | None = None
+    base_hashes_rounded: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    kind = "edit"  # the result protocol (erasure.results): what erase() returned
+
+    def __eq__(self, other: object) -> bool:
+        """Same method, concepts, config, base and values (tensors compared exactly, not elementwise)."""
+        if not isinstance(other, Edit):
+            return NotImplemented
+        return (self.method == other.method and self.concepts == other.concepts
+                and dict(self.config) == dict(other.config) and dict(self.base_hashes) == dict(other.base_hashes)
+                and set(self.tensors) == set(other.tensors)
+                and all(torch.equal(self.tensors[k].cpu(), other.tensors[k].cpu()) for k in self.tensors))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking contents: compare, do not hash
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "concepts", tuple(self.concepts))
@@ -82,6 +100,8 @@ class Edit:
         object.__setattr__(self, "tensors", _frozen(self.tensors))
         object.__setattr__(self, "base_hashes", _frozen(self.base_hashes))
         object.__setattr__(self, "info", _frozen(self.info))
+        object.__setattr__(self, "base_hashes_rounded", _frozen({k: _frozen(v) for k, v in
+                                                                 self.base_hashes_rounded.items()}))
         if self.originals is not None:
             object.__setattr__(self, "originals", _frozen(self.originals))
         missing = set(self.tensors) - set(self.base_hashes)
@@ -95,9 +115,19 @@ class Edit:
     # --- applying -------------------------------------------------------------------------
 
     def check_base(self, pipe) -> None:
-        """Raise ErasureError unless every edited parameter of ``pipe`` still holds the original values."""
+        """Raise ErasureError unless every edited parameter of ``pipe`` still holds the original values
+        (in the dtype ``pipe`` was loaded in: see :mod:`erasure.precision`)."""
+        from erasure.precision import base_matches
+
         for name in self.tensors:
-            if tensor_sha256(pipeline_parameter(pipe, name)) != self.base_hashes[name]:
+            param = pipeline_parameter(pipe, name)
+            recorded = {"exact": self.base_hashes[name], **self.base_hashes_rounded.get(name, {})}
+            match = base_matches(param, recorded, self.base_dtype)
+            if match is None:
+                raise ErasureError(
+                    f"this edit was made on a {self.base_dtype} load and the pipeline is {param.dtype}; fp16 and bf16 "
+                    "cannot be compared exactly: load the model in fp32 or in the edit's dtype")
+            if not match:
                 raise ErasureError(
                     f"{name} differs from the weights this edit was made from; apply it to the same base model "
                     "(or pass check=False to apply anyway)"
@@ -108,6 +138,10 @@ class Edit:
         """Write the new values into ``pipe`` (in place, keeping each parameter's dtype/device); returns ``pipe``."""
         if check:
             self.check_base(pipe)
+        bad = next((n for n, v in self.tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise ErasureError(f"the edit's {bad} holds non-finite values (NaN or inf); the erasure diverged: "
+                               "make it again with a lower lr")
         for name, value in self.tensors.items():
             param = pipeline_parameter(pipe, name)
             if param.shape != value.shape:
@@ -159,6 +193,8 @@ class Edit:
             "concepts": json.dumps(list(self.concepts)),
             "config": json.dumps(dict(self.config), default=str),
             "base_hashes": json.dumps(dict(self.base_hashes)),
+            "base_dtype": json.dumps(self.base_dtype),
+            "base_hashes_rounded": json.dumps({k: dict(v) for k, v in self.base_hashes_rounded.items()}),
             "info": json.dumps(dict(self.info), default=str),
             "versions": json.dumps(package_versions()),
         }
@@ -197,17 +233,27 @@ class Edit:
             tensors=tensors,
             base_hashes=json.loads(meta["base_hashes"]),
             info=json.loads(meta.get("info", "{}")),
+            base_dtype=json.loads(meta.get("base_dtype", "null")),
+            base_hashes_rounded=json.loads(meta.get("base_hashes_rounded", "{}")),
         )
 
 
 def make_edit(pipe, method: str, concepts, config: Mapping[str, Any], new_values: Mapping[str, Tensor],
               info: Mapping[str, Any] | None = None) -> Edit:
-    """Build an :class:`Edit` from new values of pipeline parameters (originals read from ``pipe``)."""
-    originals, hashes, tensors = {}, {}, {}
+    """Build an :class:`Edit` from new values of pipeline parameters (originals read from ``pipe``; the new
+    values are stored in each parameter's dtype)."""
+    from erasure.precision import dtype_name, value_hashes
+
+    originals, hashes, rounded, tensors = {}, {}, {}, {}
+    dtypes = set()
     for name, value in new_values.items():
         param = pipeline_parameter(pipe, name)
         originals[name] = param.detach().clone()
-        hashes[name] = tensor_sha256(param)
+        h = value_hashes(param)
+        hashes[name] = h.pop("exact")
+        rounded[name] = h
+        dtypes.add(param.dtype)
         tensors[name] = value.detach().to(param.device, param.dtype).clone()
     return Edit(method=method, concepts=tuple(concepts), config=config, tensors=tensors, base_hashes=hashes,
-                originals=originals, info=info or {})
+                originals=originals, info=info or {},
+                base_dtype=dtype_name(dtypes.pop()) if len(dtypes) == 1 else None, base_hashes_rounded=rounded)

@@ -408,26 +408,40 @@ def _write_bpe_files(tokenizer, folder: Path) -> None:
 
 # --- parameter groups that fine-tuning methods train --------------------------------------
 
-PARAMETER_GROUPS: tuple[str, ...] = ("esd-x", "esd-x-strict", "esd-u", "full")
+PARAMETER_GROUPS: tuple[str, ...] = ("esd-x", "esd-x-strict", "esd-u", "esd-u-original", "esd-u-all", "full")
+_LINEAR_OR_CONV = ("Linear", "Conv2d", "LoRACompatibleLinear", "LoRACompatibleConv")
 
 
 def parameter_group(unet: nn.Module, group: str) -> dict[str, nn.Parameter]:
     """The UNet parameters a fine-tuning erasure trains, by ESD's group names.
 
-    - ``esd-x``: every parameter of the cross-attention modules (``attn2``: to_q, to_k, to_v, to_out);
+    - ``esd-x``: every parameter of the cross-attention modules (``attn2``: to_q, to_k, to_v, to_out); the
+      current script's esd-x (Linear/Conv2d modules with ``attn2`` in their name) is the same set on SD;
     - ``esd-x-strict``: only the cross-attention key/value projections;
-    - ``esd-u``: everything except cross-attention (the current ESD code's definition, which includes
-      the time embedding and conv_in/conv_out; the original code also left those out);
+    - ``esd-u``: the current script's set exactly: the weights and biases of every Linear / Conv2d module
+      outside cross-attention (``get_esd_trainable_parameters`` in esd_sd.py, rohitgandikota/erasing 25613d2),
+      so no norm layer; conv_in, conv_out and the time embedding are in;
+    - ``esd-u-original``: the original code's ``noxattn`` (train-scripts/train-esd.py, b8aeab6): every parameter
+      except cross-attention, the time embedding and the output head (LDM ``out.``: conv_norm_out, conv_out);
+      norms and conv_in are in;
+    - ``esd-u-all``: every parameter outside cross-attention (this toolkit's esd-u before it followed the script);
     - ``full``: every parameter.
     """
     if group not in PARAMETER_GROUPS:
         raise ErasureError(f"unknown parameter group {group!r}; choose one of {', '.join(PARAMETER_GROUPS)}")
     attn2 = tuple(f"{name}." for name in cross_attention_layers(unet))
     kv = tuple(f"{name}." for name in cross_attention_kv(unet))
+    linear_or_conv = {f"{name}.{p}" for name, m in unet.named_modules()
+                      if type(_unwrapped(m)).__name__ in _LINEAR_OR_CONV and ".lora_" not in name
+                      for p, _ in m.named_parameters(recurse=False)}
+    original_excluded = ("time_embedding.", "conv_norm_out.", "conv_out.")
     out = {}
     for name, param in unet.named_parameters():
         in_attn2 = name.startswith(attn2)
-        keep = {"esd-x": in_attn2, "esd-x-strict": name.startswith(kv), "esd-u": not in_attn2, "full": True}[group]
+        keep = {"esd-x": in_attn2, "esd-x-strict": name.startswith(kv),
+                "esd-u": not in_attn2 and name in linear_or_conv,
+                "esd-u-original": not in_attn2 and not name.startswith(original_excluded),
+                "esd-u-all": not in_attn2, "full": True}[group]
         if keep:
             out[name] = param
     return out

@@ -36,12 +36,114 @@ def test_training_timestep_is_in_the_bucket():
         assert min(ts) >= round(t_enc / 50 * 1000) and max(ts) < round((t_enc + 1) / 50 * 1000)
 
 
+def _compvis_ddim_levels(t_enc: int, ddim_steps: int = 50) -> tuple[int, int]:
+    """The original code's bookkeeping (CompVis ldm/models/diffusion/ddim.py at rohitgandikota/erasing b8aeab6,
+    ``ddim_sampling`` with t_start=-1 and till_T=t_enc): (steps run, noise level of the latent it returns)."""
+    ddim_timesteps = np.asarray(list(range(0, 1000, 1000 // ddim_steps))) + 1  # make_ddim_timesteps('uniform')
+    timesteps = ddim_timesteps[:-1]  # timesteps[:t_start] with t_start = -1
+    total = timesteps.shape[0]
+    run, last = 0, None
+    for i, step in enumerate(np.flip(timesteps)):
+        index = total - i - 1
+        run, last = run + 1, int(step)
+        if index + 1 == t_enc:
+            break
+    return run, last - 1000 // ddim_steps  # one DDIM step below the last timestep processed
+
+
+def test_pooled_depth_follows_both_references(built_pipeline):
+    from diffusers import DDIMScheduler
+
+    from erasure.methods.esd import pooled_depth
+
+    scheduler = DDIMScheduler.from_config(built_pipeline("sd1").scheduler.config)
+    scheduler.set_timesteps(50)
+    levels = [int(t) for t in scheduler.timesteps]
+    for t_enc in range(50):
+        # exact (esd_sd.py): run_till_timestep = k steps, queried at timesteps[k]: every depth once
+        k = pooled_depth(t_enc, 50, "exact")
+        assert 0 <= k <= 49
+        # original: the same number of steps as CompVis's sampler, started one timestep later
+        run, level = _compvis_ddim_levels(t_enc)
+        assert pooled_depth(t_enc, 50, "original") == run
+        assert levels[1 + run] == level if 1 + run < 50 else level < 0
+    assert sorted(pooled_depth(t, 50, "exact") for t in range(50)) == list(range(50))
+    assert _compvis_ddim_levels(25) == (25, 461)  # the issue's example: the original reaches level 461
+
+
+def test_exact_mode_trains_at_the_latents_own_level(sd1, tmp_path):
+    from diffusers import DDIMScheduler
+    from safetensors.torch import load_file
+
+    erase(sd1, "esd-x", "red star", checkpoint_dir=tmp_path / "e", stop_after=0,
+          **{**FAST, "iterations": 8, "ddim_steps": 5})
+    pool = load_file(str(tmp_path / "e" / "pool.safetensors"))
+    scheduler = DDIMScheduler.from_config(sd1.scheduler.config)
+    scheduler.set_timesteps(5)
+    assert set(int(t) for t in pool["t"]) <= {int(t) for t in scheduler.timesteps}
+    erase(sd1, "esd-x", "red star", checkpoint_dir=tmp_path / "o", stop_after=0, timestep="original",
+          **{**FAST, "iterations": 8, "ddim_steps": 5})
+    pool = load_file(str(tmp_path / "o" / "pool.safetensors"))
+    assert any(int(t) % 200 != 1 for t in pool["t"])  # drawn from the buckets, not the DDIM levels
+
+
+def test_negative_guidance_is_eta_plus_one(sd1):
+    a = erase(sd1, "esd-x-strict", "red star", eta=1.0, **FAST)
+    b = erase(sd1, "esd-x-strict", "red star", negative_guidance=2.0, **FAST)
+    assert a.info["eta"] == b.info["eta"] == 1.0
+    assert all(torch.equal(v, b.tensors[k]) for k, v in a.tensors.items())
+    with pytest.raises(ErasureError, match="not both"):
+        erase(sd1, "esd-x-strict", "red star", eta=3.0, negative_guidance=2.0, **FAST)
+
+
+def test_erase_from_is_the_scripts_objective(sd1, tmp_path):
+    """First loss of erase_from = MSE(eps(x_t, from), eps*(x_t, from) - ng (eps*(x_t, c) - eps*(x_t, ""))), the
+    current script's line 191, by hand from the saved pool."""
+    from safetensors.torch import load_file
+
+    from erasure.methods.esd import _encode
+
+    edit = erase(sd1, "esd-x-strict", "red star", erase_from="blue star", negative_guidance=2.0,
+                 checkpoint_dir=tmp_path, **FAST)
+    pool = load_file(str(tmp_path / "pool.safetensors"))
+    x, t = pool["x"][:2], pool["t"][:2]
+    with torch.no_grad():
+        e_c = sd1.unet(x, t, encoder_hidden_states=_encode(sd1, ["red star"] * 2)).sample
+        e_0 = sd1.unet(x, t, encoder_hidden_states=_encode(sd1, [""] * 2)).sample
+        e_f = sd1.unet(x, t, encoder_hidden_states=_encode(sd1, ["blue star"] * 2)).sample
+    hand = ((e_f - (e_f - 2.0 * (e_c - e_0))) ** 2).mean().item()  # the student starts as the frozen model
+    assert edit.info["losses"][0] == pytest.approx(hand, rel=1e-4)
+    with pytest.raises(ErasureError, match="erase_from and anchor"):
+        erase(sd1, "esd-x-strict", "red star", erase_from="blue star", anchor="square", **FAST)
+
+
+def _reference_esd_sd_group(unet, train_method: str) -> set[str]:
+    """The current script's selection rule (esd_sd.py, get_esd_trainable_parameters, rohitgandikota/erasing
+    25613d2): every parameter of Linear/Conv2d modules, filtered by module name."""
+    out = set()
+    for name, module in unet.named_modules():
+        if module.__class__.__name__ in ["Linear", "Conv2d", "LoRACompatibleLinear", "LoRACompatibleConv"]:
+            keep = {"esd-x": "attn2" in name, "esd-u": "attn2" not in name, "esd-all": True,
+                    "esd-x-strict": "attn2.to_k" in name or "attn2.to_v" in name}[train_method]
+            if keep:
+                out |= {f"{name}.{n}" for n, _ in module.named_parameters()}
+    return out
+
+
+def _reference_original_noxattn(unet) -> set[str]:
+    """The original code's 'noxattn' (train-scripts/train-esd.py, b8aeab6, line 168: skip names starting with
+    'out.' or containing 'attn2' or 'time_embed'), in diffusers names: LDM 'out.' is conv_norm_out + conv_out,
+    'time_embed' is time_embedding."""
+    return {n for n, _ in unet.named_parameters()
+            if not (n.startswith(("conv_norm_out.", "conv_out.")) or "attn2" in n or "time_embedding" in n)}
+
+
 def test_parameter_groups_partition_the_unet(built_pipeline):
     unet = built_pipeline("sd1").unet
     names = {n for n, _ in unet.named_parameters()}
-    x, u = set(parameter_group(unet, "esd-x")), set(parameter_group(unet, "esd-u"))
-    assert x | u == names and not x & u
-    assert all(".attn2." in n for n in x) and not any(".attn2." in n for n in u)
+    x, u_all = set(parameter_group(unet, "esd-x")), set(parameter_group(unet, "esd-u-all"))
+    assert x | u_all == names and not x & u_all
+    assert all(".attn2." in n for n in x) and not any(".attn2." in n for n in u_all)
     strict = set(parameter_group(unet, "esd-x-strict"))
     assert strict == {f"{k}.weight" for k in cross_attention_kv(unet)} | {
         f"{k}.bias" for k, m in cross_attention_kv(unet).items() if m.bias is not None}
@@ -49,6 +151,19 @@ def test_parameter_groups_partition_the_unet(built_pipeline):
     assert len(cross_attention_layers(unet)) == 16
     with pytest.raises(ErasureError, match="unknown parameter group"):
         parameter_group(unet, "esd-y")
+
+
+@pytest.mark.parametrize("kind", ["sd1", "sd2"])
+def test_parameter_groups_are_the_references_sets(built_pipeline, kind):
+    unet = built_pipeline(kind).unet
+    for ours, theirs in (("esd-x", "esd-x"), ("esd-u", "esd-u"), ("esd-x-strict", "esd-x-strict")):
+        assert set(parameter_group(unet, ours)) == _reference_esd_sd_group(unet, theirs), ours
+    u = set(parameter_group(unet, "esd-u"))
+    assert not any("norm" in n.rsplit(".", 2)[-2] for n in u)  # the script trains no norm layer
+    assert {"conv_in.weight", "conv_out.weight", "time_embedding.linear_1.weight"} <= u
+    original = set(parameter_group(unet, "esd-u-original"))
+    assert original == _reference_original_noxattn(unet)
+    assert "conv_in.weight" in original and "conv_out.weight" not in original  # the original trained conv_in
 
 
 @pytest.mark.parametrize("method, group", [("esd-x", "esd-x"), ("esd-x-strict", "esd-x-strict"), ("esd-u", "esd-u")])
@@ -152,13 +267,37 @@ def test_frozen_batch_changes_memory_not_the_pool(sd1, tmp_path):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"group": "esd-y"}, "unknown parameter group"),
-    ({"gradient_checkpointing": "sometimes"}, "gradient_checkpointing must be"),
-    ({"frozen_batch": 0}, "frozen_batch must be"),
-    ({"sampling": "teacher"}, "sampling must be"),
+    ({"group": "esd-y"}, "group must be one of"),
+    ({"gradient_checkpointing": "sometimes"}, "gradient_checkpointing wants"),
+    ({"frozen_batch": 0}, "frozen_batch must be >= 1"),
+    ({"sampling": "teacher"}, "sampling must be one of"),
     ({"iterations": 0}, ">= 1"),
     ({"learning_rate": 1.0}, "unknown setting"),
+    ({"lr": float("nan")}, "finite"),
+    ({"iterations": 1e9}, "<= 1e\\+06"),
+    ({"eta": float("inf")}, "finite"),
 ])
 def test_bad_settings(built_pipeline, settings, message):
     with pytest.raises(ErasureError, match=message):
         erase(built_pipeline("sd1"), "esd", "star", **settings)
+
+
+def test_a_diverging_run_stops_with_one_line(sd1, tmp_path, monkeypatch):
+    """A non-finite loss stops training at once (one line, the iteration and the setting to lower), writes no
+    result, keeps the last good checkpoint and leaves the pipeline as it was."""
+    import erasure.methods.esd as esd
+
+    real, calls = esd.esd_loss, []
+
+    def diverging(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) >= 3 else loss
+
+    monkeypatch.setattr(esd, "esd_loss", diverging)
+    before = {n: p.detach().clone() for n, p in sd1.unet.named_parameters()}
+    with pytest.raises(ErasureError, match="diverged at iteration 3: loss nan; lower lr") as info:
+        erase(sd1, "esd-x", "red star", checkpoint_dir=tmp_path, checkpoint_every=2, **{**FAST, "iterations": 6})
+    assert "\n" not in str(info.value)
+    assert (tmp_path / "state.safetensors").is_file()  # the checkpoint of iteration 2 is kept
+    assert all(torch.equal(p, before[n]) for n, p in sd1.unet.named_parameters())

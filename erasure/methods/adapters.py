@@ -22,7 +22,7 @@ All three return an :class:`~erasure.adapters.Adapter`.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Sequence
 
 import numpy as np
@@ -40,68 +40,40 @@ from erasure.methods.closed_form import (
     solve_closed_form,
 )
 from erasure.methods.esd import AdapterStudent, _encode, esd_edit
+from erasure.methods.settings import MACEConfig
+from erasure.precision import LossScaler, MasterWeights, model_dtype_device
 from erasure.modules import cross_attention_kv, cross_attention_layers, target_layer
 
-# lora-esd: a rank-4 LoRA on every cross-attention projection (ESD-x's parameters, as an adapter). A
-# one-concept closed-form k/v edit has rank <= its few token rows, so a few ranks suffice; rank 4 is 4x
-# SPM's and still ~1% of ESD-x's dense size on SD 1.x. lr 1e-3 (3x ESD-x's 3e-4) because B starts at zero
-# and carries the whole change: on the world (circle, anchor square, 200 x 4) k/v only left the circle at
-# 35-40% (lr 1e-3, 3e-3); all of attn2 at 3e-3 erased it but cost 15 points of in-domain retain, at 1.5e-3
-# 7 points, at 1e-3 2.5 points with the target at 10% (README, adapter table).
-LORA_ESD = {"adapter": "attn2", "rank": 4, "lr": 1e-3}
-# SPM: rank 1 (alpha 1), every transformer-block layer, 4 random anchors per iteration; the reference
-# weights anchoring by 1000 over 3000 iterations at lr 1e-4; with our 200 iterations we raise the lr.
-SPM = {"adapter": "transformer-linear", "rank": 1, "alpha": 1.0, "lr": 1e-3, "latent_anchors": 4,
-       "latent_anchor_weight": 1000.0}
+# lora-esd's defaults (in its MethodSpec, erasure/methods/__init__.py): a rank-4 LoRA on every cross-attention
+# projection (ESD-x's parameters, as an adapter). A one-concept closed-form k/v edit has rank <= its few token
+# rows, so a few ranks suffice; rank 4 is 4x SPM's and still ~1% of ESD-x's dense size on SD 1.x. lr 1e-3 (3x
+# ESD-x's 3e-4) because B starts at zero and carries the whole change: on the world (circle, anchor square,
+# 200 x 4) k/v only left the circle at 35-40% (lr 1e-3, 3e-3); all of attn2 at 3e-3 erased it but cost 15
+# points of in-domain retain, at 1.5e-3 7 points, at 1e-3 2.5 points with the target at 10% (docs, adapter table).
+# SPM's: rank 1 (alpha 1), every transformer-block layer, 4 random anchors per iteration; the reference weights
+# anchoring by 1000 over 3000 iterations at lr 1e-4; with our 200 iterations we raise the lr.
+
+
+def _with_defaults(method: str, settings: dict) -> dict:
+    from erasure.methods import METHODS
+
+    return {**METHODS.get(method).defaults, **settings}
 
 
 def lora_esd(pipe, concepts, *, method: str = "lora-esd", **settings) -> Adapter:
-    """ESD with a LoRA as the trainable part; see :data:`LORA_ESD` for the defaults."""
-    return esd_edit(pipe, concepts, method=method, **{**LORA_ESD, **settings})
+    """ESD with a LoRA as the trainable part (defaults: the lora-esd spec's)."""
+    return esd_edit(pipe, concepts, method=method, **_with_defaults("lora-esd", settings))
 
 
 def spm(pipe, concepts, *, method: str = "spm", **settings) -> Adapter:
-    """SPM-style erasure: ESD + latent anchoring on rank-1 adapters everywhere (see :data:`SPM`)."""
-    if not settings.get("adapter", SPM["adapter"]):
+    """SPM-style erasure: ESD + latent anchoring on rank-1 adapters everywhere (defaults: the spm spec's)."""
+    settings = _with_defaults("spm", settings)
+    if not settings.get("adapter"):
         raise ErasureError("spm trains an adapter; give a target pattern, not adapter=''")
-    return esd_edit(pipe, concepts, method=method, **{**SPM, **settings})
+    return esd_edit(pipe, concepts, method=method, **settings)
 
 
 # --------------------------------------------------------------------------- MACE
-
-
-@dataclass(frozen=True)
-class MACEConfig:
-    """MACE settings (reference: rank 1, 50 steps per concept, 8 images per concept, importance-sampled t;
-    lr 1e-5..1e-4 on SD; attention of concept tokens + EOS; closed-form refinement first). The defaults
-    follow the reference: refinement, then LoRAs on the concept's tokens + EOS. On the built-in world, whose
-    CLIP carries a shape into every later token, suppressing the concept's tokens (+EOS) without the
-    refinement brought the attention loss to ~0 and left the shapes at 75-100%; "concept-to-end" without
-    refinement erases them but also the kept shapes (see the README's adapter table)."""
-
-    iterations: int = 50  # per concept
-    lr: float = 1e-2
-    batch_size: int = 4
-    images: int = 8  # per concept
-    rank: int = 1
-    # which tokens' attention is suppressed inside the region: "concept", "concept+eos" (MACE's use_pooler), or
-    # "concept-to-end" (the concept's tokens and every later one: CLIP's causal encoder carries the concept
-    # into them, which MACE's closed-form refinement otherwise cleans)
-    tokens: str = "concept+eos"
-    importance_sampling: bool = True
-    templates: tuple[str, ...] | None = None  # fusion prompts; None: shapeworld templates on the world, else ("{}",)
-    preserve: tuple[str, ...] | None = None  # None: the other concepts of the same kind on the world
-    preserve_scale: float = 1.0
-    lamb: float = 0.5
-    fuse_tokens: str = "trained"  # "all": every token of the concept's prompts carries its LoRA (MACE); "trained":
-    # only the tokens the LoRA was trained on, the prompt's other tokens are preserved
-    # closed-form refinement (MACE stage 1): the shared tokens of each concept's prompts (not the concept's own)
-    # are sent to those of the same prompts with ``anchor`` in the concept's place, preserving ``preserve``
-    cfr: bool = True
-    anchor: str | tuple[str, ...] = ""  # one for every concept, or one per concept (MACE: "a person", "ground", ...)
-    cfr_preserve_scale: float = 1.0
-    seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def importance_timesteps(n: int, rng: np.random.Generator, train_steps: int = 1000) -> np.ndarray:
@@ -214,17 +186,20 @@ def train_attention_lora(pipe, concept: str, cfg: MACEConfig, rng: np.random.Gen
         unet.requires_grad_(False)
         for p in student.params.values():
             p.requires_grad_(True)
-        optimizer = torch.optim.AdamW(list(student.params.values()), lr=cfg.lr, weight_decay=0.01)
+        masters = MasterWeights(student.params)
+        scaler = LossScaler(enabled=any(p.dtype == torch.float16 for p in student.params.values()))
+        optimizer = torch.optim.AdamW(masters.parameters(), lr=cfg.lr, weight_decay=0.01)
         unet.train()
         gen = torch.Generator().manual_seed(cfg.seed)
-        for _ in range(cfg.iterations):
+        dtype, _ = model_dtype_device(unet)
+        for it in range(cfg.iterations):
             idx = torch.as_tensor(rng.integers(0, len(latents), size=cfg.batch_size))
             t = torch.as_tensor(importance_timesteps(cfg.batch_size, rng) if cfg.importance_sampling
                                 else rng.integers(0, noise_scheduler.config.num_train_timesteps, size=cfg.batch_size))
             x0 = latents[idx].to(unet.device)
             noisy = noise_scheduler.add_noise(x0, torch.randn(x0.shape, generator=gen).to(x0.device), t)
             store.clear()
-            unet(noisy, t.to(unet.device), encoder_hidden_states=emb[idx]).sample
+            unet(noisy.to(dtype), t.to(unet.device), encoder_hidden_states=emb[idx]).sample
             loss = torch.zeros((), device=unet.device)
             for probs in store:  # (batch, heads, pixels, tokens)
                 side = int(round(probs.shape[2] ** 0.5))
@@ -232,12 +207,21 @@ def train_attention_lora(pipe, concept: str, cfg: MACEConfig, rng: np.random.Gen
                 region = (region > 0.5).float().flatten(1).to(probs.device)  # (batch, pixels)
                 selected = probs * region[:, None, :, None] * tokens[idx][:, None, None, :]
                 # Frobenius norm; the epsilon keeps its gradient finite where a region is empty
-                loss = loss + (selected.pow(2).sum(dim=(1, 2, 3)) + 1e-12).sqrt().mean()
+                loss = loss + (selected.float().pow(2).sum(dim=(1, 2, 3)) + 1e-12).sqrt().mean()
+            value = float(loss.detach())
+            if not np.isfinite(value):
+                raise ErasureError(f"mace diverged on {concept!r} at iteration {it + 1}: attention loss {value}; "
+                                   f"lower lr (now {cfg.lr:g})")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(student.params.values()), 1.0)
-            optimizer.step()
-            losses.append(float(loss.detach()))
+            (loss * scaler.scale).backward()
+            finite = masters.gradients_to_masters(scaler.scale)
+            scaler.update(finite)
+            if finite:
+                torch.nn.utils.clip_grad_norm_(masters.parameters(), 1.0)
+                optimizer.step()
+                masters.masters_to_model()
+            masters.zero_grad()
+            losses.append(value)
     except BaseException:
         student.close()
         raise
@@ -249,7 +233,7 @@ def train_attention_lora(pipe, concept: str, cfg: MACEConfig, rng: np.random.Gen
         for n, p in unet.named_parameters():
             if n in requires:
                 p.requires_grad_(requires[n])
-    adapter = student.result(pipe, "mace-lora", [concept], asdict(cfg), {"losses": losses})
+    adapter = student.result(pipe, "mace-lora", [concept], asdict(cfg), {"losses": losses}, masters.values())
     return adapter, losses
 
 
@@ -312,10 +296,9 @@ def to_rank_k(changes: dict[str, Tensor], rank: int | None) -> tuple[dict[str, T
 def mace(pipe, concepts, *, method: str = "mace", progress: bool = True, **settings) -> Adapter:
     """MACE-style mass erasure: one attention-suppressing rank-1 LoRA per concept, fused in closed form
     with preservation of the other concepts' prompts; returns the fused change as one rank-K adapter."""
-    unknown = set(settings) - set(MACEConfig.__dataclass_fields__)
-    if unknown:
-        raise ErasureError(f"unknown setting(s) {sorted(unknown)} for {method}; "
-                           f"known: {', '.join(sorted(MACEConfig.__dataclass_fields__))}")
+    from erasure.methods import METHODS
+
+    settings = METHODS.get("mace").validate_settings(settings)
     if isinstance(settings.get("anchor"), list):
         settings["anchor"] = tuple(settings["anchor"])
     for key in ("templates", "preserve"):

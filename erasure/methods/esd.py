@@ -33,7 +33,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -43,74 +43,13 @@ from torch import Tensor, nn
 
 from erasure.edit import Edit, make_edit
 from erasure.errors import ErasureError
-from erasure.modules import PARAMETER_GROUPS, parameter_group
+from erasure.methods.settings import ESDConfig as _ESDConfig
+from erasure.modules import parameter_group
+from erasure.precision import LossScaler, MasterWeights, model_dtype_device
 
 
-@dataclass(frozen=True)
-class ESDConfig:
-    """ESD settings. Defaults are tuned on the built-in world (see the README); the paper used
-    lr 1e-5 x 1000 iterations and eta 1, the current diffusers script lr 5e-5 x 200 and eta 2."""
-
-    group: str = "esd-x"
-    anchor: str = ""
-    templates: tuple[str, ...] | str = ("{}",)  # prompts per concept ({} = concept; the anchor fills the same slot)
-    eta: float = 1.0
-    iterations: int = 200
-    lr: float = 3e-4  # with an anchor concept this meets the shape bars on the built-in world (README)
-    batch_size: int = 4
-    start_guidance: float = 3.0
-    ddim_steps: int = 50
-    sampling: str = "frozen"  # or "student" (the original paper code)
-    pool_reuse: int = 1  # frozen sampling: how many times each cached (x_t, t, targets) sample is reused
-    seed: int = 0
-    # "auto": on for UNets of SD size (>= SD_SIZED_UNET_PARAMS parameters), where activations dominate
-    # the training step's memory; off for small ones such as the built-in world, where time matters more
-    gradient_checkpointing: bool | str = "auto"
-    mixed_precision: str = "no"  # "no", "fp16", "bf16" (accelerate)
-    checkpoint_every: int = 0  # with checkpoint_dir: save trainable state every N iterations (0: only at the end)
-    # samples per no-grad UNet call while building the pool (sets its peak memory; the frozen predictions run
-    # anchor and concept together, so their UNet batch is twice this); "auto": 2 for UNets of SD size (a
-    # no-grad batch of 4 stays under the training step's peak), 8 for small ones
-    frozen_batch: int | str = "auto"
-    # adapters instead of a parameter group: a peft LoRA on these target modules is what trains
-    adapter: str = ""  # "" = train `group`; else a target pattern of erasure.modules.ADAPTER_TARGETS
-    rank: int = 4
-    alpha: float | None = None  # None = rank (scale 1)
-    # latent anchoring (SPM): the student must match the frozen model on anchor embeddings
-    latent_anchors: int = 0  # random text-embedding directions per iteration (scaled like real ones)
-    latent_anchor_prompts: tuple[str, ...] = ()  # real anchor prompts, one drawn per iteration each
-    latent_anchor_weight: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    def validate(self) -> None:
-        if self.group not in PARAMETER_GROUPS:
-            raise ErasureError(f"unknown parameter group {self.group!r}; choose one of {', '.join(PARAMETER_GROUPS)}")
-        if self.sampling not in ("frozen", "student"):
-            raise ErasureError(f"sampling must be 'frozen' or 'student' (got {self.sampling!r})")
-        if self.frozen_batch != "auto" and (not isinstance(self.frozen_batch, int) or self.frozen_batch < 1):
-            raise ErasureError(f"frozen_batch must be an integer >= 1 or auto (got {self.frozen_batch!r})")
-        if min(self.iterations, self.batch_size, self.ddim_steps, self.pool_reuse) < 1:
-            raise ErasureError("iterations, batch_size, ddim_steps and pool_reuse must be >= 1")
-        if self.pool_reuse > self.iterations * self.batch_size:
-            raise ErasureError(f"pool_reuse {self.pool_reuse} exceeds the number of training samples "
-                               f"({self.iterations * self.batch_size}); lower it")
-        if self.lr <= 0:
-            raise ErasureError(f"lr must be > 0 (got {self.lr})")
-        if self.gradient_checkpointing not in (True, False, "auto"):
-            raise ErasureError(f"gradient_checkpointing must be true, false or auto "
-                               f"(got {self.gradient_checkpointing!r})")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ErasureError(f"mixed_precision must be no, fp16 or bf16 (got {self.mixed_precision!r})")
-        if self.adapter:
-            from erasure.modules import ADAPTER_TARGETS
-
-            if self.adapter not in ADAPTER_TARGETS:
-                raise ErasureError(f"unknown adapter target pattern {self.adapter!r}; choose one of "
-                                   f"{', '.join(ADAPTER_TARGETS)}")
-            if self.rank < 1 or (self.alpha is not None and self.alpha <= 0):
-                raise ErasureError(f"rank must be >= 1 and alpha > 0 (got rank {self.rank}, alpha {self.alpha})")
-        if self.latent_anchors < 0 or self.latent_anchor_weight < 0:
-            raise ErasureError("latent_anchors and latent_anchor_weight must be >= 0")
+# The settings live in erasure.methods.settings (no torch there: the CLI checks them before loading a model).
+ESDConfig = _ESDConfig
 
 
 SD_SIZED_UNET_PARAMS = 100_000_000  # SD 1.x/2.x UNets have ~860M; the built-in world's ~1.5M
@@ -142,21 +81,46 @@ def resolve_frozen_batch(setting: int | str, unet: nn.Module) -> int:
     return int(setting)
 
 
-def esd_target(eps_anchor: Tensor, eps_concept: Tensor, eta: float) -> Tensor:
-    """ESD's regression target: eps*(x_t, anchor) - eta * (eps*(x_t, c) - eps*(x_t, anchor))."""
-    return eps_anchor - eta * (eps_concept - eps_anchor)
+def esd_target(eps_anchor: Tensor, eps_concept: Tensor, eta: float, eps_from: Tensor | None = None) -> Tensor:
+    """ESD's regression target: eps*(x_t, anchor) - eta * (eps*(x_t, c) - eps*(x_t, anchor)).
+
+    With ``eps_from`` (the current script's ``--erase_from``, ``esd_sd.py`` at rohitgandikota/erasing 25613d2,
+    line 191: ``noise_pred_erase_from - negative_guidance * (noise_pred_erase - noise_pred_null)``):
+    eps*(x_t, from) - (eta + 1) (eps*(x_t, c) - eps*(x_t, "")), the script's negative_guidance being eta + 1;
+    ``eps_anchor`` is then the empty prompt's prediction. With eps_from = eps*(x_t, c) both forms agree."""
+    if eps_from is None:
+        return eps_anchor - eta * (eps_concept - eps_anchor)
+    return eps_from - (eta + 1.0) * (eps_concept - eps_anchor)
 
 
-def esd_loss(student_eps: Tensor, eps_anchor: Tensor, eps_concept: Tensor, eta: float) -> Tensor:
-    """Mean squared error of the student's prediction against :func:`esd_target`."""
-    return torch.nn.functional.mse_loss(student_eps.float(), esd_target(eps_anchor, eps_concept, eta).float())
+def esd_loss(student_eps: Tensor, eps_anchor: Tensor, eps_concept: Tensor, eta: float,
+             eps_from: Tensor | None = None) -> Tensor:
+    """Mean squared error of the student's prediction against :func:`esd_target` (in float32)."""
+    target = esd_target(eps_anchor.float(), eps_concept.float(), eta, None if eps_from is None else eps_from.float())
+    return torch.nn.functional.mse_loss(student_eps.float(), target)
 
 
 def training_timestep(t_enc: int, ddim_steps: int, rng: np.random.Generator, train_steps: int = 1000) -> int:
-    """The DDPM timestep matching DDIM index ``t_enc``: U[round(t_enc/S*T), round((t_enc+1)/S*T))."""
+    """The original code's training timestep for DDIM index ``t_enc``: U[round(t_enc/S*T), round((t_enc+1)/S*T))
+    (train-scripts/train-esd.py at rohitgandikota/erasing b8aeab6, lines 226-231: ``og_num``, ``og_num_lim``)."""
     low = round(t_enc / ddim_steps * train_steps)
     high = max(low + 1, round((t_enc + 1) / ddim_steps * train_steps))
     return int(rng.integers(low, min(high, train_steps)))
+
+
+def pooled_depth(t_enc: int, ddim_steps: int, mode: str) -> int:
+    """How many DDIM steps of the trajectory produce the pooled x_t for draw ``t_enc`` in [0, ddim_steps).
+
+    - ``"exact"`` (the current script, esd_sd.py: ``run_till_timestep = random.randint(0, steps - 1)``, the
+      latent after that many steps, queried at ``timesteps[run_till_timestep]``): depth = steps - 1 - t_enc, so
+      every depth 0 .. steps-1 is equally likely and the training timestep is the latent's own level;
+    - ``"original"`` (train-esd.py + the CompVis DDIM sampler with ``t_start=-1``, which drops the first
+      timestep, and ``till_T=t_enc``, which stops after index t_enc - 1): the sampler starts at the *second*
+      timestep, so depth counts steps from there: steps - t_enc steps (steps - 1 for t_enc = 0).
+    """
+    if mode == "exact":
+        return ddim_steps - 1 - t_enc
+    return ddim_steps - max(t_enc, 1)
 
 
 class PassCounter:
@@ -195,8 +159,9 @@ class ParameterGroupStudent:
     def teacher(self):
         return original_values(self.params, self.originals)
 
-    def result(self, pipe, method, concepts, config, info) -> Edit:
-        new_values = {f"unet.{n}": p.detach().clone() for n, p in self.params.items()}
+    def result(self, pipe, method, concepts, config, info, values: dict[str, Tensor]) -> Edit:
+        """The trained ``values`` (fp32 masters, by parameter name) as an Edit; leaves the pipeline as it was."""
+        new_values = {f"unet.{n}": values[n].detach().clone() for n in self.params}
         self.close()
         return make_edit(pipe, method, concepts, config, new_values, info=info)
 
@@ -234,12 +199,12 @@ class AdapterStudent:
         finally:
             self.unet.enable_adapters()
 
-    def result(self, pipe, method, concepts, config, info):
-        from peft import get_peft_model_state_dict
-
+    def result(self, pipe, method, concepts, config, info, values: dict[str, Tensor]):
+        """The trained ``values`` (fp32 masters) as an Adapter, keyed as peft's state dict
+        (``<module>.lora_A.weight``); removes the training adapter."""
         from erasure.adapters import make_adapter
 
-        state = get_peft_model_state_dict(self.unet, adapter_name=self.NAME)
+        state = {n.replace(f".{self.NAME}.", "."): values[n].detach().clone() for n in self.params}
         self.close()
         return make_adapter(pipe, method, concepts, config, state, self.lora_config, info=info)
 
@@ -269,10 +234,16 @@ def random_anchor_embeddings(reference: Tensor, count: int, generator: torch.Gen
 
 
 def _encode(pipe, prompts: Sequence[str]) -> Tensor:
+    """Text-encoder outputs of ``prompts`` (77 tokens; longer prompts are refused by erasure.text's rule),
+    in the UNet's dtype and on its device."""
+    from erasure.text import check_prompt_lengths
+
+    check_prompt_lengths(pipe.tokenizer, prompts)
     tok = pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt")
+    dtype, device = model_dtype_device(pipe.unet)
     with torch.no_grad():
-        return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
+        return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0].to(device, dtype)
 
 
 class _Sampler:
@@ -285,19 +256,26 @@ class _Sampler:
         self.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         self.scheduler.set_timesteps(cfg.ddim_steps)
         self.timesteps = self.scheduler.timesteps
+        # the original code's sampler starts at the second timestep (pooled_depth)
+        self.offset = 1 if cfg.timestep == "original" else 0
         self.guidance = cfg.start_guidance
         self.counter = counter
+        self.dtype, self.device = model_dtype_device(pipe.unet)
         size = pipe.unet.config.sample_size
         self.shape = (pipe.unet.config.in_channels, size, size)
 
+    def level(self, depth: int) -> int:
+        """The noise level (DDPM timestep) of the latent after ``depth`` steps."""
+        return int(self.timesteps[self.offset + depth])
+
     @torch.no_grad()
     def run(self, cond: Tensor, uncond: Tensor, noise: Tensor, steps: int) -> list[Tensor]:
-        """States x_0 .. x_steps: x_k is the latent after k DDIM steps (x_0 = noise)."""
-        latents = noise * self.scheduler.init_noise_sigma
+        """States x_0 .. x_steps: x_k is the latent after k DDIM steps (x_0 = noise), in the UNet's dtype."""
+        latents = (noise * self.scheduler.init_noise_sigma).to(self.device, self.dtype)
         states = [latents]
         n = latents.shape[0]
         context = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)])
-        for t in self.timesteps[:steps]:
+        for t in self.timesteps[self.offset : self.offset + steps]:
             inp = self.scheduler.scale_model_input(torch.cat([latents, latents]), t)
             eps_u, eps_c = self.unet(inp, t, encoder_hidden_states=context).sample.chunk(2)
             self.counter.forward += 2 * n
@@ -306,20 +284,37 @@ class _Sampler:
         return states
 
 
-def _frozen_predictions(unet, x: Tensor, t: Tensor, anchor: Tensor, concept: Tensor, counter: PassCounter,
-                        batch: int = 8) -> tuple[Tensor, Tensor]:
-    """eps*(x, anchor) and eps*(x, concept), concept and anchor batched together."""
-    outs_a, outs_c = [], []
+def _frozen_predictions(unet, x: Tensor, t: Tensor, contexts: Sequence[Tensor], counter: PassCounter,
+                        batch: int = 8) -> list[Tensor]:
+    """eps*(x, c) for each conditioning in ``contexts`` (each (n, tokens, width)), all batched together;
+    float32 results."""
+    k = len(contexts)
+    outs: list[list[Tensor]] = [[] for _ in range(k)]
+    dtype, _ = model_dtype_device(unet)
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            xb, tb = x[i : i + batch], t[i : i + batch]
+            xb, tb = x[i : i + batch].to(dtype), t[i : i + batch]
             n = len(xb)
-            context = torch.cat([anchor[i : i + batch], concept[i : i + batch]])
-            eps = unet(torch.cat([xb, xb]), torch.cat([tb, tb]), encoder_hidden_states=context).sample
-            counter.forward += 2 * n
-            outs_a.append(eps[:n])
-            outs_c.append(eps[n:])
-    return torch.cat(outs_a), torch.cat(outs_c)
+            context = torch.cat([c[i : i + batch] for c in contexts])
+            eps = unet(torch.cat([xb] * k), torch.cat([tb] * k), encoder_hidden_states=context).sample
+            counter.forward += k * n
+            for j in range(k):
+                outs[j].append(eps[j * n : (j + 1) * n].float())
+    return [torch.cat(o) for o in outs]
+
+
+def _effective_eta(cfg: ESDConfig) -> float:
+    """eta in the paper's convention (negative_guidance, the script's convention, is eta + 1)."""
+    return cfg.negative_guidance - 1.0 if cfg.negative_guidance is not None else cfg.eta
+
+
+def _autocast(cfg: ESDConfig, device: torch.device, model_dtype: torch.dtype):
+    """Autocast for the student's forward when ``mixed_precision`` asks for it on an fp32 model; a
+    half-precision model already computes in its dtype (its trainable parameters have fp32 masters)."""
+    if cfg.mixed_precision == "no" or model_dtype != torch.float32:
+        return contextlib.nullcontext()
+    dtype = torch.float16 if cfg.mixed_precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def esd_edit(
@@ -338,24 +333,24 @@ def esd_edit(
     an :class:`~erasure.edit.Edit` when a parameter group trains, an :class:`~erasure.adapters.Adapter`
     when ``adapter=<target pattern>`` (a peft LoRA of ``rank``) trains instead.
 
+    Works on a pipeline in fp32, fp16 or bf16: trainable values have fp32 masters (erasure.precision), the
+    frozen model runs in its dtype, fp16 gradients get a dynamic loss scale.
+
     With ``checkpoint_dir``, the sample pool and (every ``checkpoint_every`` iterations) the trainable
     state are saved there; ``resume=True`` continues from them, exactly. ``stop_after`` ends this call
     after that many iterations in total (a time-limited job; resume it later)."""
-    unknown = set(settings) - set(ESDConfig.__dataclass_fields__)
-    if unknown:
-        raise ErasureError(f"unknown setting(s) {sorted(unknown)} for {method}; "
-                           f"known: {', '.join(sorted(ESDConfig.__dataclass_fields__))}")
-    for key in ("templates", "latent_anchor_prompts"):
-        if isinstance(settings.get(key), list):
-            settings[key] = tuple(settings[key])
+    from erasure.methods import METHODS
+
+    spec_name = method if method in METHODS else "esd"
+    settings = METHODS.get(spec_name).validate_settings(settings)
     cfg = ESDConfig(**settings)
     cfg.validate()
+    eta = _effective_eta(cfg)
     if isinstance(concepts, str):
         concepts = [concepts]
     concepts = [" ".join(c.split()) for c in concepts]
     if not concepts or any(not c for c in concepts):
         raise ErasureError("an empty concept was given; name the concept to erase (e.g. --concept \"circle\")")
-    from accelerate import Accelerator
 
     counter = counter or PassCounter()
     unet = pipe.unet
@@ -364,39 +359,42 @@ def esd_edit(
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    device = unet.device
+    dtype, device = model_dtype_device(unet)
     from erasure.methods.closed_form import _fill, _resolve_templates
 
     templates = _resolve_templates((cfg.templates,) if isinstance(cfg.templates, str) else tuple(cfg.templates))
-    pairs = [(_fill(t, c), _fill(t, cfg.anchor)) for c in concepts
-             for t in (templates(c) if callable(templates) else templates)]
-    if not pairs or any("{}" not in t for c in concepts for t in (templates(c) if callable(templates) else templates)):
+    concept_templates = [(c, t) for c in concepts for t in (templates(c) if callable(templates) else templates)]
+    if not concept_templates or any("{}" not in t for _, t in concept_templates):
         raise ErasureError("every template needs a {} where the concept goes, e.g. \"a photo of {}\"")
-    emb_concepts = _encode(pipe, [p[0] for p in pairs]).to(device)
-    emb_anchor = _encode(pipe, [p[1] for p in pairs]).to(device)
-    emb_empty = _encode(pipe, [""]).to(device)
-    emb_anchor_prompts = _encode(pipe, list(cfg.latent_anchor_prompts)).to(device) if cfg.latent_anchor_prompts else None
+    emb_concepts = _encode(pipe, [_fill(t, c) for c, t in concept_templates])
+    emb_anchor = _encode(pipe, [_fill(t, cfg.anchor) for _, t in concept_templates])
+    emb_from = _encode(pipe, [_fill(t, cfg.erase_from) for _, t in concept_templates]) if cfg.erase_from else None
+    emb_empty = _encode(pipe, [""])
+    emb_anchor_prompts = _encode(pipe, list(cfg.latent_anchor_prompts)) if cfg.latent_anchor_prompts else None
     anchor_generator = torch.Generator().manual_seed(cfg.seed + 1)
     sampler = _Sampler(pipe, cfg, counter)
     n_samples = cfg.iterations * cfg.batch_size
+    # the student sees the concept, or with erase_from that prompt (the script's objective); trajectories too
+    emb_student = emb_from if emb_from is not None else emb_concepts
 
     # --- the frozen model's part, all before training (frozen sampling) ---------------------
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     pool = None
+    config_record = json.loads(json.dumps(asdict(cfg), default=str))
     if cfg.sampling == "frozen":
         pool_file = ckpt / "pool.safetensors" if ckpt else None
         if resume and pool_file is not None and pool_file.exists():
             from safetensors.torch import load_file
 
             saved = json.loads((ckpt / "config.json").read_text())["config"] if (ckpt / "config.json").exists() else None
-            if saved is not None and saved != json.loads(json.dumps(asdict(cfg), default=str)):
+            if saved is not None and saved != config_record:
                 raise ErasureError(f"{ckpt} holds a run with other settings; resume with the same settings or "
                                    "choose another checkpoint folder")
 
             pool = {k: v.to(device) for k, v in load_file(str(pool_file)).items()}
         else:
-            pool = _build_pool(unet, sampler, cfg, emb_concepts, emb_anchor, emb_empty, rng, n_samples, counter,
-                               device, progress)
+            pool = _build_pool(unet, sampler, cfg, emb_student, emb_concepts, emb_anchor, emb_from, emb_empty, rng,
+                               n_samples, counter, device, progress)
             if pool_file is not None:
                 from safetensors.torch import save_file
 
@@ -410,54 +408,74 @@ def esd_edit(
     student_part = AdapterStudent(pipe, cfg.adapter, cfg.rank, cfg.alpha) if cfg.adapter else \
         ParameterGroupStudent(pipe, cfg.group)
     params = student_part.params
-    unet.requires_grad_(False)
-    for p in params.values():
-        p.requires_grad_(True)
+    masters = MasterWeights(params)
+    scaler = LossScaler(enabled=any(p.dtype == torch.float16 for p in params.values()))
     checkpointing = use_gradient_checkpointing(cfg.gradient_checkpointing, unet)
-    if checkpointing:
-        unet.enable_gradient_checkpointing()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=device.type == "cpu")
-    optimizer = torch.optim.Adam(list(params.values()), lr=cfg.lr)
-    student, optimizer = accelerator.prepare(unet, optimizer)
-    start = 0
-    if resume and ckpt is not None and (ckpt / "state.safetensors").exists():
-        start = _load_state(ckpt, params, optimizer, rng)
-        anchor_generator.manual_seed(cfg.seed + 1 + start)
     losses: list[float] = []
     bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.iterations, initial=start, desc=f"{method} {cfg.adapter or cfg.group}", unit="it")
-    order = np.arange(n_samples) % (math.ceil(n_samples / cfg.pool_reuse) if cfg.sampling == "frozen" else 1)
-    student.train()
+    start = 0
     try:
+        unet.requires_grad_(False)
+        for p in params.values():
+            p.requires_grad_(True)
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        optimizer = torch.optim.Adam(masters.parameters(), lr=cfg.lr)
+        if resume and ckpt is not None and (ckpt / "state.safetensors").exists():
+            start = _load_state(ckpt, masters, optimizer, rng, scaler)
+            anchor_generator.manual_seed(cfg.seed + 1 + start)
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.iterations, initial=start, desc=f"{method}: training {cfg.adapter or cfg.group}",
+                       unit="it")
+        order = np.arange(n_samples) % (math.ceil(n_samples / cfg.pool_reuse) if cfg.sampling == "frozen" else 1)
+        unet.train()
+        autocast = _autocast(cfg, device, dtype)
         for it in range(start, cfg.iterations if stop_after is None else min(stop_after, cfg.iterations)):
             idx = order[it * cfg.batch_size : (it + 1) * cfg.batch_size]
             if cfg.sampling == "frozen":
                 x, t, which = pool["x"][idx], pool["t"][idx], pool["concept"][idx]
                 eps_a, eps_c = pool["eps_anchor"][idx], pool["eps_concept"][idx]
+                eps_f = pool["eps_from"][idx] if "eps_from" in pool else None
             else:
-                x, t, which, eps_a, eps_c = _student_samples(unet, sampler, cfg, student_part.teacher, emb_concepts,
-                                                              emb_anchor, emb_empty, rng, counter, device)
-            with accelerator.autocast():
-                pred = student(x, t, encoder_hidden_states=emb_concepts[which]).sample
-                loss = esd_loss(pred, eps_a, eps_c, cfg.eta)
+                x, t, which, eps_a, eps_c, eps_f = _student_samples(
+                    unet, sampler, cfg, student_part.teacher, emb_student, emb_concepts, emb_anchor, emb_from,
+                    emb_empty, rng, counter)
+            with autocast:
+                pred = unet(x.to(dtype), t, encoder_hidden_states=emb_student[which]).sample
+                loss = esd_loss(pred, eps_a, eps_c, eta, eps_f)
             counter.forward += len(x)
             counter.backward += len(x)
             if cfg.latent_anchor_weight > 0 and (cfg.latent_anchors or emb_anchor_prompts is not None):
                 loss = loss + cfg.latent_anchor_weight * _anchoring_loss(
-                    student, accelerator, student_part.teacher, x, t, emb_concepts[which[0]], emb_anchor_prompts,
+                    unet, autocast, student_part.teacher, x.to(dtype), t, emb_concepts[which[0]], emb_anchor_prompts,
                     cfg.latent_anchors, anchor_generator, rng, counter)
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)  # here, not before backward: no stale gradients under the next forward
-            losses.append(float(loss.detach()))
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise ErasureError(f"{method} diverged at iteration {it + 1}: loss {value}; lower lr (now {cfg.lr:g})"
+                                   + (f" or eta (now {eta:g})" if eta > 1 else "")
+                                   + (" ; the last good checkpoint is kept in " + str(ckpt) if ckpt else ""))
+            (loss * scaler.scale).backward()
+            finite = masters.gradients_to_masters(scaler.scale)
+            scaler.update(finite)
+            if finite:
+                optimizer.step()
+                masters.masters_to_model()
+            # here, not before backward: no stale gradients under the next forward
+            optimizer.zero_grad(set_to_none=True)
+            masters.zero_grad()
+            losses.append(value)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4g}")
             if ckpt is not None and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0:
-                _save_state(ckpt, it + 1, params, optimizer, rng, cfg)
+                _save_state(ckpt, it + 1, masters, optimizer, rng, cfg, scaler)
+        values = masters.values()
+        bad = next((n for n, v in values.items() if not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise ErasureError(f"{method} diverged: {bad} holds non-finite values after training; lower lr "
+                               f"(now {cfg.lr:g})")
     except BaseException:
         student_part.close()
         raise
@@ -473,10 +491,12 @@ def esd_edit(
     info = {"losses": [float(f"{x:.6g}") for x in losses[:: max(1, len(losses) // 100)]],
             "final_loss": float(np.mean(losses[-20:])) if losses else None,
             "seconds_pool": round(t_pool - t0, 2), "seconds_train": round(time.perf_counter() - t_pool, 2),
-            "gradient_checkpointing": checkpointing, "unet_forward_passes": counter.forward, "unet_backward_passes": counter.backward,
-            "model": getattr(pipe, "erasure_source", None)}
+            "gradient_checkpointing": checkpointing, "unet_forward_passes": counter.forward,
+            "unet_backward_passes": counter.backward, "model": getattr(pipe, "erasure_source", None),
+            "model_dtype": str(dtype).removeprefix("torch."), "eta": eta,
+            "loss_scale_skipped_steps": scaler.skipped}
     config = asdict(cfg)
-    edit = student_part.result(pipe, method, concepts, config, info)  # also leaves the pipeline as it was
+    edit = student_part.result(pipe, method, concepts, config, info, values)  # also leaves the pipeline as it was
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
         (ckpt / "config.json").write_text(json.dumps({"method": method, "concepts": concepts, "config": config},
@@ -484,33 +504,57 @@ def esd_edit(
     return edit
 
 
-def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_concepts, emb_anchor, emb_empty, rng, n_samples,
-                counter, device, progress) -> dict[str, Tensor]:
-    """Draw every training sample's (concept, t_enc, t) and its x_t from full frozen trajectories, then
-    the frozen predictions; ``n_samples / pool_reuse`` distinct samples."""
+def _check_pool_memory(distinct: int, shape: tuple[int, ...], n_predictions: int) -> None:
+    """Refuse a pool that cannot fit in memory, before building it (a one-line error with the numbers)."""
+    per_sample = 4 * math.prod(shape) * (1 + n_predictions)  # float32 x_t and the frozen predictions
+    need = distinct * per_sample
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > 0.8 * available:
+        raise ErasureError(f"the sample pool needs {need / 2**30:.1f} GiB ({distinct} samples) but {available / 2**30:.1f}"
+                           " GiB are free; lower iterations or batch_size, or raise pool_reuse")
+
+
+def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_student, emb_concepts, emb_anchor, emb_from, emb_empty,
+                rng, n_samples, counter, device, progress) -> dict[str, Tensor]:
+    """Draw every training sample's (concept, t_enc) and its x_t from full frozen trajectories, then the
+    frozen predictions; ``n_samples / pool_reuse`` distinct samples. The training timestep is the latent's
+    own level (``timestep="exact"``) or the original code's bucket (``"original"``): :func:`pooled_depth`."""
     distinct = max(1, math.ceil(n_samples / cfg.pool_reuse))
+    _check_pool_memory(distinct, sampler.shape, 3 if emb_from is not None else 2)
     steps = cfg.ddim_steps
     frozen_batch = resolve_frozen_batch(cfg.frozen_batch, unet)
     which = rng.integers(0, len(emb_concepts), size=distinct)
     t_enc = rng.integers(0, steps, size=distinct)
-    t_train = np.array([training_timestep(int(k), steps, rng) for k in t_enc])
-    # one trajectory serves up to `steps` samples of the same concept with distinct t_enc
+    depth = np.array([pooled_depth(int(k), steps, cfg.timestep) for k in t_enc])
+    if cfg.timestep == "original":
+        t_train = np.array([training_timestep(int(k), steps, rng) for k in t_enc])
+    else:
+        t_train = np.array([sampler.level(int(d)) for d in depth])
+    # one trajectory serves up to `steps` samples of the same concept with distinct depths
     xs = torch.empty((distinct, *sampler.shape), device=device)
     slots: dict[int, list[int]] = {}
     for i, c in enumerate(which):
         slots.setdefault(int(c), []).append(i)
     trajectories = 0
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=distinct, desc="esd: sampling the frozen model's trajectories", unit="sample")
     for c, members in slots.items():
-        # assign members to trajectories so no trajectory has two members with the same t_enc
+        # assign members to trajectories so no trajectory has two members with the same depth
         queues: list[list[int]] = []
         for i in members:
             for q in queues:
-                if all(t_enc[j] != t_enc[i] for j in q) and len(q) < steps:
+                if all(depth[j] != depth[i] for j in q) and len(q) < steps:
                     q.append(i)
                     break
             else:
                 queues.append([i])
-        queues.sort(key=lambda q: max(steps - int(t_enc[i]) for i in q))  # similar depths run together
+        queues.sort(key=lambda q: max(int(depth[i]) for i in q))  # similar depths run together
         # the starting noise is drawn in fixed chunks of NOISE_CHUNK trajectories, whatever the UNet batch,
         # so frozen_batch changes memory and speed but not the pool (beyond float rounding)
         noise_all = torch.cat([torch.randn((len(queues[b : b + NOISE_CHUNK]), *sampler.shape),
@@ -519,22 +563,31 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_concepts, emb_ancho
         batch = max(1, frozen_batch // 2)  # CFG doubles the UNet batch
         for b in range(0, len(queues), batch):
             group = queues[b : b + batch]
-            noise = noise_all[b : b + batch].to(device)
-            deepest = max(steps - int(t_enc[i]) for q in group for i in q)
-            states = sampler.run(emb_concepts[c : c + 1], emb_empty, noise, deepest)
+            noise = noise_all[b : b + batch]
+            deepest = max(int(depth[i]) for q in group for i in q)
+            states = sampler.run(emb_student[c : c + 1], emb_empty, noise, deepest)
             for g, q in enumerate(group):
                 for i in q:
-                    xs[i] = states[steps - int(t_enc[i])][g]
+                    xs[i] = states[int(depth[i])][g].float()
             trajectories += len(group)
+            if bar is not None:
+                bar.update(sum(len(q) for q in group))
+    if bar is not None:
+        bar.close()
     t = torch.as_tensor(t_train, device=device)
     concept_idx = torch.as_tensor(which, device=device)
-    eps_a, eps_c = _frozen_predictions(unet, xs, t, emb_anchor[concept_idx], emb_concepts[concept_idx], counter,
-                                       batch=frozen_batch)
-    return {"x": xs, "t": t, "concept": concept_idx, "eps_anchor": eps_a, "eps_concept": eps_c,
+    contexts = [emb_anchor[concept_idx], emb_concepts[concept_idx]]
+    if emb_from is not None:  # the anchor is the empty prompt then (erase_from excludes anchor)
+        contexts.append(emb_from[concept_idx])
+    eps = _frozen_predictions(unet, xs, t, contexts, counter, batch=frozen_batch)
+    pool = {"x": xs, "t": t, "concept": concept_idx, "eps_anchor": eps[0], "eps_concept": eps[1],
             "trajectories": torch.tensor([trajectories])}
+    if emb_from is not None:
+        pool["eps_from"] = eps[2]
+    return pool
 
 
-def _anchoring_loss(student, accelerator, teacher, x, t, reference, emb_prompts, n_random, generator, rng,
+def _anchoring_loss(unet, autocast, teacher, x, t, reference, emb_prompts, n_random, generator, rng,
                     counter) -> Tensor:
     """SPM's latent anchoring: MSE between the student and the frozen model on anchor embeddings (random
     directions scaled like ``reference`` and/or one real anchor prompt), each paired with one of the
@@ -548,54 +601,58 @@ def _anchoring_loss(student, accelerator, teacher, x, t, reference, emb_prompts,
     pick = torch.arange(len(emb)) % len(x)
     xa, ta = x[pick], t[pick]
     with torch.no_grad(), teacher():
-        frozen = student(xa, ta, encoder_hidden_states=emb).sample
-    with accelerator.autocast():
-        pred = student(xa, ta, encoder_hidden_states=emb).sample
+        frozen = unet(xa, ta, encoder_hidden_states=emb).sample
+    with autocast:
+        pred = unet(xa, ta, encoder_hidden_states=emb).sample
     counter.forward += 2 * len(emb)
     counter.backward += len(emb)
     return torch.nn.functional.mse_loss(pred.float(), frozen.float())
 
 
-def _student_samples(unet, sampler, cfg, teacher, emb_concepts, emb_anchor, emb_empty, rng, counter, device):
+def _student_samples(unet, sampler, cfg, teacher, emb_student, emb_concepts, emb_anchor, emb_from, emb_empty, rng,
+                     counter):
     """The original paper's x_t: sampled from the model being trained, fresh each iteration."""
     steps = cfg.ddim_steps
     which = int(rng.integers(0, len(emb_concepts)))
     t_enc = int(rng.integers(0, steps))
-    t = training_timestep(t_enc, steps, rng)
+    depth = pooled_depth(t_enc, steps, cfg.timestep)
+    t = training_timestep(t_enc, steps, rng) if cfg.timestep == "original" else sampler.level(depth)
     noise = torch.randn((cfg.batch_size, *sampler.shape), generator=torch.Generator().manual_seed(
-        int(rng.integers(2**31)))).to(device)
-    x = sampler.run(emb_concepts[which : which + 1], emb_empty, noise, steps - t_enc)[-1]
+        int(rng.integers(2**31))))
+    x = sampler.run(emb_student[which : which + 1], emb_empty, noise, depth)[-1]
+    device = x.device
     tt = torch.full((cfg.batch_size,), t, device=device)
     idx = torch.full((cfg.batch_size,), which, device=device)
+    contexts = [emb_anchor[idx], emb_concepts[idx]] + ([emb_from[idx]] if emb_from is not None else [])
     with teacher():
-        eps_a, eps_c = _frozen_predictions(unet, x, tt, emb_anchor[idx], emb_concepts[idx], counter)
-    return x, tt, idx, eps_a, eps_c
+        eps = _frozen_predictions(unet, x, tt, contexts, counter)
+    return x, tt, idx, eps[0], eps[1], (eps[2] if emb_from is not None else None)
 
 
-def _save_state(folder: Path, step: int, params, optimizer, rng, cfg: ESDConfig) -> None:
+def _save_state(folder: Path, step: int, masters: MasterWeights, optimizer, rng, cfg: ESDConfig,
+                scaler: LossScaler) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"param.{n}": p.detach().cpu().contiguous() for n, p in params.items()}
+    tensors = {f"param.{n}": v.cpu().contiguous() for n, v in masters.values().items()}
     state = optimizer.state_dict()
     for idx, s in state["state"].items():
         for k, v in s.items():
             tensors[f"opt.{idx}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
     meta = {"step": str(step), "rng": json.dumps(rng.bit_generator.state),
-            "torch_rng": json.dumps(torch.get_rng_state().tolist()), "config": json.dumps(asdict(cfg), default=str)}
+            "torch_rng": json.dumps(torch.get_rng_state().tolist()), "config": json.dumps(asdict(cfg), default=str),
+            "loss_scale": json.dumps(scaler.state())}
     tmp = folder / "state.safetensors.tmp"
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, folder / "state.safetensors")
 
 
-def _load_state(folder: Path, params, optimizer, rng) -> int:
+def _load_state(folder: Path, masters: MasterWeights, optimizer, rng, scaler: LossScaler) -> int:
     from safetensors import safe_open
 
     with safe_open(str(folder / "state.safetensors"), framework="pt") as f:
         meta = f.metadata()
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(f.get_tensor(f"param.{n}"))
+        masters.load({n: f.get_tensor(f"param.{n}") for n in masters.masters})
         state = optimizer.state_dict()
         for key in f.keys():
             if key.startswith("opt."):
@@ -604,13 +661,6 @@ def _load_state(folder: Path, params, optimizer, rng) -> int:
         optimizer.load_state_dict(state)
     rng.bit_generator.state = json.loads(meta["rng"])
     torch.set_rng_state(torch.tensor(json.loads(meta["torch_rng"]), dtype=torch.uint8))
+    if "loss_scale" in meta:
+        scaler.load(json.loads(meta["loss_scale"]))
     return int(meta["step"])
-
-
-PRESETS: dict[str, dict] = {
-    "esd": {},
-    "esd-x": {"group": "esd-x"},
-    "esd-x-strict": {"group": "esd-x-strict"},
-    "esd-u": {"group": "esd-u"},
-    "esd-full": {"group": "full"},
-}

@@ -1,0 +1,47 @@
+"""Text handling shared by every method and the evaluator: concept names and the 77-token rule.
+
+One rule for prompts longer than the text encoder's window: they are refused (a one-line error naming the
+prompt and its length), never silently truncated, because a truncated prompt is a different prompt and an
+erasure trained or measured on it says nothing about the one the user wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from erasure.errors import ErasureError
+
+
+def normalise_concepts(concepts: Sequence[str] | str) -> tuple[str, ...]:
+    """Concepts as a tuple of whitespace-normalised names; an empty list or name is a one-line error."""
+    if isinstance(concepts, str):
+        concepts = (concepts,)
+    out = tuple(" ".join(str(c).split()) for c in concepts)
+    if not out:
+        raise ErasureError("no concept given; name at least one concept to erase")
+    if any(not c for c in out):
+        raise ErasureError("an empty concept was given; name the concept to erase (e.g. --concept \"circle\")")
+    return out
+
+
+def fill_template(template: str, concept: str) -> str:
+    """``template`` with ``{}`` replaced by ``concept``, whitespace normalised (an empty concept leaves no gap)."""
+    return " ".join(template.replace("{}", concept).split())
+
+
+def token_count(tokenizer, prompt: str) -> int:
+    """Tokens of ``prompt`` including the start and end tokens, untruncated."""
+    return len(tokenizer(prompt, truncation=False).input_ids)
+
+
+def check_prompt_lengths(tokenizer, prompts: Sequence[str]) -> None:
+    """Refuse a prompt longer than the tokenizer's window (77 tokens for SD 1.x/2.x, start and end included)."""
+    limit = int(getattr(tokenizer, "model_max_length", 77) or 77)
+    if limit > 10_000:  # a tokenizer without a configured window
+        return
+    for prompt in prompts:
+        n = token_count(tokenizer, prompt)
+        if n > limit:
+            shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+            raise ErasureError(f"prompt {shown!r} is {n} tokens, over the text encoder's {limit}; shorten it "
+                               "(longer prompts would be cut, and erased or measured as another prompt)")
