@@ -9,6 +9,7 @@ weights, so an edited or different encoder never reuses stale embeddings.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,21 +30,41 @@ class PromptEncoding:
     hidden: Tensor
 
 
-_FINGERPRINTS: dict[tuple, str] = {}
+# per encoder object (weakly held): (storage pointers and in-place versions, sha256). Keyed by the object, not
+# by the pointers alone: a freed encoder's memory is reused by the next one loaded, with the same pointers and
+# version 0, and a pointer-keyed memo then handed the new encoder the old one's fingerprint (and embeddings).
+_FINGERPRINTS: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
 
 
 def text_encoder_fingerprint(text_encoder: nn.Module) -> str:
-    """sha256 over the encoder's parameters; memoised on (storage pointer, in-place version) of every
-    parameter, so an unchanged encoder is hashed once per process and any in-place edit is noticed."""
+    """sha256 over the encoder's parameters; memoised per encoder on (storage pointer, in-place version) of
+    every parameter, so an unchanged encoder is hashed once per process and any in-place edit is noticed."""
     params = list(text_encoder.state_dict().values())
     key = tuple((p.data_ptr(), p._version, tuple(p.shape), str(p.dtype)) for p in params)
-    if key not in _FINGERPRINTS:
+    memo = _FINGERPRINTS.get(text_encoder)
+    if memo is None or memo[0] != key:
         h = hashlib.sha256()
         for name, p in text_encoder.state_dict().items():
             h.update(name.encode())
             h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-        _FINGERPRINTS[key] = h.hexdigest()
-    return _FINGERPRINTS[key]
+        memo = (key, h.hexdigest())
+        _FINGERPRINTS[text_encoder] = memo
+    return memo[1]
+
+
+def conditioning_fingerprint(tokenizer, text_encoder: nn.Module) -> str:
+    """What a prompt's encoding depends on besides the prompt: the encoder's weights, its config (two encoders
+    with the same weights but another activation encode differently) and the tokenizer's special tokens and
+    lengths (SD 2.x pads with "!", SD 1.x with end-of-text: other ids, other embeddings)."""
+    config = getattr(text_encoder, "config", None)
+    config_text = config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else repr(config)
+    tokenizer_text = repr((type(tokenizer).__name__, getattr(tokenizer, "model_max_length", None), len(tokenizer),
+                           getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None),
+                           getattr(tokenizer, "pad_token_id", None)))
+    h = hashlib.sha256(text_encoder_fingerprint(text_encoder).encode())
+    h.update(config_text.encode())
+    h.update(tokenizer_text.encode())
+    return h.hexdigest()
 
 
 class EmbeddingCache:
@@ -64,7 +85,7 @@ class EmbeddingCache:
     def encode(self, pipe, prompts: list[str], batch_size: int = 64) -> list[PromptEncoding]:
         """Encodings of ``prompts`` with ``pipe``'s tokenizer and text encoder (as the pipeline conditions on them)."""
         tokenizer, encoder = pipe.tokenizer, pipe.text_encoder
-        fp = text_encoder_fingerprint(encoder)
+        fp = conditioning_fingerprint(tokenizer, encoder)
         todo = [p for p in dict.fromkeys(prompts) if (fp, p) not in self._memory and not self._from_disk(fp, p)]
         max_len = tokenizer.model_max_length
         for i in range(0, len(todo), batch_size):

@@ -185,7 +185,7 @@ def test_disk_cache_round_trip(built_pipeline, tmp_path):
         (["star"], {"preserve": ["star", "circle"]}, "both erased and preserved"),
         (["word " * 80], {}, "shorten it"),
         (["star"], {"lamb": 0.0, "preserve": []}, "singular"),
-        (["star"], {"tokens": "middle"}, "unknown token selection"),
+        (["star"], {"tokens": "middle"}, "tokens must be one of"),
         (["star"], {"templates": ["a photo"]}, "needs a {}"),
         (["star"], {"guide": ["a", "b"]}, "2 guides for 1 concepts"),
         (["star"], {"lambda": 1.0}, "unknown setting"),
@@ -265,3 +265,194 @@ def test_world_caption_templates_come_from_the_caption_grammar():
     assert any("background" in t for t in star) and any(t.endswith("{}") for t in star)  # slot mid-caption and last
     assert not any(s in t.split(" ") for t in star for s in SHAPES)  # a shape's templates name no other shape
     assert any(c in t.split(" ") for t in star for c in COLOURS)
+
+
+# ----------------------------------------------------------------------------- against the references
+# Oracles transcribed from rohitgandikota/unified-concept-editing (the arithmetic as written there, in
+# float64 so that a difference is ours and not float32 noise):
+# - CURRENT: @28c81ed trainscripts/uce_sd_erase.py, UCE(): per prompt, pipe.encode_prompt at
+#   last_token_idx = attention_mask.sum() - 2; per attn2 to_k/to_v module, mat1 = lamb W + sum v c^T,
+#   mat2 = lamb I + sum c c^T, W_new = mat1 @ inverse(mat2); --expand_prompts fills the guide too.
+# - PAPER: @35e91e2 train-scripts/train_erase.py, edit_model(technique="replace") as its __main__ calls it:
+#   the prompt's last token through padding, both spans cut to 77 - farthest rows; retain_texts = [''] +
+#   preserve, all 77 tokens; preserve_scale = max(0.1, 1 / len(retain_texts)); lamb 0.5; templates on the
+#   erased concept only (new_texts are the bare guide, '' -> ' ').
+
+UCE_OBJECT_TEMPLATES = ("image of {}", "photo of {}", "portrait of {}", "picture of {}", "painting of {}")
+
+
+def _kv_modules(pipe):
+    return {name: m for name, m in pipe.unet.named_modules()
+            if "attn2" in name and (name.endswith("to_v") or name.endswith("to_k"))}
+
+
+def current_reference_uce(pipe, edit_concepts, guide_concepts, preserve_concepts, erase_scale=1.0,
+                          preserve_scale=1.0, lamb=0.5):
+    embeds = {}
+    for e in edit_concepts + guide_concepts + preserve_concepts:
+        with torch.no_grad():
+            t_emb = pipe.encode_prompt(prompt=e, device=pipe.device, num_images_per_prompt=1,
+                                       do_classifier_free_guidance=False)
+        last = pipe.tokenizer(e, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt")["attention_mask"].sum() - 2
+        embeds[e] = t_emb[0][:, last, :].double()
+    out = {}
+    for name, module in _kv_modules(pipe).items():
+        w = module.weight.detach().double()
+        mat1, mat2 = lamb * w, lamb * torch.eye(w.shape[1], dtype=torch.float64)
+        for e, g in zip(edit_concepts, guide_concepts):
+            c, v = embeds[e].T, (embeds[g] @ w.T).T
+            mat1, mat2 = mat1 + erase_scale * (v @ c.T), mat2 + erase_scale * (c @ c.T)
+        for p in preserve_concepts:
+            c, v = embeds[p].T, (embeds[p] @ w.T).T
+            mat1, mat2 = mat1 + preserve_scale * (v @ c.T), mat2 + preserve_scale * (c @ c.T)
+        out[f"unet.{name}.weight"] = mat1 @ torch.inverse(mat2)
+    return out
+
+
+def paper_reference_uce(pipe, old_texts, new_texts, preserve_concepts, erase_scale=1.0, preserve_scale=None, lamb=0.5):
+    """Returns (new weights, number of erased rows)."""
+    retain_texts = [""] + list(preserve_concepts)
+    if preserve_scale is None:
+        preserve_scale = max(0.1, 1 / len(retain_texts))
+    tok, context = pipe.tokenizer, pipe.tokenizer.model_max_length
+
+    def encode(texts):
+        ti = tok(texts, padding="max_length", max_length=context, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            return ti, pipe.text_encoder(ti.input_ids)[0].double()
+
+    out, rows = {}, 0
+    for name, module in _kv_modules(pipe).items():
+        w = module.weight.detach().double()
+        mat1, mat2 = lamb * w, lamb * torch.eye(w.shape[1], dtype=torch.float64)
+        rows = 0
+        for old_text, new_text in zip(old_texts, new_texts):
+            ti, emb = encode([old_text, new_text if new_text != "" else " "])
+            final, final_new = ti.attention_mask[0].sum().item() - 2, ti.attention_mask[1].sum().item() - 2
+            farthest = max(final_new, final)
+            old_emb = emb[0][final : context - max(0, farthest - final)]
+            new_emb = emb[1][final_new : context - max(0, farthest - final_new)]
+            rows += old_emb.shape[0]
+            values = new_emb @ w.T
+            mat1, mat2 = mat1 + erase_scale * values.T @ old_emb, mat2 + erase_scale * old_emb.T @ old_emb
+        for text in retain_texts:
+            ti, emb = encode([text, text])
+            values = emb[1] @ w.T
+            mat1, mat2 = mat1 + preserve_scale * values.T @ emb[0], mat2 + preserve_scale * emb[0].T @ emb[0]
+        out[f"unet.{name}.weight"] = mat1 @ torch.inverse(mat2)
+    return out, rows
+
+
+def _relative_difference(edit, reference) -> float:
+    """max |ours - reference| over max |reference - W| (the size of the edit)."""
+    assert set(edit.tensors) == set(reference)
+    diff = max(float((edit.tensors[k].double() - reference[k]).abs().max()) for k in reference)
+    size = max(float((reference[k] - edit.originals[k].double()).abs().max()) for k in reference)
+    assert size > 0
+    return diff / size
+
+
+def test_reference_oracles_cover_our_modules(kind_pipeline):
+    assert set(_kv_modules(kind_pipeline)) == set(cross_attention_kv(kind_pipeline.unet))
+
+
+@pytest.mark.parametrize("templated", [False, True])
+def test_uce_is_the_current_reference(kind_pipeline, templated):
+    """`uce` = UCE() of the current code, its --expand_prompts included (guide templated, preserve bare)."""
+    pipe = kind_pipeline
+    concepts, guide, preserve = ["red star", "green heart"], "blue square", ["yellow circle", "purple cross"]
+    templates = UCE_OBJECT_TEMPLATES if templated else ()
+    edit_prompts = concepts + [t.format(c) for c in concepts for t in templates]
+    guide_prompts = [guide] * len(concepts) + [t.format(guide) for c in concepts for t in templates]
+    reference = current_reference_uce(pipe, edit_prompts, guide_prompts, preserve)
+    edit = erase(pipe, "uce", concepts, guide=guide, preserve=preserve, template_preserve=False,
+                 templates=("{}",) + templates)
+    assert edit.info["erase_rows"] == len(edit_prompts) and edit.info["preserve_rows"] == len(preserve)
+    assert _relative_difference(edit, reference) < 1e-5
+
+
+def test_last_token_is_the_prompts_last_token_not_the_concepts(kind_pipeline):
+    """With the concept mid-prompt the current reference erases the prompt's last token ("snow");
+    `last-subject` (ours) erases the concept's ("star"): the two edits differ by most of their size."""
+    pipe = kind_pipeline
+    reference = current_reference_uce(pipe, ["red star in the snow"], ["square in the snow"], ["blue circle in the snow"])
+    kw = dict(guide="square", preserve=["blue circle"], templates=["{} in the snow"])
+    assert _relative_difference(erase(pipe, "uce", ["red star"], **kw), reference) < 1e-5  # template_preserve: the
+    # preserved concept is filled in too, which here is exactly the reference's preserve prompt
+    subject = erase(pipe, "uce", ["red star"], tokens="last-subject", **kw)
+    assert _relative_difference(subject, reference) > 0.3
+    rows = build_rows(pipe, ["red star"], ["square"], ["blue circle"], templates=["{} in the snow"], tokens="last-token")
+    enc = EmbeddingCache().encode(pipe, ["red star in the snow", "square in the snow", "blue circle in the snow"])
+    # start, red, star, in, the, snow(5), end / start, square, in, the, snow(4), end
+    assert torch.equal(rows.erase_inputs, enc[0].hidden[[5]]) and torch.equal(rows.erase_guides, enc[1].hidden[[4]])
+    assert torch.equal(rows.preserve_inputs, enc[2].hidden[[5]])
+
+
+@pytest.mark.parametrize("concepts, guide, templated", [
+    (["star"], "blue square", False),  # the guide is one token longer: 75 rows, as the paper keeps
+    (["red star", "green heart"], "", True),  # the paper's object templates; the empty guide (' ')
+    (["red star"], "square", True),
+])
+def test_uce_paper_is_the_paper_era_cli(kind_pipeline, concepts, guide, templated):
+    pipe = kind_pipeline
+    preserve = ["yellow circle", "purple cross"]
+    templates = UCE_OBJECT_TEMPLATES if templated else ()
+    old_texts = [p for c in concepts for p in [c] + [t.format(c) for t in templates]]
+    reference, rows = paper_reference_uce(pipe, old_texts, [guide] * len(old_texts), preserve)
+    edit = erase(pipe, "uce-paper", concepts, guide=guide, preserve=preserve, templates=("{}",) + templates)
+    assert edit.info["erase_rows"] == rows and edit.info["preserve_rows"] == 77 * 3
+    assert edit.config["preserve"] == ["", *preserve]
+    assert _relative_difference(edit, reference) < 1e-5
+    if not templated:
+        assert rows == 75 * len(concepts)
+    # the same with no preserve concept: [''] alone, at scale 1 (max(0.1, 1/1)); an explicit '' is not doubled
+    reference, _ = paper_reference_uce(pipe, old_texts, [guide] * len(old_texts), [])
+    for extra in ({"preserve": ()}, {"preserve": [""]}):
+        edit = erase(pipe, "uce-paper", concepts, guide=guide, templates=("{}",) + templates, **extra)
+        assert edit.info["preserve_rows"] == 77 and _relative_difference(edit, reference) < 1e-5
+
+
+def test_an_empty_preserve_prompt_is_kept(built_pipeline):
+    """preserve=[""] preserves the empty prompt (its last token, the start token, for `uce`; its 77 tokens with
+    token selections that preserve every token), never zero rows."""
+    pipe = built_pipeline("sd1")
+    for method, rows in (("uce", 1), ("uce-paper", 77)):
+        edit = erase(pipe, method, ["red star"], preserve=[""])
+        assert edit.info["preserve_rows"] == rows and edit.config["preserve"] == [""]
+    keep = erase(pipe, "uce", ["red star"], preserve=[""], preserve_scale=1e6)
+    emptied = erase(pipe, "uce", ["red star"], preserve=())
+    start = EmbeddingCache().encode(pipe, [""])[0].hidden[0].double()
+    for name, w in keep.tensors.items():  # the empty prompt's start token keeps its output
+        assert torch.allclose(w.double() @ start, keep.originals[name].double() @ start, atol=1e-5)
+    assert any(not torch.equal(keep.tensors[k], emptied.tensors[k]) for k in keep.tensors)
+
+
+def test_subject_to_end_cuts_both_spans_when_the_guide_is_longer(built_pipeline):
+    pipe = built_pipeline("sd1")
+    rows = build_rows(pipe, ["star"], ["blue square"], [], tokens="subject-to-end")
+    enc = EmbeddingCache().encode(pipe, ["star", "blue square"])
+    # star at 1, square at 2: 75 rows, star..75 against square..76 (no clamped last guide index)
+    assert torch.equal(rows.erase_inputs, enc[0].hidden[1:76]) and torch.equal(rows.erase_guides, enc[1].hidden[2:77])
+
+
+def test_token_selections_and_presets_agree_with_the_method_specs():
+    from erasure.methods.closed_form import PRESETS, TOKEN_SELECTIONS
+    from erasure.methods.settings import CLOSED_FORM_TOKENS
+
+    assert TOKEN_SELECTIONS == CLOSED_FORM_TOKENS
+    for name, preset in PRESETS.items():
+        assert METHODS.get(name).defaults == preset, name
+
+
+def test_embedding_cache_tells_encoders_and_tokenizers_apart(built_pipeline):
+    """The tiny SD 1.x and SD 2.x encoders have the same weights (seed 1) but another activation and another
+    padding token: a cache shared by both must not hand one the other's embeddings."""
+    sd1, sd2 = built_pipeline("sd1"), built_pipeline("sd2")
+    cache = EmbeddingCache()
+    a, b = cache.encode(sd1, ["a red star"])[0], cache.encode(sd2, ["a red star"])[0]
+    assert cache.encoded == 2 and not torch.allclose(a.hidden, b.hidden)
+    with torch.no_grad():
+        direct = sd2.text_encoder(sd2.tokenizer("a red star", padding="max_length", max_length=77,
+                                                return_tensors="pt").input_ids)[0][0]
+    assert torch.equal(b.hidden, direct)

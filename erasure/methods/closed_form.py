@@ -12,25 +12,39 @@ solve in float64 (Cholesky, no explicit inverse) serves all 32 matrices of SD 1.
 per layer (MACE-style fusion) take one triangular solve per layer against the same factor.
 
 Which output tokens enter the regression is the method's most important and least documented
-choice, so it is a named option here (``TOKEN_SELECTIONS``):
+choice, so it is a named option here (``TOKEN_SELECTIONS``). "The prompt's last token" is the last real
+token before end-of-text (the references' ``attention_mask.sum() - 2``); "the concept's last token" is the
+last token of the concept's words wherever the template puts them. The two agree only when the concept
+ends the prompt:
 
-- ``last-subject``: the concept's last token only; preserved prompts likewise (current UCE code);
-- ``subject-to-end``: from the concept's last token through end-of-text and padding, aligned
-  position by position with the guide's; preserved prompts use all their tokens (paper-era UCE);
-- ``subject-to-eot``: the same through end-of-text only, padding left out (padding positions of
-  different prompts are much alike, so editing them for one concept moves others: it serves mass erasure);
+- ``last-token``: the prompt's last token only, for erased, guide and preserved prompts alike (the current
+  UCE code, rohitgandikota/unified-concept-editing@28c81ed ``trainscripts/uce_sd_erase.py``: ``uce``);
+- ``last-subject``: the concept's last token only; preserved prompts likewise (ours);
+- ``last-token-to-end``: from the prompt's last token through end-of-text and padding, aligned position by
+  position with the guide's from the guide's last token, both cut to 77 - max(the two start indices) rows;
+  preserved prompts use all their tokens (the paper-era CLI, rohitgandikota/unified-concept-editing@35e91e2
+  ``train-scripts/train_erase.py``: ``uce-paper``);
+- ``subject-to-end``: the same from the concept's last token (ours);
+- ``subject-to-eot``: from the concept's last token through end-of-text only, padding left out (padding
+  positions of different prompts are much alike, so editing them for one concept moves others: it serves
+  mass erasure);
 - ``aligned``: all tokens, each source token aligned to the identical token of the guide prompt,
   differing spans to each other (TIME);
 - ``residual``: the tokens the source and guide prompts share (prefix, suffix, end-of-text and padding),
   each aligned to its counterpart, the concept's own tokens excluded: the concept's residue in the
   surrounding words (MACE's closed-form refinement, which leaves the concept tokens to its LoRAs).
+
+Where prompts come from also differs between the references: the paper-era CLI fills only the erased
+concept into its templates (the guide and the preserved concepts stay bare) and always preserves the empty
+prompt; the current code fills the guide too. ``template_guides`` / ``template_preserve`` /
+``preserve_empty`` name those choices (``uce-paper`` sets the paper's).
 """
 
 from __future__ import annotations
 
 import difflib
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -39,9 +53,11 @@ from torch import Tensor
 from erasure.edit import Edit, make_edit
 from erasure.embeddings import DEFAULT_CACHE, EmbeddingCache, PromptEncoding
 from erasure.errors import ErasureError
+from erasure.methods.settings import ClosedFormConfig  # the one definition of the settings and their defaults
 from erasure.modules import cross_attention_kv
 
-TOKEN_SELECTIONS: tuple[str, ...] = ("last-subject", "subject-to-end", "subject-to-eot", "aligned", "residual")
+TOKEN_SELECTIONS: tuple[str, ...] = ("last-token", "last-subject", "last-token-to-end", "subject-to-end",
+                                     "subject-to-eot", "aligned", "residual")
 
 # Template sets for prompt expansion ({} is the concept). "uce-art" / "uce-object" are the current UCE
 # code's --expand_prompts lists.
@@ -253,42 +269,57 @@ def build_rows(
     *,
     templates: Sequence[str] | Callable[[str], Sequence[str]] = ("{}",),
     tokens: str = "last-subject",
+    template_guides: bool = True,
+    template_preserve: bool = True,
     cache: EmbeddingCache = DEFAULT_CACHE,
 ) -> EditRows:
     """Encode every (template x concept / guide / preserved concept) prompt and pick the rows.
 
-    ``templates`` is a list, or a function giving each concept its list (a guide is filled into its
-    erased concept's templates)."""
+    ``templates`` is a list, or a function giving each concept its list. A guide is filled into its
+    erased concept's templates (``template_guides=False``: the bare guide for every template, as the
+    paper-era CLI does); a preserved concept into its own (``template_preserve=False``: bare, as both
+    references do). The empty preserved prompt ``""`` is never templated: it stands for itself."""
     templates_for = templates if callable(templates) else (lambda concept: templates)
     if tokens not in TOKEN_SELECTIONS:
         raise ErasureError(f"unknown token selection {tokens!r}; choose one of {', '.join(TOKEN_SELECTIONS)}")
     tokenizer = pipe.tokenizer
     context = tokenizer.model_max_length
-    erase_prompts = [(_fill(t, c), _fill(t, g), t, c, g) for c, g in zip(concepts, guides) for t in templates_for(c)]
-    preserve_prompts = [(_fill(t, p), t, p) for p in preserve for t in templates_for(p)]
+    erase_prompts = []  # (source text, guide text, source template, guide template, concept, guide)
+    for c, g in zip(concepts, guides):
+        for t in templates_for(c):
+            guide_template = t if template_guides else "{}"
+            erase_prompts.append((_fill(t, c), _fill(guide_template, g), t, guide_template, c, g))
+    preserve_prompts = [(_fill(t, p), t, p) for p in preserve
+                        for t in (templates_for(p) if template_preserve and p else ("{}",))]
     encodings = cache.encode(pipe, [e[0] for e in erase_prompts] + [e[1] for e in erase_prompts]
                              + [p[0] for p in preserve_prompts])
     n = len(erase_prompts)
     src_enc, dst_enc, pres_enc = encodings[:n], encodings[n : 2 * n], encodings[2 * n :]
     c_rows, g_rows = [], []
-    for (src_text, dst_text, template, concept, guide), src, dst in zip(erase_prompts, src_enc, dst_enc):
+    for (_, _, template, guide_template, concept, guide), src, dst in zip(erase_prompts, src_enc, dst_enc):
         if tokens in ("aligned", "residual"):
             pairs = _aligned_pairs(src, dst, context, shared_only=tokens == "residual")
         else:
-            i_c = _slot_end(tokenizer, template, concept, src)
-            i_g = _slot_end(tokenizer, template, guide, dst)
-            if tokens == "last-subject":
-                pairs = [(i_c, i_g)]
+            if tokens.startswith("last-token"):  # the prompt's last real token (attention_mask.sum() - 2)
+                i_c, i_g = src.length - 2, dst.length - 2
             else:
-                stop = src.length if tokens == "subject-to-eot" else context  # through end-of-text / padding
-                pairs = [(i, min(context - 1, i_g + (i - i_c))) for i in range(i_c, stop)]
+                i_c = _slot_end(tokenizer, template, concept, src)
+                i_g = _slot_end(tokenizer, guide_template, guide, dst)
+            if tokens in ("last-token", "last-subject"):
+                pairs = [(i_c, i_g)]
+            elif tokens == "subject-to-eot":
+                pairs = [(i, min(context - 1, i_g + (i - i_c))) for i in range(i_c, src.length)]
+            else:  # through end-of-text and padding; both spans cut to the same length, 77 - max(i_c, i_g)
+                pairs = [(i, i_g + (i - i_c)) for i in range(i_c, context - max(0, i_g - i_c))]
         idx_c = torch.tensor([p[0] for p in pairs])
         idx_g = torch.tensor([p[1] for p in pairs])
         c_rows.append(src.hidden[idx_c])
         g_rows.append(dst.hidden[idx_g])
     p_rows = []
     for (text, template, concept), enc in zip(preserve_prompts, pres_enc):
-        if tokens == "last-subject":
+        if tokens == "last-token":
+            p_rows.append(enc.hidden[[enc.length - 2]])
+        elif tokens == "last-subject":
             p_rows.append(enc.hidden[[_slot_end(tokenizer, template, concept, enc)]])
         else:
             p_rows.append(enc.hidden)
@@ -303,21 +334,6 @@ def build_rows(
 
 
 # --------------------------------------------------------------------------- the method
-
-
-@dataclass(frozen=True)
-class ClosedFormConfig:
-    """Settings of a closed-form edit (defaults: the current UCE code's)."""
-
-    guide: str | tuple[str, ...] = ""  # one anchor for every concept, or one per concept
-    preserve: tuple[str, ...] | None = None  # None: the model's default (other concepts of the same kind)
-    templates: tuple[str, ...] | None = None  # None: "shapeworld" on the built-in world, else ("{}",)
-    tokens: str = "last-subject"
-    erase_scale: float = 1.0
-    preserve_scale: float | None = 1.0  # None: the paper-era rule max(0.1, 1 / number of preserved concepts)
-    lamb: float = 0.5
-    edit_keys: bool = True  # to_k as well as to_v
-    extra: dict = field(default_factory=dict)
 
 
 def _normalise(concepts: Sequence[str] | str) -> tuple[str, ...]:
@@ -393,13 +409,17 @@ def closed_form_edit(
     if not callable(templates) and any("{}" not in t for t in templates):
         raise ErasureError("every template needs a {} where the concept goes, e.g. \"a photo of {}\"")
     preserve = cfg.preserve if cfg.preserve is not None else default_preserve(pipe, concepts)
-    preserve = tuple(" ".join(p.split()) for p in preserve if p.strip())
+    # every preserve prompt is kept, the empty one too: it preserves the empty prompt's tokens
+    preserve = tuple(" ".join(str(p).split()) for p in preserve)
+    if cfg.preserve_empty and "" not in preserve:
+        preserve = ("",) + preserve
     clash = sorted(set(preserve) & set(concepts))
     if clash:
         raise ErasureError(f"{clash[0]!r} is both erased and preserved; remove it from the preserve set")
     preserve_scale = cfg.preserve_scale if cfg.preserve_scale is not None else max(0.1, 1 / max(1, len(preserve)))
     t0 = time.perf_counter()
-    rows = build_rows(pipe, concepts, guides, preserve, templates=templates, tokens=cfg.tokens, cache=cache)
+    rows = build_rows(pipe, concepts, guides, preserve, templates=templates, tokens=cfg.tokens,
+                      template_guides=cfg.template_guides, template_preserve=cfg.template_preserve, cache=cache)
     t1 = time.perf_counter()
     layers = {
         f"unet.{name}.weight": module.weight.detach()
@@ -421,7 +441,13 @@ def closed_form_edit(
 
 # Named presets: the literature's variants of the same solver.
 PRESETS: dict[str, dict] = {
-    "uce": {},  # current UCE code: last subject token, lamb 0.5, scales 1
-    "uce-paper": {"tokens": "subject-to-end", "preserve_scale": None},  # paper-era UCE
+    # current UCE code (unified-concept-editing@28c81ed trainscripts/uce_sd_erase.py): the prompt's last token,
+    # lamb 0.5, scales 1
+    "uce": {},
+    # paper-era UCE CLI (unified-concept-editing@35e91e2 train-scripts/train_erase.py, technique "replace"):
+    # the prompt's last token through padding, 77 - max(start indices) rows; retain_texts = [''] + preserve,
+    # every token; preserve scale max(0.1, 1 / len(retain_texts)); templates on the erased concept only
+    "uce-paper": {"tokens": "last-token-to-end", "preserve_scale": None, "preserve_empty": True,
+                  "template_guides": False, "template_preserve": False},
     "time": {"tokens": "aligned", "lamb": 0.1, "preserve": ()},  # TIME: all aligned tokens, no preserve term
 }
