@@ -1,7 +1,13 @@
 """The ``erasure`` command line: thin argparse subcommands over the Python API.
 
-Exit codes: 0 success, 2 user error (one line on stderr, nothing half-written), 1 unexpected failure,
-130 interrupted.
+Exit codes: 0 success, 2 user error (one line on stderr, nothing written), 1 a machine fault (disk full, I/O
+error: also one line) or an unexpected failure, 130 interrupted.
+
+Every command runs in two phases. **Checks** need no model and run before torch is imported (so a mistake is
+answered in a fraction of a second): every flag's type, range and finiteness, the files it names, the method
+and its settings, and the output (see :func:`erasure.files.check_output`: never the current folder, home, a
+root, a git checkout or a folder holding an input; writable; replaced only with ``--force``). **Work** then
+imports torch, loads the model and writes the output atomically.
 
 Every subcommand takes ``--config-file FILE`` (YAML or JSON): its keys are the subcommand's flags
 (``samples-per-prompt`` or ``samples_per_prompt``); flags on the command line override the file. The
@@ -12,9 +18,14 @@ Every subcommand takes ``--config-file FILE`` (YAML or JSON): its keys are the s
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 EXAMPLES = {
     "generate": """examples:
@@ -29,7 +40,7 @@ EXAMPLES = {
   erasure erase --config-file outputs/erase-circle/run.json --out outputs/again   # the same run again
 """,
     "evaluate": """examples:
-  erasure evaluate --prompts shapeworld-shape-circle --concept shape=circle --edit outputs/erase-circle/edit.safetensors --compare
+  erasure evaluate --prompts shapeworld-shape-circle --concept circle --edit outputs/erase-circle/edit.safetensors --compare
   erasure evaluate --model path/to/sd15 --prompts prompts.csv --out outputs/eval-sd15
 """,
     "export": """examples:
@@ -39,11 +50,25 @@ EXAMPLES = {
 """,
     "list": """examples:
   erasure list
+  erasure list --methods --json
+  erasure list --method esd-x
 """,
 }
 EXAMPLES["main"] = "examples:\n" + "".join(
     line + "\n" for text in EXAMPLES.values() for line in text.splitlines()[1:2])
 
+BUILTIN_WORLD = "shapeworld"
+UNEDITED = "unedited"
+EXPORT_FORMATS = ("diffusers", "single-file", "lora", "kohya", "edit")
+SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes seeds in [0, 2^64)
+SCALE_LIMIT = 1e6  # --lamb, --erase-scale, --preserve-scale: beyond this the solve is all ridge or all erase
+# The names erasure.models.resolve_device_dtype accepts (it imports torch, so the check is repeated here).
+DTYPE_NAMES = ("auto", "fp32", "float32", "float", "32", "fp16", "float16", "half", "16", "bf16", "bfloat16")
+_DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
+# Like erasure.models: what may be a Hub id in the local cache rather than a local path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".bin", ".pt", ".pth")
+_CONCEPT_LABEL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(.*\S)\s*$")
 
 
 class UsageError(Exception):
@@ -54,7 +79,58 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake becomes one line naming the help to read (not usage + error)."""
 
     def error(self, message: str):  # type: ignore[override]
+        # "argument --steps: must be >= 1 (got 0)" reads better as "--steps must be >= 1 (got 0)"
+        message = re.sub(r"^argument (\S+): (must .*)$", r"\1 \2", message)
         raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
+# --- flag types: checked by argparse (and for config-file values), before anything is loaded ----
+
+class _Number:
+    """An argparse type: an int or a finite float within bounds. Text that is no number raises ValueError
+    (argparse: "invalid int value: 'abc'"); a number out of range raises ArgumentTypeError with the range."""
+
+    def __init__(self, kind: type, minimum: float | None = None, maximum: float | None = None,
+                 below: float | None = None, what: str = "") -> None:
+        self.kind, self.minimum, self.maximum, self.below, self.what = kind, minimum, maximum, below, what
+        self.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+
+    def __call__(self, text: Any):
+        if isinstance(text, bool):
+            raise ValueError(text)
+        if self.kind is int:
+            if isinstance(text, float):  # a config file's 3.0 (but not 3.5, nan or 1e30)
+                if not (math.isfinite(text) and text.is_integer()):
+                    raise ValueError(text)
+                text = int(text)
+            value = text if isinstance(text, int) else int(str(text).strip())
+        else:
+            value = float(text)
+        low, high, below = self.minimum, self.maximum, self.below
+        if (not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high)
+                or (below is not None and value >= below)):
+            raise argparse.ArgumentTypeError(f"must be {self.expected()} (got {text})")
+        return value
+
+    def expected(self) -> str:
+        """What the value must be, in words: "a finite number >= 0", ">= 0 and < 2^64"."""
+        low, high, below = self.minimum, self.maximum, self.below
+        if low is not None and high is not None:
+            bounds = f"in [{low:g}, {high:g}]"
+        else:
+            parts = ([f">= {low:g}"] if low is not None else []) + ([f"<= {high:g}"] if high is not None else [])
+            if below is not None:
+                parts.append("< 2^64" if below == SEED_LIMIT else f"< {below:g}")
+            bounds = " and ".join(parts)
+        text = f"a finite number {bounds}".strip() if self.kind is float else bounds
+        return text + (f" ({self.what})" if self.what else "")
+
+
+SEED = _Number(int, minimum=0, below=SEED_LIMIT)
+AT_LEAST_ONE = _Number(int, minimum=1)
+AT_LEAST_ZERO = _Number(int, minimum=0)
+GUIDANCE = _Number(float, minimum=0)
+SCALE = _Number(float, minimum=0, maximum=SCALE_LIMIT)
 
 
 def _add_common_args(p: argparse.ArgumentParser) -> None:
@@ -68,197 +144,454 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="built-in world 'shapeworld' (default), a diffusers folder, a .safetensors file, or a Hub id in the local cache")
     p.add_argument("--config", default=None, help="local config folder for a single-file checkpoint (offline)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on cuda, fp32 on cpu)")
+    p.add_argument("--dtype", default=None,
+                   help="fp32, fp16, bf16 (default: fp16 on cuda, fp32 on cpu; fp16 on the cpu is refused)")
     p.add_argument("--allow-pickle", action="store_true", help="allow loading pickled .ckpt/.bin weights (unsafe)")
 
 
-def _read_prompts(args) -> list[str]:
+def _add_sampler_args(p: argparse.ArgumentParser, what: str = "") -> None:
+    p.add_argument("--steps", type=AT_LEAST_ONE, default=None,
+                   help=f"sampling steps{what} (default: the model's, 25)")
+    p.add_argument("--guidance", type=GUIDANCE, default=None,
+                   help=f"classifier-free guidance scale{what}, >= 0 (default: the model's: 5 on the built-in world, "
+                        "7.5 otherwise)")
+
+
+def _add_output_args(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--out", default=default, help=f"output folder (default {default}); never the current folder, "
+                   "home, a git checkout or a folder holding an input")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists (an earlier erasure output)")
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+def _error(message: str):
     from erasure.errors import ErasureError
 
+    return ErasureError(message)
+
+
+def _status(text: str) -> None:
+    """A labelled status line for a step that takes a while; only on a terminal (logs and pipes stay clean)."""
+    if sys.stderr.isatty():
+        print(f"... {text}", file=sys.stderr, flush=True)
+
+
+def _is_world(model: str | None) -> bool:
+    return model in (None, BUILTIN_WORLD)
+
+
+def _check_model(flag: str, value: str | None) -> None:
+    """A local model path that does not exist is a mistake found without torch (erasure.models says the same
+    once loading; Hub ids and the built-in world are looked up there)."""
+    if value is None or value == BUILTIN_WORLD:
+        return
+    path = Path(value).expanduser()
+    if path.exists():
+        return
+    if path.suffix.lower() in _SINGLE_FILE_SUFFIXES or path.is_absolute() or not _HUB_ID.match(value):
+        raise _error(f"{flag} {value!r} not found: no such file or folder, and not a Hub id like org/name")
+
+
+def _check_folder(flag: str, value: str | None, what: str) -> None:
+    if value is not None and not Path(value).expanduser().is_dir():
+        raise _error(f"{flag} {value} not found; give {what}")
+
+
+def _check_file(flag: str, value: str | None, what: str) -> None:
+    if value is not None and not Path(value).expanduser().is_file():
+        raise _error(f"{flag} {value} not found; give {what}")
+
+
+def _check_device_dtype(args) -> None:
+    """Names only (no torch): the device and dtype are resolved, and refused if they cannot work, later."""
+    if args.device is not None and not _DEVICE.match(str(args.device).strip().lower()):
+        raise _error(f"unknown device {args.device!r}; use cpu, cuda or cuda:N")
+    if args.dtype is not None and str(args.dtype).lower().removeprefix("torch.") not in DTYPE_NAMES:
+        raise _error(f"unknown dtype {args.dtype!r}; use fp32, fp16 or bf16")
+    if args.dtype is not None and str(args.device or "").lower() == "cpu" and _is_fp16(args.dtype):
+        raise _fp16_on_cpu()
+
+
+def _is_fp16(dtype: str) -> bool:
+    return str(dtype).lower().removeprefix("torch.") in ("fp16", "float16", "half", "16")
+
+
+def _fp16_on_cpu():
+    return _error("fp16 on the CPU is refused: its kernels are slow or missing there (diffusers warns and may "
+                  "produce black images); use --dtype fp32 or bf16 on the CPU, or --device cuda for fp16")
+
+
+def _resolve_device(args) -> tuple[Any, Any]:
+    """(device, dtype) for loading, after torch is imported. The policy: CUDA asked for without a GPU (or an
+    index beyond the GPUs there are) and fp16 on the CPU are refused before loading, in one line."""
+    import torch
+
+    from erasure.models import resolve_device_dtype
+
+    device, dtype = resolve_device_dtype(args.device, args.dtype)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise _error(f"device {args.device!r} requested but this machine has {torch.cuda.device_count()} GPU(s); "
+                     "use cuda:0 .. cuda:N-1 or --device cpu")
+    if device.type == "cpu" and dtype == torch.float16:
+        raise _fp16_on_cpu()
+    return device, dtype
+
+
+def _load_model(args, model: str | None, config: str | None):
+    """The pipeline ``model`` (with its single-file ``config``) on the device and dtype the flags ask for."""
+    from erasure.models import load_pipeline
+
+    device, dtype = _resolve_device(args)
+    _status(f"loading {model or BUILTIN_WORLD} on {device} ({str(dtype).removeprefix('torch.')})")
+    return load_pipeline(model, config=config, device=device, dtype=dtype, allow_pickle=args.allow_pickle)
+
+
+def _sampler_settings(args, world: bool, **extra):
+    """The sampler settings: the flags given, the model's defaults for the rest (the built-in world's in every
+    subcommand); an explicit 0 guidance is kept, never replaced by a default."""
+    from erasure.evaluation.evaluate import WORLD_SETTINGS
+    from erasure.generation import SamplerSettings
+
+    base = WORLD_SETTINGS if world else SamplerSettings()
+    steps = base.steps if args.steps is None else args.steps
+    guidance = base.guidance if args.guidance is None else args.guidance
+    return SamplerSettings(steps=steps, guidance=guidance, **extra)
+
+
+def _output(args, inputs: list, *, need_bytes: int = 0) -> Path:
+    from erasure.files import check_output
+
+    return check_output(args.out, force=args.force, inputs=[i for i in inputs if i], need_bytes=need_bytes)
+
+
+def _concept_parts(text: str, flag: str = "--concept") -> tuple[str | None, str]:
+    """``circle`` -> (None, "circle"); ``shape=circle`` -> ("shape", "circle"). Both forms in every command."""
+    if text is None or not str(text).strip():
+        raise _error(f"empty concept given to {flag}; name one, e.g. {flag} circle (or {flag} shape=circle)")
+    match = _CONCEPT_LABEL.match(str(text))
+    if match:
+        return match[1], match[2].strip()
+    if "=" in str(text):
+        raise _error(f"{flag} wants a name (circle) or ATTRIBUTE=VALUE (shape=circle), got {text!r}")
+    return None, str(text).strip()
+
+
+def _world_attribute(value: str, attribute: str | None, flag: str = "--concept") -> str:
+    """The built-in world's attribute of a concept value (``circle`` -> ``shape``); a one-line error naming the
+    world's concepts when it has none (or another attribute than the one given)."""
+    from erasure.evaluation.world_prompts import ERASABLE
+
+    found = [a for a, values in ERASABLE.items() if value in values]
+    if not found:
+        known = "; ".join(f"{a}: {', '.join(v)}" for a, v in ERASABLE.items())
+        raise _error(f"{flag} {value!r} is not a concept of the built-in world ({known})")
+    if attribute is not None and attribute not in found:
+        raise _error(f"{flag} {attribute}={value}: on the built-in world {value} is a {found[0]}; "
+                     f"write {found[0]}={value} or just {value}")
+    return found[0]
+
+
+def _next_free(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3`` ... : the first that does not exist (for a printed next command)."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+def _command(*words: Any) -> str:
+    """A command line to print, quoted so that it runs as printed in a POSIX shell."""
+    return shlex.join(str(w) for w in words)
+
+
+# --- generate --------------------------------------------------------------------------------
+
+def _read_prompts(args) -> list[str]:
     prompts = list(args.prompt or [])
     if args.prompts_file:
         path = Path(args.prompts_file)
         if not path.is_file():
-            raise ErasureError(f"prompts file {path} not found; give a text file with one prompt per line")
-        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            raise _error(f"prompts file {path} not found; give a text file with one prompt per line")
+        try:
+            prompts += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (UnicodeDecodeError, OSError) as e:
+            raise _error(f"prompts file {path} is not readable text ({type(e).__name__}); give a UTF-8 text file "
+                         "with one prompt per line") from None
     if not prompts:
-        raise ErasureError("no prompts given; use --prompt TEXT (repeatable) or --prompts-file FILE")
+        raise _error("no prompts given; use --prompt TEXT (repeatable) or --prompts-file FILE")
     return prompts
 
 
-def cmd_generate(args) -> int:
-    from erasure.errors import ErasureError
-    from erasure.generation import SamplerSettings, generate_images, save_generation
-    from erasure.models import load_pipeline
-
-    prompts = _read_prompts(args)
+def check_generate(args) -> None:
+    args.prompt_list = _read_prompts(args)
     if args.seeds:
-        seeds = args.seeds
+        args.seed_list = list(args.seeds)
     else:
-        if args.num_seeds < 1:
-            raise ErasureError(f"--num-seeds must be >= 1 (got {args.num_seeds})")
-        seeds = list(range(args.seed, args.seed + args.num_seeds))
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise ErasureError(f"{out} already exists; choose another --out or pass --force to replace it")
-    settings = SamplerSettings(steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt)
+        if args.seed + args.num_seeds > SEED_LIMIT:
+            raise _error(f"--seed {args.seed} with --num-seeds {args.num_seeds} goes beyond the largest seed 2^64-1; "
+                         "lower --seed")
+        args.seed_list = list(range(args.seed, args.seed + args.num_seeds))
+    _check_device_dtype(args)
+    _check_model("--model", args.model)
+    _check_folder("--config", args.config, "the local config folder of the single-file checkpoint")
+    args.out_path = _output(args, [args.prompts_file, args.model, args.config, args.config_file])
+
+
+def cmd_generate(args) -> int:
+    from erasure.generation import generate_images, save_generation
+
+    settings = _sampler_settings(args, _is_world(args.model), negative_prompt=args.negative_prompt)
     settings.validate()
-    pipe = load_pipeline(args.model, config=args.config, device=args.device, dtype=args.dtype,
-                         allow_pickle=args.allow_pickle)
+    pipe = _load_model(args, args.model, args.config)
+    prompts, seeds = args.prompt_list, args.seed_list
     all_prompts = [p for p in prompts for _ in seeds]
     all_seeds = [s for _ in prompts for s in seeds]
+    _status(f"generating {len(all_prompts)} images")
     images = generate_images(pipe, all_prompts, all_seeds, settings, batch_size=args.batch_size)
-    save_generation(images, all_prompts, all_seeds, out, settings=settings, model=args.model or "shapeworld",
-                    grid_shape=(len(prompts), len(seeds)), force=args.force)
+    out = save_generation(images, all_prompts, all_seeds, args.out_path, settings=settings,
+                          model=args.model or BUILTIN_WORLD, grid_shape=(len(prompts), len(seeds)), force=args.force)
     print(f"wrote {len(images)} images and {out / 'grid.png'}")
     return 0
 
 
-def _parse_concept(text: str | None):
-    from erasure.errors import ErasureError
+# --- erase -----------------------------------------------------------------------------------
 
-    if text is None:
-        return None
-    attribute, sep, value = text.partition("=")
-    if not sep or not attribute.strip() or not value.strip():
-        raise ErasureError(f"--concept-label wants ATTRIBUTE=VALUE such as shape=circle, got {text!r}")
-    return attribute.strip(), value.strip()
-
-
-def _world_concept(pipe, concept: str):
-    """On the built-in world, (attribute, value) and the prompt set name for an erased concept name."""
-    if getattr(pipe, "erasure_source", None) != "shapeworld":
-        return None, None
-    from erasure.evaluation.world_prompts import ERASABLE
-
-    for attribute, values in ERASABLE.items():
-        if concept in values:
-            return (attribute, concept), f"shapeworld-{attribute}-{concept}"
-    return None, None
+def _parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` (VALUE as JSON, else text); NaN and infinities are refused here, once."""
+    settings: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise _error(f"--set wants KEY=VALUE (JSON value), got {item!r}")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        if not _finite(parsed):
+            raise _error(f"--set {key}={value}: not a finite number; give a finite value")
+        settings[key] = parsed
+    return settings
 
 
-def _settings(args):
-    from erasure.evaluation.evaluate import WORLD_SETTINGS
-    from erasure.generation import SamplerSettings
-
-    base = WORLD_SETTINGS if (args.model in (None, "shapeworld")) else SamplerSettings()
-    return SamplerSettings(steps=args.steps or base.steps, guidance=args.guidance or base.guidance)
-
-
-def _run_record(args) -> dict:
-    """The flags a command ran with, as a config file (``--config-file run.json`` runs it again)."""
-    skip = {"func", "command", "config_file", "force"}
-    return {k.replace("_", "-"): v for k, v in vars(args).items() if k not in skip and v is not None and v is not False}
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    return True
 
 
-def _trains(method: str) -> bool:
-    """Whether a method trains for many iterations (and so checkpoints and resumes): ESD and its adapters."""
-    from erasure.methods import METHODS, adapters, esd
-
-    fn = METHODS.get(method)
-    return getattr(fn, "func", None) in (esd.esd_edit, adapters.lora_esd, adapters.spm)
+def _resumable(spec) -> bool:
+    """Whether a method checkpoints while it trains and can continue with --resume."""
+    return bool(spec.trains) and "checkpoint_dir" in spec.options and getattr(spec, "resumable", True)
 
 
-def cmd_erase(args) -> int:
-    import json
-    import shutil
-
-    from erasure.errors import ErasureError
-    from erasure.files import atomic_folder, refuse_existing
-    from erasure.methods import METHODS, erase
-    from erasure.models import load_pipeline
-
-    if not args.concept:
-        raise ErasureError("no concept given; name one with --concept TEXT (repeat for several)")
-    out = refuse_existing(args.out, args.force)  # before the (possibly long) erasure, not only at the end
-    METHODS.get(args.method)  # an unknown method fails before the model loads
-    settings: dict = {}
+def _erase_settings(args, spec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(settings, run options) for ``spec`` from the flags; settings checked by the spec (no torch)."""
+    settings: dict[str, Any] = {}
+    if _resumable(spec):
+        settings["checkpoint_every"] = args.checkpoint_every  # --set checkpoint_every=N, below, wins
     for key in ("preserve", "tokens", "lamb", "erase_scale", "preserve_scale"):
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
     if args.no_preserve:
         settings["preserve"] = []
-    anchors = args.anchor  # --anchor and --guide are one option
-    if anchors is not None:  # the closed-form editors call it the guide, ESD and the adapters the anchor
-        from erasure.methods import closed_form
-
-        fn = METHODS.get(args.method)
-        key = "guide" if getattr(fn, "func", None) is closed_form.closed_form_edit else "anchor"
-        settings[key] = anchors[0] if len(anchors) == 1 else anchors
+    if args.anchor is not None:  # --anchor and --guide are one flag: the spec says which setting it is
+        if spec.anchor_setting is None:
+            raise _error(f"{spec.name} takes no anchor or guide; drop --anchor/--guide")
+        settings[spec.anchor_setting] = args.anchor[0] if len(args.anchor) == 1 else list(args.anchor)
     if args.templates is not None:
-        settings["templates"] = args.templates[0] if len(args.templates) == 1 and "{}" not in args.templates[0] \
-            else args.templates
-    if args.set:
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ErasureError(f"--set wants KEY=VALUE (JSON value), got {item!r}")
-            try:
-                settings[key] = json.loads(value)
-            except json.JSONDecodeError:
-                settings[key] = value
-    run_kw: dict = {}
-    ckpt = out.with_name(out.name + ".checkpoints")  # a trained method's interval checkpoints, until it finishes
-    if _trains(args.method):
-        if ckpt.exists() and not args.resume:
-            if not args.force:
-                raise ErasureError(f"{ckpt} holds an interrupted run's checkpoints; add --resume to continue it, "
-                                   "or --force to start over")
-            shutil.rmtree(ckpt)
-        settings.setdefault("checkpoint_every", args.checkpoint_every)
-        run_kw = {"checkpoint_dir": ckpt, "resume": args.resume}
+        one = len(args.templates) == 1 and "{}" not in args.templates[0]  # a template set's name
+        settings["templates"] = args.templates[0] if one else list(args.templates)
+    settings.update(_parse_set(args.set))
+    options = {k: settings.pop(k) for k in list(settings) if k in spec.options}
+    settings = spec.validate_settings(settings)
+    return settings, options
+
+
+def check_erase(args) -> None:
+    from erasure.methods import METHODS
+
+    args.run_record = _run_record(args)  # the flags as given, before the checks add what they found
+    if not args.concept:
+        raise _error("no concept given; name one with --concept TEXT (repeat for several)")
+    parts = [_concept_parts(c) for c in args.concept]
+    args.concepts = [value for _, value in parts]
+    spec = METHODS.get(args.method)  # an unknown method: "did you mean", before the model loads
+    args.spec = spec
+    settings, options = _erase_settings(args, spec)
+    _check_device_dtype(args)
+    _check_model("--model", args.model)
+    _check_folder("--config", args.config, "the local config folder of the single-file checkpoint")
+    args.out_path = out = _output(args, [args.model, args.config, args.config_file])
+    args.labels = []
+    if args.evaluate:
+        if not _is_world(args.model):
+            raise _error("--evaluate knows the built-in world's concepts only (it judges with the world's "
+                         "classifier); for your model, evaluate from Python with evaluate(..., classifier=...)")
+        args.labels = [(_world_attribute(value, attribute), value) for attribute, value in parts]
+    checkpoints = out.with_name(out.name + ".checkpoints")  # a trained method's interval checkpoints
+    run: dict[str, Any] = {}
+    if _resumable(spec):
+        if os.path.lexists(checkpoints) and not args.resume and not args.force:
+            raise _error(f"{checkpoints} holds an interrupted run's checkpoints; add --resume to continue it, "
+                         "or --force to start over")
+        run = {"checkpoint_dir": checkpoints, "resume": args.resume}
     elif args.resume:
-        raise ErasureError(f"--resume applies to trained methods (esd*, lora-esd, spm); {args.method} runs in one go, "
-                           "run it again without --resume")
-    pipe = load_pipeline(args.model, config=args.config, device=args.device, dtype=args.dtype,
-                         allow_pickle=args.allow_pickle)
-    edit = erase(pipe, args.method, args.concept, **settings, **run_kw)
-    is_adapter = hasattr(edit, "peft_state_dict")
-    saved_as = "adapter" if is_adapter else "edit.safetensors"  # a LoRA folder that load_lora_weights reads
-    with atomic_folder(out, force=args.force) as tmp:
+        raise _error(f"--resume applies to methods that checkpoint while they train (see `erasure list --methods`); "
+                     f"{spec.name} cannot resume: run it again without --resume")
+    args.settings, args.run_options, args.checkpoints = settings, {**options, **run}, checkpoints
+
+
+def _run_record(args) -> dict:
+    """The flags a command ran with, as a config file (``--config-file run.json`` runs it again)."""
+    skip = {"func", "check", "command", "config_file", "force"}
+    return {k.replace("_", "-"): v for k, v in vars(args).items() if k not in skip and v is not None and v is not False}
+
+
+def _export_hint(args, saved: Path) -> str:
+    """The next command, complete: the same model flags, so that it runs as printed."""
+    words: list[Any] = ["erasure", "export", "--edit", saved]
+    for flag, value in (("--model", args.model), ("--config", args.config), ("--device", args.device),
+                        ("--dtype", args.dtype)):
+        if value is not None:
+            words += [flag, value]
+    if args.allow_pickle:
+        words.append("--allow-pickle")
+    words += ["--out", _next_free(args.out_path.with_name(args.out_path.name + "-export"))]
+    return _command(*words)
+
+
+def _remove_checkpoints(folder: Path) -> None:
+    import shutil
+
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.is_dir():
+        shutil.rmtree(folder)
+
+
+def cmd_erase(args) -> int:
+    from erasure.files import atomic_folder, dumps_json
+    from erasure.methods import erase
+
+    spec, out = args.spec, args.out_path
+    if _resumable(spec) and args.force and not args.resume and os.path.lexists(args.checkpoints):
+        _remove_checkpoints(args.checkpoints)  # --force without --resume: start over
+    pipe = _load_model(args, args.model, args.config)
+    _status(f"erasing {', '.join(args.concepts)} with {spec.name}")
+    edit = erase(pipe, spec.name, args.concepts, **args.settings, **args.run_options)
+    saved_as = "adapter" if edit.kind == "adapter" else "edit.safetensors"  # a LoRA folder load_lora_weights reads
+    with atomic_folder(out, force=args.force, inputs=[args.model, args.config, args.config_file]) as tmp:
         edit.save(tmp / saved_as)
-        (tmp / "run.json").write_text(json.dumps(_run_record(args), indent=1))
-        (tmp / "config.json").write_text(json.dumps(
+        (tmp / "run.json").write_text(dumps_json(args.run_record))
+        (tmp / "config.json").write_text(dumps_json(
             {"method": edit.method, "concepts": list(edit.concepts), "config": dict(edit.config),
-             "info": dict(edit.info), "model": args.model or "shapeworld"}, indent=1, default=str))
-        if is_adapter:
-            lines = [f"erased {', '.join(edit.concepts)} with {edit.method}: adapter on {len(edit.modules)} modules, "
-                     f"rank {edit.lora_config.get('r')}, {edit.size_bytes / 1024:.0f} KB"]
-        elif "erase_rows" in edit.info:
-            lines = [f"erased {', '.join(edit.concepts)} with {edit.method}: {len(edit.tensors)} tensors changed "
-                     f"({edit.info.get('erase_rows')} erased / {edit.info.get('preserve_rows')} preserved embeddings, "
-                     f"solve {edit.info.get('solve_seconds')} s)"]
-        else:
-            lines = [f"erased {', '.join(edit.concepts)} with {edit.method}: {len(edit.tensors)} tensors changed"]
-        if args.evaluate:
-            from erasure.evaluation.evaluate import evaluate
-
-            for concept in edit.concepts:
-                label, set_name = _world_concept(pipe, concept)
-                if label is None:
-                    raise ErasureError(f"--evaluate knows the built-in world's concepts only; for {concept!r} run "
-                                       "`erasure evaluate --prompts FILE --concept-label ATTR=VALUE` with your classifier")
-                kw = dict(concept=label, settings=_settings(args), samples_per_prompt=args.samples_per_prompt)
-                base = evaluate(pipe, set_name, **kw)
-                edit.apply(pipe)
-                pipe.erasure_edit = {"method": edit.method, "concepts": list(edit.concepts), "config": dict(edit.config)}
-                report = evaluate(pipe, set_name, **kw)
-                edit.restore(pipe)
-                pipe.erasure_edit = None
-                from erasure.evaluation.evaluate import compare, world_features
-
-                compare(report, base, features=world_features,
-                        feature_extractor="shapeworld classifier features (penultimate layer)")
-                report.save(tmp / f"eval-{concept}", baseline=base)
-                for key in ("target_accuracy", "in_domain_retain_accuracy", "cross_domain_retain_accuracy"):
-                    if key in report.metrics:
-                        lines.append(f"  {concept}: {key} {base.value(key):.3f} -> {report.value(key):.3f}")
-    shutil.rmtree(ckpt, ignore_errors=True)  # the result is in place: the checkpoints have served
+             "info": dict(edit.info), "model": args.model or BUILTIN_WORLD}))
+        lines = [_erase_summary(edit)]
+        for label in args.labels:
+            lines += _evaluate_erased(args, pipe, edit, label, tmp)
+    if _resumable(spec) and os.path.lexists(args.checkpoints):
+        _remove_checkpoints(args.checkpoints)  # the result is in place: the checkpoints have served
     print("\n".join(lines))
-    print(f"wrote {out / saved_as}" + (f" and {out}/eval-*/report.md (grids: compare-<group>.png)" if args.evaluate else ""))
-    print(f"export it: erasure export --edit {out / saved_as} --out {out}-export")
+    print(f"wrote {out / saved_as}" + (f" and {out}/eval-*/report.md (grids: compare-<group>.png)" if args.labels else ""))
+    print(f"export it: {_export_hint(args, out / saved_as)}")
     return 0
+
+
+def _erase_summary(edit) -> str:
+    head = f"erased {', '.join(edit.concepts)} with {edit.method}"
+    if edit.kind == "adapter":
+        return (f"{head}: adapter on {len(edit.modules)} modules, rank {edit.lora_config.get('r')}, "
+                f"{edit.size_bytes / 1024:.0f} KB")
+    if "erase_rows" in edit.info:
+        return (f"{head}: {len(edit.tensors)} tensors changed ({edit.info.get('erase_rows')} erased / "
+                f"{edit.info.get('preserve_rows')} preserved embeddings, solve {edit.info.get('solve_seconds')} s)")
+    return f"{head}: {len(edit.tensors)} tensors changed"
+
+
+def _evaluate_erased(args, pipe, edit, label: tuple[str, str], folder: Path) -> list[str]:
+    """``erase --evaluate``: the concept's world prompt set on the base and the erased model, compared."""
+    from erasure.evaluation.evaluate import compare, evaluate, world_features
+
+    attribute, value = label
+    set_name = f"shapeworld-{attribute}-{value}"
+    kw = dict(concept=label, settings=_sampler_settings(args, True), samples_per_prompt=args.samples_per_prompt)
+    _status(f"evaluating {value}: generating with the base model")
+    base = evaluate(pipe, set_name, **kw)
+    edit.apply(pipe)
+    try:
+        pipe.erasure_edit = {"method": edit.method, "concepts": list(edit.concepts), "config": dict(edit.config)}
+        _status(f"evaluating {value}: generating with the erased model")
+        report = evaluate(pipe, set_name, **kw)
+    finally:
+        edit.restore(pipe)
+        pipe.erasure_edit = None
+    compare(report, base, features=world_features, feature_extractor="shapeworld classifier features (penultimate layer)")
+    report.save(folder / f"eval-{value}", baseline=base)
+    return [f"  {value}: {key} {base.value(key):.3f} -> {report.value(key):.3f}"
+            for key in ("target_accuracy", "in_domain_retain_accuracy", "cross_domain_retain_accuracy")
+            if key in report.metrics]
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+def _prompt_set(text: str):
+    """A registered prompt set or a CSV file, read (and so checked) before any model loads."""
+    from erasure.evaluation.prompts import prompt_sets, read_prompt_set
+
+    registry = prompt_sets()
+    if text in registry:
+        return read_prompt_set(registry.get(text), name=text)
+    if Path(text).is_file():
+        return read_prompt_set(Path(text))
+    if Path(text).suffix.lower() == ".csv":
+        raise _error(f"prompt file {text} not found; give a CSV file or a prompt set name (see `erasure list`)")
+    registry.get(text)  # "unknown prompt set ...; did you mean"
+    raise _error(f"unknown prompt set {text!r}; see `erasure list`")
+
+
+def check_evaluate(args) -> None:
+    if not args.prompts:
+        raise _error("no prompt set given; use --prompts NAME (see `erasure list`) or --prompts FILE.csv")
+    args.prompt_set = pset = _prompt_set(args.prompts)
+    largest = max((int(r.evaluation_seed) for r in pset.records), default=0) + args.samples_per_prompt - 1
+    if largest >= SEED_LIMIT:
+        raise _error(f"prompt set {args.prompts} has seeds up to {largest} with --samples-per-prompt "
+                     f"{args.samples_per_prompt}; seeds must be < 2^64")
+    args.label = None
+    if args.concept_label is not None:
+        attribute, value = _concept_parts(args.concept_label)
+        if not _is_world(args.model):
+            raise _error("classifier metrics need a classifier: the built-in world brings its own, on your model "
+                         "drop --concept or evaluate from Python with evaluate(..., classifier=...)")
+        if attribute is None:
+            attribute = _world_attribute(value, None)
+        from erasure.evaluation.classifier_metrics import check_concept_labels
+
+        check_concept_labels(tuple(pset.records), (attribute, value))
+        args.label = (attribute, value)
+    if args.compare == UNEDITED and not args.edit:
+        raise _error("--compare without a model compares with the unedited model, so it needs --edit; "
+                     "or name the baseline model: --compare BASE")
+    if args.edit and not Path(args.edit).exists():
+        raise _error(f"{args.edit} not found; give the edit.safetensors (or adapter) that `erasure erase` wrote")
+    _check_device_dtype(args)
+    _check_model("--model", args.model)
+    _check_folder("--config", args.config, "the local config folder of the single-file checkpoint")
+    if args.compare not in (None, UNEDITED):
+        _check_model("--compare", args.compare)
+    _check_folder("--compare-config", args.compare_config, "the config folder of the single-file --compare model")
+    _check_file("--features-weights", args.features_weights, "the weights file of the --features model")
+    args.out_path = _output(args, [args.prompts if Path(args.prompts).is_file() else None, args.edit, args.model,
+                                   args.config, args.compare if args.compare != UNEDITED else None,
+                                   args.compare_config, args.features_weights, args.config_file])
 
 
 def _comparison_features(args, pipe):
@@ -268,7 +601,7 @@ def _comparison_features(args, pipe):
 
         backend = load_clip_backend(args.features, getattr(args, "features_weights", None))
         return backend.embed_images, f"{args.features} image embeddings"
-    if getattr(pipe, "erasure_source", None) == "shapeworld":
+    if getattr(pipe, "erasure_source", None) == BUILTIN_WORLD:
         from erasure.evaluation.evaluate import world_features
 
         return world_features, "shapeworld classifier features (penultimate layer)"
@@ -276,69 +609,48 @@ def _comparison_features(args, pipe):
 
 
 def cmd_evaluate(args) -> int:
-    from erasure.errors import ErasureError
     from erasure.evaluation.evaluate import compare, evaluate
-    from erasure.models import load_pipeline
 
-    if not args.prompts:
-        raise ErasureError("no prompt set given; use --prompts NAME (see `erasure list`) or --prompts FILE.csv")
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise ErasureError(f"{out} already exists; choose another --out or pass --force to replace it")
-    label = _parse_concept(args.concept_label)
-    if args.compare == UNEDITED and not args.edit:
-        raise ErasureError("--compare without a model compares with the unedited model, so it needs --edit; "
-                           "or name the baseline model: --compare BASE")
-    edit = _load_erasure_result(args.edit) if args.edit else None
-    pipe = load_pipeline(args.model, config=args.config, device=args.device, dtype=args.dtype,
-                         allow_pickle=args.allow_pickle)
-    kw = dict(concept=label, settings=_settings(args), samples_per_prompt=args.samples_per_prompt)
+    edit = _load_erasure_result(args.edit) if args.edit else None  # a corrupted edit: refused before loading
+    pipe = _load_model(args, args.model, args.config)
+    kw = dict(concept=args.label, settings=_sampler_settings(args, getattr(pipe, "erasure_source", None) == BUILTIN_WORLD),
+              samples_per_prompt=args.samples_per_prompt)
     baseline = None
     if args.compare == UNEDITED:
-        baseline = evaluate(pipe, args.prompts, **kw)
+        _status("generating with the unedited model (baseline)")
+        baseline = evaluate(pipe, args.prompt_set, **kw)
     elif args.compare:
-        base_pipe = load_pipeline(args.compare, config=args.compare_config, device=args.device, dtype=args.dtype,
-                                  allow_pickle=args.allow_pickle)
-        baseline = evaluate(base_pipe, args.prompts, **kw)
+        base_pipe = _load_model(args, args.compare, args.compare_config)
+        _status(f"generating with {args.compare} (baseline)")
+        baseline = evaluate(base_pipe, args.prompt_set, **kw)
         del base_pipe
     if edit is not None:
         edit.apply(pipe)
         pipe.erasure_edit = {"file": str(args.edit), "method": edit.method, "concepts": list(edit.concepts)}
-    report = evaluate(pipe, args.prompts, **kw)
+    _status("generating with the " + ("edited model" if edit is not None else "model"))
+    report = evaluate(pipe, args.prompt_set, **kw)
     if baseline is not None:
         features, name = _comparison_features(args, pipe)
         compare(report, baseline, features=features, feature_extractor=name)
-    report.save(out, force=args.force, baseline=baseline)
+    out = report.save(args.out_path, force=args.force, baseline=baseline)
     print(report.markdown(baseline))
     print(f"wrote {out / 'report.md'}" + (f" and {out}/compare-*.png (before | after)" if baseline is not None else ""))
     return 0
 
 
-UNEDITED = "unedited"
-
-
-EXPORT_FORMATS = ("diffusers", "single-file", "lora", "kohya", "edit")
-
+# --- export ----------------------------------------------------------------------------------
 
 def _load_erasure_result(path: str):
-    """An edit file (``edit.safetensors``) or an adapter folder/file that `erasure erase` wrote."""
-    from erasure.errors import ErasureError
+    """The edit file or adapter folder `erasure erase` wrote (its kind read from the file's metadata); a missing,
+    unreadable or corrupted one (checksum mismatch) is a one-line error."""
+    from erasure.results import load_result
 
-    where = Path(path)
-    if not where.exists():
-        raise ErasureError(f"{where} not found; give the edit.safetensors (or adapter) that `erasure erase` wrote")
-    if where.is_dir() or where.name.endswith(".lora.safetensors"):
-        from erasure.adapters import Adapter
-
-        return Adapter.load(where)
-    from erasure.edit import Edit
-
-    return Edit.load(where)
+    if not Path(path).exists():
+        raise _error(f"{path} not found; give the edit.safetensors (or adapter) that `erasure erase` wrote")
+    return load_result(path)
 
 
 def _export_formats(values: list[str] | None, has_edit: bool) -> tuple[str, ...]:
-    from erasure.errors import ErasureError
-
     if not values:
         return EXPORT_FORMATS if has_edit else ("diffusers", "single-file")
     formats = [f.strip() for v in values for f in v.split(",") if f.strip()]
@@ -348,58 +660,118 @@ def _export_formats(values: list[str] | None, has_edit: bool) -> tuple[str, ...]
 
             close = difflib.get_close_matches(f, EXPORT_FORMATS, n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            raise ErasureError(f"unknown export format {f!r}; {hint}choose from {', '.join(EXPORT_FORMATS)}")
+            raise _error(f"unknown export format {f!r}; {hint}choose from {', '.join(EXPORT_FORMATS)}")
     return tuple(dict.fromkeys(formats))
 
 
-def cmd_export(args) -> int:
-    import json
-
-    from erasure.errors import ErasureError
-    from erasure.files import refuse_existing
-    from erasure.models import load_pipeline
-
-    formats = _export_formats(args.format, bool(args.edit))
-    out = refuse_existing(args.out, args.force)
+def check_export(args) -> None:
+    args.formats = _export_formats(args.format, bool(args.edit))
     if args.base_single_file and not Path(args.base_single_file).is_file():
-        raise ErasureError(f"base single file {args.base_single_file} not found; give the .safetensors the edit was made on")
-    if args.lora_rank is not None and args.lora_rank < 1:
-        raise ErasureError(f"--lora-rank must be >= 1 (got {args.lora_rank})")
-    report = None
+        raise _error(f"base single file {args.base_single_file} not found; give the .safetensors the edit was made on")
+    args.report_data = None
     if args.report:
         file = Path(args.report)
         if not file.is_file():
-            raise ErasureError(f"report {file} not found; give a report.json that `erasure evaluate` wrote")
+            raise _error(f"report {file} not found; give a report.json that `erasure evaluate` wrote")
         try:
-            report = json.loads(file.read_text())
-        except json.JSONDecodeError as e:
-            raise ErasureError(f"report {file} is not valid JSON ({e.msg}); give a report.json from `erasure evaluate`") from None
-    edit = _load_erasure_result(args.edit) if args.edit else None
-    pipe = load_pipeline(args.model, config=args.config, device=args.device, dtype=args.dtype,
-                         allow_pickle=args.allow_pickle)
-    from erasure.export import export
+            args.report_data = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise _error(f"report {file} is not valid JSON ({getattr(e, 'msg', type(e).__name__)}); give a "
+                         "report.json from `erasure evaluate`") from None
+    if args.edit and not Path(args.edit).exists():
+        raise _error(f"{args.edit} not found; give the edit.safetensors (or adapter) that `erasure erase` wrote")
+    _check_device_dtype(args)
+    _check_model("--model", args.model)
+    _check_folder("--config", args.config, "the local config folder of the single-file checkpoint")
+    args.out_path = _output(args, [args.edit, args.report, args.base_single_file, args.model, args.config,
+                                   args.config_file])
 
-    written = export(pipe, out, edit=edit, formats=formats, base_single_file=args.base_single_file,
-                     lora_rank=args.lora_rank, report=report, force=args.force)
+
+def _export_bytes(pipe, formats: tuple[str, ...]) -> int:
+    """About how many bytes the export writes: the model's weights once per dense format, plus a margin."""
+    weights = sum(p.numel() * p.element_size() for name in ("unet", "text_encoder", "vae")
+                  if getattr(pipe, name, None) is not None for p in getattr(pipe, name).parameters())
+    dense = sum(f in formats for f in ("diffusers", "single-file"))
+    return int(weights * dense * 1.05) + (1 << 20)
+
+
+def cmd_export(args) -> int:
+    from erasure.export import export
+    from erasure.files import probe_writable
+
+    edit = _load_erasure_result(args.edit) if args.edit else None
+    pipe = _load_model(args, args.model, args.config)
+    probe_writable(args.out_path.parent, need_bytes=_export_bytes(pipe, args.formats), target=str(args.out_path))
+    _status(f"writing {', '.join(args.formats)}")
+    written = export(pipe, args.out_path, edit=edit, formats=args.formats, base_single_file=args.base_single_file,
+                     lora_rank=args.lora_rank, report=args.report_data, force=args.force)
     for fmt, path in written.items():
         print(f"{fmt:12s} {path}")
-    print(f"wrote {out} (model card: {out / 'README.md'})")
+    print(f"wrote {args.out_path} (model card: {args.out_path / 'README.md'})")
     return 0
 
 
+# --- list ------------------------------------------------------------------------------------
+
+def check_list(args) -> None:
+    if args.method is not None:
+        from erasure.methods import METHODS
+
+        args.spec = METHODS.get(args.method)
+    if args.json and not (args.methods or args.method):
+        raise _error("--json applies to --methods and --method NAME; add one of them")
+
+
 def cmd_list(args) -> int:
+    from erasure.methods import METHODS
+
+    if args.method is not None:
+        description = args.spec.describe()
+        print(json.dumps(description, indent=1) if args.json else _describe_text(description))
+        return 0
+    if args.methods:
+        specs = [METHODS.get(name) for name in METHODS.names()]
+        if args.json:
+            print(json.dumps([s.describe() for s in specs], indent=1))
+        else:
+            width = max(len(s.name) for s in specs)
+            for s in specs:
+                trains = "resumable" if _resumable(s) else "trains" if s.trains else ""
+                print(f"{s.name:{width}s}  {s.family:14s} {s.result:8s} {trains:9s}  {s.summary}")
+        return 0
     from erasure.evaluation.metrics import METRICS
     from erasure.evaluation.presets import preset_names
     from erasure.evaluation.prompts import prompt_set_names
-    from erasure.methods import METHODS
 
-    print("methods:     " + ", ".join(METHODS.names()))
+    print("methods:     " + ", ".join(METHODS.names()) + "  (erasure list --method NAME)")
     print("metrics:     " + ", ".join(METRICS.names()))
     print("prompt sets: " + ", ".join(prompt_set_names()))
     print("presets:     " + ", ".join(preset_names()))
     print("formats:     " + ", ".join(EXPORT_FORMATS) + "  (erasure export --format)")
     return 0
 
+
+def _describe_text(d: dict) -> str:
+    lines = [f"{d['name']}: {d.get('summary', '')}",
+             f"  family {d['family']}, result {d['result']}{', trains (checkpoints, --resume)' if d['trains'] else ''}, "
+             f"models {', '.join(d['models'])}",
+             f"  paper: {d['paper']}", f"  reference: {d['reference']}"]
+    if d.get("anchor"):
+        lines.append(f"  --anchor/--guide sets {d['anchor']}" + (f": {d['anchor_meaning']}" if d.get("anchor_meaning") else ""))
+    if d.get("changes"):
+        lines.append(f"  changes: {d['changes']}")
+    lines.append("  settings (--set NAME=VALUE):")
+    for s in d["settings"]:
+        bounds = ""
+        if "choices" in s:
+            bounds = f"; one of {', '.join(map(str, s['choices']))}"
+        elif "minimum" in s or "maximum" in s:
+            bounds = f"; in [{s.get('minimum', '')}, {s.get('maximum', '')}]"
+        lines.append(f"    {s['name']} = {json.dumps(s['default'])} ({s['type']}{bounds}): {s['help']}")
+    return "\n".join(lines)
+
+
+# --- the parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="erasure", description="Concept erasure for text-to-image diffusion models.",
@@ -410,22 +782,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(g)
     g.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
     g.add_argument("--prompts-file", help="text file, one prompt per line")
-    g.add_argument("--seeds", type=int, nargs="+", help="explicit seeds (one image per prompt and seed)")
-    g.add_argument("--num-seeds", type=int, default=4, help="seeds --seed .. --seed+N-1 (default 4)")
-    g.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    g.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
-    g.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    g.add_argument("--seeds", type=SEED, nargs="+", help="explicit seeds in [0, 2^64) (one image per prompt and seed)")
+    g.add_argument("--num-seeds", type=AT_LEAST_ONE, default=4, help="seeds --seed .. --seed+N-1 (default 4)")
+    g.add_argument("--seed", type=SEED, default=0, help="first seed, in [0, 2^64) (default 0)")
+    _add_sampler_args(g)
     g.add_argument("--negative-prompt", default=None)
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--out", default="outputs/generate", help="output folder (default outputs/generate)")
-    g.add_argument("--force", action="store_true", help="replace --out if it exists")
-    g.set_defaults(func=cmd_generate)
+    g.add_argument("--batch-size", type=AT_LEAST_ONE, default=16)
+    _add_output_args(g, "outputs/generate")
+    g.set_defaults(func=cmd_generate, check=check_generate)
 
     e = sub.add_parser("erase", help="erase concepts: writes a compact edit file (and, with --evaluate, reports)",
                        epilog=EXAMPLES["erase"], formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_args(e)
-    e.add_argument("--method", default="uce", help="erasure method (see `erasure list`; default uce)")
-    e.add_argument("--concept", action="append", default=None, help="a concept to erase (repeat for several); required")
+    e.add_argument("--method", default="uce", help="erasure method (see `erasure list --methods`; default uce)")
+    e.add_argument("--concept", action="append", default=None,
+                   help="a concept to erase, as a name (circle) or ATTRIBUTE=VALUE (shape=circle); repeat for "
+                        "several; required")
     e.add_argument("--preserve", action="append", default=None,
                    help="a concept to preserve (repeatable; default on the built-in world: the other concepts of the same kind)")
     e.add_argument("--no-preserve", action="store_true", help="preserve nothing")
@@ -434,30 +806,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "prompt); once, or once per concept where the method takes several")
     e.add_argument("--templates", nargs="+", default=None,
                    help="prompt templates with {} (e.g. \"a photo of {}\"), or a template set: none, uce-art, uce-object, shapeworld, shapeworld-captions")
-    e.add_argument("--tokens", default=None, help="token selection: last-subject (UCE), subject-to-end (UCE paper), subject-to-eot, aligned (TIME), residual")
-    e.add_argument("--lamb", type=float, default=None, help="ridge weight lambda (UCE 0.5, TIME 0.1)")
-    e.add_argument("--erase-scale", type=float, default=None)
-    e.add_argument("--preserve-scale", type=float, default=None)
-    e.add_argument("--set", action="append", help="other method setting KEY=VALUE (VALUE as JSON), repeatable")
+    e.add_argument("--tokens", default=None, help="token selection (closed-form methods; see `erasure list --method uce`)")
+    e.add_argument("--lamb", type=SCALE, default=None, help="ridge weight lambda, in [0, 1e6] (UCE 0.5, TIME 0.1)")
+    e.add_argument("--erase-scale", type=SCALE, default=None, help="weight of the erase terms, in [0, 1e6]")
+    e.add_argument("--preserve-scale", type=SCALE, default=None, help="weight of the preserve terms, in [0, 1e6]")
+    e.add_argument("--set", action="append",
+                   help="another method setting KEY=VALUE (VALUE as JSON), repeatable; see `erasure list --method NAME`")
     e.add_argument("--evaluate", action="store_true", help="also evaluate each erased concept (built-in world) before/after")
-    e.add_argument("--samples-per-prompt", type=int, default=1)
-    e.add_argument("--steps", type=int, default=None, help="sampling steps for --evaluate")
-    e.add_argument("--guidance", type=float, default=None, help="guidance for --evaluate")
-    e.add_argument("--out", default="outputs/erase", help="output folder (default outputs/erase)")
-    e.add_argument("--force", action="store_true", help="replace --out if it exists")
-    e.add_argument("--checkpoint-every", type=int, default=50,
-                   help="trained methods (esd*, lora-esd, spm): save the training state every N iterations to "
-                        "OUT.checkpoints (removed when the run finishes; default 50)")
+    e.add_argument("--samples-per-prompt", type=AT_LEAST_ONE, default=1)
+    _add_sampler_args(e, " for --evaluate")
+    _add_output_args(e, "outputs/erase")
+    e.add_argument("--checkpoint-every", type=AT_LEAST_ZERO, default=50,
+                   help="methods that train: save the training state every N iterations to OUT.checkpoints "
+                        "(removed when the run finishes; 0 = only at the start and the end; default 50)")
     e.add_argument("--resume", action="store_true",
                    help="continue an interrupted trained run from OUT.checkpoints (same command otherwise)")
-    e.set_defaults(func=cmd_erase)
+    e.set_defaults(func=cmd_erase, check=check_erase)
 
     v = sub.add_parser("evaluate", help="generate a prompt set and score it (report.json, report.md, grids)",
                        epilog=EXAMPLES["evaluate"], formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_args(v)
     v.add_argument("--prompts", default=None, help="prompt set name (see `erasure list`) or a CSV file; required")
-    v.add_argument("--concept-label", "--concept", dest="concept_label", default=None,
-                   help="erased concept as ATTRIBUTE=VALUE (e.g. shape=circle) for the classifier metrics")
+    v.add_argument("--concept", "--concept-label", dest="concept_label", default=None,
+                   help="the erased concept for the classifier metrics: a name (circle, on the built-in world) or "
+                        "ATTRIBUTE=VALUE (shape=circle)")
     v.add_argument("--edit", default=None, help="an edit file (erasure erase) to apply first")
     v.add_argument("--compare", nargs="?", const=UNEDITED, default=None, metavar="BASE",
                    help="also evaluate a baseline and compare (side-by-side grids, FID/KID, per-prompt change): "
@@ -467,12 +839,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FID/KID features: a CLIP backend (open_clip:NAME with --features-weights, transformers:FOLDER); "
                         "default on the built-in world: its classifier")
     v.add_argument("--features-weights", default=None, help="weights file for --features open_clip:NAME")
-    v.add_argument("--samples-per-prompt", type=int, default=1)
-    v.add_argument("--steps", type=int, default=None)
-    v.add_argument("--guidance", type=float, default=None)
-    v.add_argument("--out", default="outputs/evaluate", help="output folder (default outputs/evaluate)")
-    v.add_argument("--force", action="store_true")
-    v.set_defaults(func=cmd_evaluate)
+    v.add_argument("--samples-per-prompt", type=AT_LEAST_ONE, default=1)
+    _add_sampler_args(v)
+    _add_output_args(v, "outputs/evaluate")
+    v.set_defaults(func=cmd_evaluate, check=check_evaluate)
 
     x = sub.add_parser("export", help="write an erased model as a diffusers folder, single file, LoRA (peft, kohya), edit file",
                        epilog=EXAMPLES["export"], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -484,29 +854,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: all that apply)")
     x.add_argument("--base-single-file", default=None,
                    help="the user's base .safetensors checkpoint: the single-file export patches the edited tensors into a copy")
-    x.add_argument("--lora-rank", type=int, default=None,
+    x.add_argument("--lora-rank", type=AT_LEAST_ONE, default=None,
                    help="LoRA rank for a dense edit (default: the exact rank the edit needs)")
     x.add_argument("--report", default=None, help="report.json from `erasure evaluate` for the model card")
-    x.add_argument("--out", default="outputs/export", help="output folder (default outputs/export)")
-    x.add_argument("--force", action="store_true", help="replace --out if it exists")
-    x.set_defaults(func=cmd_export)
+    _add_output_args(x, "outputs/export")
+    x.set_defaults(func=cmd_export, check=check_export)
 
     li = sub.add_parser("list", help="list methods, metrics, prompt sets and presets", epilog=EXAMPLES["list"],
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common_args(li)
-    li.set_defaults(func=cmd_list)
+    li.add_argument("--methods", action="store_true", help="one line per method: family, result, whether it trains")
+    li.add_argument("--method", default=None, metavar="NAME", help="one method: paper, reference, every setting")
+    li.add_argument("--json", action="store_true", help="with --methods or --method: JSON")
+    li.set_defaults(func=cmd_list, check=check_list)
     parser.subcommands = {"generate": g, "erase": e, "evaluate": v, "export": x, "list": li}
     return parser
 
 
 def _read_config_file(path: str) -> dict:
-    import json
-
-    from erasure.errors import ErasureError
-
     file = Path(path)
     if not file.is_file():
-        raise ErasureError(f"config file {file} not found; give a YAML or JSON file of flags (see --help)")
+        raise _error(f"config file {file} not found; give a YAML or JSON file of flags (see --help)")
     kind = "JSON" if file.suffix.lower() == ".json" else "YAML"
     try:
         if kind == "JSON":
@@ -517,23 +885,19 @@ def _read_config_file(path: str) -> dict:
             data = yaml.safe_load(file.read_text())
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ErasureError(f"config file {file} is not valid {kind} ({first}); fix it or use a .json/.yaml file") from None
+        raise _error(f"config file {file} is not valid {kind} ({first}); fix it or use a .json/.yaml file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ErasureError(f"config file {file} must hold a mapping of flag names to values, "
-                           f"not a {type(data).__name__}")
+        raise _error(f"config file {file} must hold a mapping of flag names to values, not a {type(data).__name__}")
     return data
 
 
 def _config_value(action: argparse.Action, key: str, value, file: str):
-    """A config-file value as the flag would have parsed it (lists for repeatable flags, types applied)."""
-    import json
-
-    from erasure.errors import ErasureError
-
+    """A config-file value as the flag would have parsed it (lists for repeatable flags, types and ranges
+    applied)."""
     def bad(why: str):
-        return ErasureError(f"config file {file}: {key!r} {why}")
+        return _error(f"config file {file}: {key!r} {why}")
 
     if isinstance(action, argparse._StoreTrueAction):
         if not isinstance(value, bool):
@@ -550,8 +914,10 @@ def _config_value(action: argparse.Action, key: str, value, file: str):
         if action.type is not None and item is not None:
             try:
                 item = action.type(item) if not isinstance(item, bool) else action.type(str(item))
+            except argparse.ArgumentTypeError as e:
+                raise bad(str(e)) from None
             except (TypeError, ValueError):
-                raise bad(f"must be of type {action.type.__name__}, got {item!r}") from None
+                raise bad(f"must be of type {getattr(action.type, '__name__', 'value')}, got {item!r}") from None
         elif item is not None:
             item = str(item)
         if action.choices is not None and item not in action.choices:
@@ -575,8 +941,6 @@ def _given_on_command_line(parser: argparse.ArgumentParser, sub: argparse.Argume
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse the command line; with ``--config-file``, fill the flags not given from the file."""
-    from erasure.errors import ErasureError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "config_file", None):
@@ -595,14 +959,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action = by_name.get(str(key).replace("-", "_"))
         if action is None:
             known = sorted({a.option_strings[0].lstrip("-") for a in by_name.values() if a.option_strings})
-            raise ErasureError(f"config file {args.config_file}: unknown key {key!r} for `erasure {args.command}`; "
-                               f"known: {', '.join(known)}")
+            raise _error(f"config file {args.config_file}: unknown key {key!r} for `erasure {args.command}`; "
+                         f"known: {', '.join(known)}")
         if action.dest not in given:
             setattr(args, action.dest, _config_value(action, str(key), value, args.config_file))
     return args
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0, 1, 2 or 130) and prints errors as one line."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from erasure.errors import ErasureError
 
@@ -612,13 +982,18 @@ def main(argv: list[str] | None = None) -> int:
             build_parser().print_help(sys.stderr)
             print("error: choose a command: generate, erase, evaluate, export or list", file=sys.stderr)
             return 2
+        args.check(args)  # everything that needs no model, before torch is imported
         return args.func(args)
     except (ErasureError, UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted; nothing was written", file=sys.stderr)
         return 130
+    except OSError as e:  # the machine's fault met outside a write (a full disk while reading, an I/O error)
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or _one_line(e)}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,88 +1,13 @@
-"""The command line as a user meets it: bad invocations, config files, help, exit codes.
-
-Every bad invocation must give one line on stderr that starts with ``error:`` (no traceback, no usage
-dump), exit with code 2, and leave nothing behind: no --out folder and no temporary folder next to it.
+"""The command line as a user meets it: config files, help, `erasure list`, the defaults every command
+shares, and the next commands it prints. The bad invocations are one table in tests/test_cli_faults.py.
 """
 
 import json
+import shlex
 
 import pytest
 
 from erasure.cli import main
-
-# (arguments, a phrase the one-line message must contain). The output folder is added by the test.
-BAD_INVOCATIONS = [
-    ([], "choose a command"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-    (["erase"], "no concept given"),
-    (["erase", "--concept", "circle", "--method", "ucee"], "did you mean 'uce'"),
-    (["erase", "--concept", "circle", "--steps", "abc"], "invalid int value: 'abc'"),
-    (["erase", "--concept", "circle", "--bogus-flag"], "unrecognized arguments: --bogus-flag"),
-    (["erase", "--concept", "circle", "--config-file", "{tmp}/missing.json"], "not found"),
-    (["erase", "--concept", "circle", "--config-file", "{tmp}/unknown_key.json"], "unknown key 'bogus'"),
-    (["erase", "--concept", "circle", "--config-file", "{tmp}/broken.yaml"], "is not valid YAML"),
-    (["erase", "--concept", "circle", "--config-file", "{tmp}/a_list.json"], "must hold a mapping"),
-    (["erase", "--concept", "circle", "--config-file", "{tmp}/wrong_type.json"], "must be of type int"),
-    (["erase", "--concept", "circle", "--model", "{tmp}/no/such/model"], "not found"),
-    (["erase", "--concept", "circle", "--set", "nosuch=1"], "unknown setting(s) ['nosuch']"),
-    (["erase", "--concept", "circle", "--set", "iterations"], "KEY=VALUE"),
-    (["erase", "--concept", "circle", "--tokens", "bogus"], "unknown token selection 'bogus'"),
-    (["erase", "--concept", "circle", "--lamb", "-1"], "lamb must be >= 0"),
-    (["erase", "--concept", "circle", "--method", "esd", "--set", "lr=-1"], "lr must be > 0"),
-    (["erase", "--concept", ""], "empty concept"),
-    (["generate"], "no prompts given"),
-    (["generate", "--prompt", "a star", "--steps", "0"], "steps must be >= 1"),
-    (["generate", "--prompt", "a star", "--num-seeds", "0"], "--num-seeds must be >= 1"),
-    (["generate", "--prompts-file", "{tmp}/missing.txt"], "not found"),
-    (["generate", "--prompt", "a star", "--dtype", "fp8"], "unknown dtype 'fp8'"),
-    (["generate", "--prompt", "a star", "--device", "tpu"], "unknown device 'tpu'"),
-    (["generate", "--prompt", "a star", "--model", "{tmp}/model.ckpt"], "pickled checkpoint"),
-    (["generate", "--prompt", "a star", "--guidance", "-1"], "guidance must be >= 0"),
-    (["evaluate"], "no prompt set given"),
-    (["evaluate", "--prompts", "shapeworld-shape-circl"], "unknown prompt set"),
-    (["evaluate", "--prompts", "shapeworld-shape-circle", "--concept", "shape"], "ATTRIBUTE=VALUE"),
-    (["evaluate", "--prompts", "shapeworld-shape-circle", "--concept", "colour=circle"], "no prompt names colour=circle"),
-    (["evaluate", "--prompts", "shapeworld-shape-circle", "--edit", "{tmp}/missing.safetensors"], "not found"),
-    (["evaluate", "--prompts", "shapeworld-shape-circle", "--edit", "{tmp}/corrupt.safetensors"],
-     "not a readable safetensors file"),
-    (["evaluate", "--prompts", "shapeworld-shape-circle", "--compare"], "needs --edit"),
-    (["export", "--format", "lora,onnx"], "unknown export format 'onnx'"),
-    (["export", "--edit", "{tmp}/missing.safetensors"], "not found"),
-    (["export", "--lora-rank", "0", "--edit", "{tmp}/corrupt.safetensors"], "--lora-rank must be >= 1"),
-    (["export", "--report", "{tmp}/a_list.json", "--base-single-file", "{tmp}/none.safetensors"], "not found"),
-]
-
-
-@pytest.fixture
-def bad_files(tmp_path):
-    (tmp_path / "unknown_key.json").write_text(json.dumps({"steps": 3, "bogus": 1}))
-    (tmp_path / "broken.yaml").write_text("steps: [\n")
-    (tmp_path / "a_list.json").write_text("[1, 2]")
-    (tmp_path / "wrong_type.json").write_text(json.dumps({"samples-per-prompt": "many"}))
-    (tmp_path / "model.ckpt").write_bytes(b"\x80\x02not really a pickle")
-    (tmp_path / "corrupt.safetensors").write_bytes(b"garbage")
-    return tmp_path
-
-
-def test_there_are_at_least_twenty_bad_invocations():
-    assert len(BAD_INVOCATIONS) >= 20
-
-
-@pytest.mark.parametrize("args, message", BAD_INVOCATIONS, ids=[" ".join(a) or "(none)" for a, _ in BAD_INVOCATIONS])
-def test_bad_invocation_is_one_line_exit_2_and_writes_nothing(bad_files, capsys, args, message):
-    tmp = bad_files
-    before = {p.name for p in tmp.iterdir()}
-    out = tmp / "out"
-    argv = [a.replace("{tmp}", str(tmp)) for a in args]
-    if argv and argv[0] in ("erase", "generate", "evaluate", "export"):
-        argv += ["--out", str(out)]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("error:") and message in err[-1], err
-    if argv:  # only the bare `erasure` prints its help above the error line
-        assert len(err) == 1, err
-    assert not out.exists()
-    assert {p.name for p in tmp.iterdir()} == before  # no temporary folder left next to --out
 
 
 def test_config_file_fills_flags_and_the_command_line_wins(tiny_sd1_folder, tmp_path, capsys):
@@ -122,3 +47,71 @@ def test_list_names_methods_metrics_prompt_sets_and_presets(capsys):
     assert {"methods", "metrics", "prompt sets", "presets"} <= {k.strip() for k in lines}
     assert "uce" in lines["methods"] and "esd-x" in lines["methods"]
     assert "shapeworld-shape-circle" in lines["prompt sets"]
+
+
+def test_list_methods_and_one_method_from_the_spec(capsys):
+    from erasure.methods import METHODS
+
+    assert main(["list", "--methods", "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in described] == list(METHODS.names())
+    assert {d["name"]: d["trains"] for d in described} == {n: METHODS.get(n).trains for n in METHODS.names()}
+    assert main(["list", "--method", "esd-x", "--json"]) == 0
+    esd = json.loads(capsys.readouterr().out)
+    assert esd == json.loads(json.dumps(METHODS.get("esd-x").describe()))
+    assert main(["list", "--method", "esd-x"]) == 0
+    text = capsys.readouterr().out
+    for setting in esd["settings"]:
+        assert f"    {setting['name']} = " in text
+    assert main(["list", "--methods"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == len(METHODS) and all(row.split()[0] in METHODS for row in rows)
+
+
+@pytest.mark.parametrize("given, expected", [
+    ([], (25, 5.0)),  # the built-in world's defaults (erasure.evaluation.evaluate.WORLD_SETTINGS)...
+    (["--guidance", "0"], (25, 0.0)),  # ...and an explicit 0 is kept, not replaced by a default
+    (["--steps", "3", "--guidance", "1.5"], (3, 1.5)),
+])
+def test_every_command_takes_the_worlds_sampler_defaults_and_keeps_an_explicit_zero(given, expected):
+    from erasure.cli import _sampler_settings, parse_args
+    from erasure.evaluation.evaluate import WORLD_SETTINGS
+    from erasure.generation import SamplerSettings
+
+    assert (WORLD_SETTINGS.steps, WORLD_SETTINGS.guidance) == (25, 5.0)
+    for command in (["generate", "--prompt", "x"], ["erase", "--concept", "circle"],
+                    ["evaluate", "--prompts", "shapeworld-shape-circle"]):
+        args = parse_args([*command, *given])
+        settings = _sampler_settings(args, world=True)
+        assert (settings.steps, settings.guidance) == expected, command
+        other = _sampler_settings(args, world=False)  # another model: diffusers' defaults for what is not given
+        defaults = SamplerSettings()
+        assert other.steps == (expected[0] if "--steps" in given else defaults.steps)
+        assert other.guidance == (expected[1] if "--guidance" in given else defaults.guidance)
+
+
+def test_concept_takes_a_name_or_attribute_value_in_erase_and_evaluate(tmp_path, monkeypatch):
+    from erasure.cli import check_erase, check_evaluate, parse_args
+
+    monkeypatch.chdir(tmp_path)
+    for text in ("circle", "shape=circle", " shape = circle "):
+        args = parse_args(["erase", "--concept", text, "--evaluate", "--out", "never-written"])
+        check_erase(args)
+        assert args.concepts == ["circle"] and args.labels == [("shape", "circle")]
+        args = parse_args(["evaluate", "--prompts", "shapeworld-shape-circle", "--concept", text, "--out", "never"])
+        check_evaluate(args)
+        assert args.label == ("shape", "circle")
+
+
+def test_the_printed_export_command_runs_as_printed(tiny_sd1_folder, tmp_path, capsys, monkeypatch):
+    """The next command `erasure erase` prints names the same (non-world) model, so it runs as printed."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["erase", "--model", str(tiny_sd1_folder), "--concept", "red star", "--device", "cpu",
+                 "--out", "my erase"]) == 0
+    hint = [line for line in capsys.readouterr().out.splitlines() if line.startswith("export it: ")]
+    assert len(hint) == 1
+    words = shlex.split(hint[0].removeprefix("export it: "))
+    assert words[:2] == ["erasure", "export"] and "--model" in words
+    assert main(words[1:]) == 0, capsys.readouterr().err
+    out = tmp_path / words[words.index("--out") + 1]
+    assert out.name == "my erase-export" and (out / "export.json").is_file() and (out / "edit.safetensors").is_file()
