@@ -34,7 +34,25 @@ _PUBLIC = {
     "export": "erasure.export",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "METHODS",
+    "Adapter",
+    "Edit",
+    "ErasureError",
+    "Report",
+    "SamplerSettings",
+    "builtin_world_path",
+    "compare",
+    "erase",
+    "evaluate",
+    "export",
+    "facilitated_transport",
+    "generate_images",
+    "image_grid",
+    "load_pipeline",
+    "save_generation",
+]
+assert sorted(__all__) == sorted(_PUBLIC)
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from erasure.adapters import Adapter, facilitated_transport
@@ -71,4 +89,4 @@ sys.modules[__name__].__class__ = _Package
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+    return sorted({"__version__", *_PUBLIC})

@@ -25,7 +25,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 EXAMPLES = {
     "generate": """examples:

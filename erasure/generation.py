@@ -6,7 +6,6 @@ depend on the batch it was generated in, nor on which process generated it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from erasure.errors import ErasureError
-from erasure.files import atomic_folder
+from erasure.files import atomic_folder, dumps_json
 from erasure.versions import package_versions
 
 
@@ -142,6 +141,6 @@ def save_generation(
             labels = [prompts[r * cols] for r in range(rows)]
             image_grid(images, rows, cols, row_labels=labels).save(tmp / "grid.png")
         manifest = {"model": model, "settings": asdict(settings), "images": records, "versions": package_versions()}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        (tmp / "manifest.json").write_text(dumps_json(manifest))  # NaN as null: bare NaN is not JSON
     return Path(out_dir)
 

@@ -69,7 +69,9 @@ class Report:
             data = self.to_dict()
             if baseline is not None:
                 data["baseline"] = baseline.to_dict()
-            (tmp / "report.json").write_text(json.dumps(data, indent=1, default=str))
+            from erasure.files import dumps_json  # NaN as null: bare NaN is not JSON
+
+            (tmp / "report.json").write_text(dumps_json(data))
             (tmp / "report.md").write_text(self.markdown(baseline))
             if self.images is not None and len(self.records):
                 for group, grid in group_grids(self.records, self.images, self.info["samples_per_prompt"]).items():
