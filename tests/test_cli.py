@@ -115,3 +115,21 @@ def test_the_printed_export_command_runs_as_printed(tiny_sd1_folder, tmp_path, c
     assert main(words[1:]) == 0, capsys.readouterr().err
     out = tmp_path / words[words.index("--out") + 1]
     assert out.name == "my erase-export" and (out / "export.json").is_file() and (out / "edit.safetensors").is_file()
+
+
+def test_the_printed_export_command_of_an_adapter_on_a_single_file_runs_as_printed(tiny_sd1_folder, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """A single-file checkpoint needs --config to load offline: the printed command carries it."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--model", str(tiny_sd1_folder), "--format", "single-file", "--out", "base"]) == 0
+    model, config = tmp_path / "base" / "model.safetensors", tmp_path / "base" / "model-config"
+    capsys.readouterr()
+    assert main(["erase", "--model", str(model), "--config", str(config), "--method", "lora-esd", "--concept",
+                 "red star", "--set", "iterations=2", "--set", "ddim_steps=2", "--set", "batch_size=1",
+                 "--out", "lora"]) == 0
+    hint = [line for line in capsys.readouterr().out.splitlines() if line.startswith("export it: ")]
+    words = shlex.split(hint[0].removeprefix("export it: "))
+    assert words[words.index("--model") + 1] == str(model) and words[words.index("--config") + 1] == str(config)
+    assert words[words.index("--edit") + 1] == "lora/adapter"  # as the user named --out: run from the same folder
+    assert main(words[1:]) == 0, capsys.readouterr().err
+    assert (tmp_path / "lora-export" / "lora" / "pytorch_lora_weights.safetensors").is_file()
