@@ -62,6 +62,10 @@ UNEDITED = "unedited"
 EXPORT_FORMATS = ("diffusers", "single-file", "lora", "kohya", "edit")
 SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes seeds in [0, 2^64)
 SCALE_LIMIT = 1e6  # --lamb, --erase-scale, --preserve-scale: beyond this the solve is all ridge or all erase
+MAX_STEPS = 1000  # the sampling steps SD schedulers have (num_train_timesteps); more is refused by diffusers
+MAX_GUIDANCE = 100.0  # far beyond any use (SD: 1-15); larger values overflow fp16 activations into NaN images
+MAX_IMAGES = 100_000  # images one generate/evaluate run holds in memory (about 78 GB at 512 px): split larger runs
+MAX_LORA_RANK = 4096
 # The names erasure.models.resolve_device_dtype accepts (it imports torch, so the check is repeated here).
 DTYPE_NAMES = ("auto", "fp32", "float32", "float", "32", "fp16", "float16", "half", "16", "bf16", "bfloat16")
 _DEVICE = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
@@ -129,7 +133,10 @@ class _Number:
 SEED = _Number(int, minimum=0, below=SEED_LIMIT)
 AT_LEAST_ONE = _Number(int, minimum=1)
 AT_LEAST_ZERO = _Number(int, minimum=0)
-GUIDANCE = _Number(float, minimum=0)
+STEPS = _Number(int, minimum=1, maximum=MAX_STEPS)
+GUIDANCE = _Number(float, minimum=0, maximum=MAX_GUIDANCE)
+IMAGES = _Number(int, minimum=1, maximum=MAX_IMAGES)
+LORA_RANK = _Number(int, minimum=1, maximum=MAX_LORA_RANK)
 SCALE = _Number(float, minimum=0, maximum=SCALE_LIMIT)
 
 
@@ -150,11 +157,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampler_args(p: argparse.ArgumentParser, what: str = "") -> None:
-    p.add_argument("--steps", type=AT_LEAST_ONE, default=None,
-                   help=f"sampling steps{what} (default: the model's, 25)")
+    p.add_argument("--steps", type=STEPS, default=None,
+                   help=f"sampling steps{what}, 1 to {MAX_STEPS} (default: the model's, 25)")
     p.add_argument("--guidance", type=GUIDANCE, default=None,
-                   help=f"classifier-free guidance scale{what}, >= 0 (default: the model's: 5 on the built-in world, "
-                        "7.5 otherwise)")
+                   help=f"classifier-free guidance scale{what}, 0 to {MAX_GUIDANCE:g} (default: the model's: 5 on the "
+                        "built-in world, 7.5 otherwise)")
 
 
 def _add_output_args(p: argparse.ArgumentParser, default: str) -> None:
@@ -292,6 +299,12 @@ def _world_attribute(value: str, attribute: str | None, flag: str = "--concept")
     return found[0]
 
 
+def _check_image_count(count: int, what: str) -> None:
+    # every image of a run is kept in memory until it is written: refuse before the machine runs out
+    if count > MAX_IMAGES:
+        raise _error(f"{what} makes {count} images, more than one run holds ({MAX_IMAGES}); split the run")
+
+
 def _next_free(path: Path) -> Path:
     """``path``, or ``path-2``, ``path-3`` ... : the first that does not exist (for a printed next command)."""
     candidate, n = path, 1
@@ -333,6 +346,7 @@ def check_generate(args) -> None:
             raise _error(f"--seed {args.seed} with --num-seeds {args.num_seeds} goes beyond the largest seed 2^64-1; "
                          "lower --seed")
         args.seed_list = list(range(args.seed, args.seed + args.num_seeds))
+    _check_image_count(len(args.prompt_list) * len(args.seed_list), "prompts x seeds")
     _check_device_dtype(args)
     _check_model("--model", args.model)
     _check_folder("--config", args.config, "the local config folder of the single-file checkpoint")
@@ -436,6 +450,9 @@ def check_erase(args) -> None:
             raise _error("--evaluate knows the built-in world's concepts only (it judges with the world's "
                          "classifier); for your model, evaluate from Python with evaluate(..., classifier=...)")
         args.labels = [(_world_attribute(value, attribute), value) for attribute, value in parts]
+        for attribute, value in args.labels:
+            records = _prompt_set(f"shapeworld-{attribute}-{value}").records
+            _check_image_count(len(records) * args.samples_per_prompt, "the world's prompts x --samples-per-prompt")
     checkpoints = out.with_name(out.name + ".checkpoints")  # a trained method's interval checkpoints
     run: dict[str, Any] = {}
     if _resumable(spec):
@@ -561,6 +578,7 @@ def check_evaluate(args) -> None:
     if not args.prompts:
         raise _error("no prompt set given; use --prompts NAME (see `erasure list`) or --prompts FILE.csv")
     args.prompt_set = pset = _prompt_set(args.prompts)
+    _check_image_count(len(pset.records) * args.samples_per_prompt, "prompts x --samples-per-prompt")
     largest = max((int(r.evaluation_seed) for r in pset.records), default=0) + args.samples_per_prompt - 1
     if largest >= SEED_LIMIT:
         raise _error(f"prompt set {args.prompts} has seeds up to {largest} with --samples-per-prompt "
@@ -707,6 +725,8 @@ def cmd_export(args) -> int:
                      lora_rank=args.lora_rank, report=args.report_data, force=args.force)
     for fmt, path in written.items():
         print(f"{fmt:12s} {path}")
+    for fmt, reason in getattr(written, "skipped", {}).items():  # formats that cannot hold this edit
+        print(f"{fmt:12s} skipped: {reason}")
     print(f"wrote {args.out_path} (model card: {args.out_path / 'README.md'})")
     return 0
 
@@ -783,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
     g.add_argument("--prompts-file", help="text file, one prompt per line")
     g.add_argument("--seeds", type=SEED, nargs="+", help="explicit seeds in [0, 2^64) (one image per prompt and seed)")
-    g.add_argument("--num-seeds", type=AT_LEAST_ONE, default=4, help="seeds --seed .. --seed+N-1 (default 4)")
+    g.add_argument("--num-seeds", type=IMAGES, default=4, help="seeds --seed .. --seed+N-1 (default 4)")
     g.add_argument("--seed", type=SEED, default=0, help="first seed, in [0, 2^64) (default 0)")
     _add_sampler_args(g)
     g.add_argument("--negative-prompt", default=None)
@@ -813,7 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--set", action="append",
                    help="another method setting KEY=VALUE (VALUE as JSON), repeatable; see `erasure list --method NAME`")
     e.add_argument("--evaluate", action="store_true", help="also evaluate each erased concept (built-in world) before/after")
-    e.add_argument("--samples-per-prompt", type=AT_LEAST_ONE, default=1)
+    e.add_argument("--samples-per-prompt", type=IMAGES, default=1)
     _add_sampler_args(e, " for --evaluate")
     _add_output_args(e, "outputs/erase")
     e.add_argument("--checkpoint-every", type=AT_LEAST_ZERO, default=50,
@@ -839,7 +859,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FID/KID features: a CLIP backend (open_clip:NAME with --features-weights, transformers:FOLDER); "
                         "default on the built-in world: its classifier")
     v.add_argument("--features-weights", default=None, help="weights file for --features open_clip:NAME")
-    v.add_argument("--samples-per-prompt", type=AT_LEAST_ONE, default=1)
+    v.add_argument("--samples-per-prompt", type=IMAGES, default=1)
     _add_sampler_args(v)
     _add_output_args(v, "outputs/evaluate")
     v.set_defaults(func=cmd_evaluate, check=check_evaluate)
@@ -854,7 +874,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: all that apply)")
     x.add_argument("--base-single-file", default=None,
                    help="the user's base .safetensors checkpoint: the single-file export patches the edited tensors into a copy")
-    x.add_argument("--lora-rank", type=AT_LEAST_ONE, default=None,
+    x.add_argument("--lora-rank", type=LORA_RANK, default=None,
                    help="LoRA rank for a dense edit (default: the exact rank the edit needs)")
     x.add_argument("--report", default=None, help="report.json from `erasure evaluate` for the model card")
     _add_output_args(x, "outputs/export")
