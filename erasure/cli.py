@@ -1014,6 +1014,18 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"error: {e.strerror or _one_line(e)}{where}", file=sys.stderr)
         return 1
+    except Exception as e:  # noqa: BLE001 - out of memory is the machine's fault; any other error is a bug
+        if not _out_of_memory(e):
+            raise
+        print(f"error: out of memory ({_one_line(e)[:120]}); lower --batch-size or the number of images, use a "
+              "smaller model, or free memory; nothing was written", file=sys.stderr)
+        return 1
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    # torch.cuda.OutOfMemoryError (and the CPU allocator's RuntimeError) without importing torch here
+    return (isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError"
+            or (isinstance(e, RuntimeError) and "out of memory" in str(e)[:300].lower()))
 
 
 if __name__ == "__main__":

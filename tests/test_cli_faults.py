@@ -588,3 +588,29 @@ def test_the_installed_command_shows_no_traceback(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0 and "is the current folder" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")])
+def test_out_of_memory_is_one_line_and_exit_1(tiny_sd1_folder, tmp_path, monkeypatch, capsys, error):
+    import erasure.generation
+
+    def exhausted(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(erasure.generation, "generate_images", exhausted)
+    out = tmp_path / "out"
+    code = main(["generate", "--model", str(tiny_sd1_folder), "--prompt", "a star", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0 and err.startswith("error: out of memory"), err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_bug_still_shows_its_traceback(monkeypatch):
+    import erasure.cli
+
+    def bug(args):
+        raise ZeroDivisionError("a bug, not the user's mistake")
+
+    monkeypatch.setattr(erasure.cli, "check_list", bug)
+    with pytest.raises(ZeroDivisionError):
+        main(["list"])
