@@ -115,3 +115,41 @@ def test_interrupted_esd_run_resumes_from_its_checkpoints(tiny_sd1_folder, tmp_p
     assert not out.with_name("cut.checkpoints").exists()
     assert main(["erase", "--model", str(tiny_sd1_folder), "--concept", "star", "--resume",
                  "--out", str(tmp_path / "uce")]) == 2  # a closed-form edit has nothing to resume
+
+
+def test_a_bit_flipped_edit_or_adapter_is_refused(tiny_sd1_folder, tmp_path, capsys):
+    """Every safetensors file erasure writes carries a checksum of its tensors' values (files.CHECKSUM_KEY)."""
+    from erasure.files import CHECKSUM_KEY, read_safetensors
+
+    out = tmp_path / "erase"
+    assert main(["erase", "--model", str(tiny_sd1_folder), "--concept", "red star", "--out", str(out)]) == 0
+    edit_file = out / "edit.safetensors"
+    assert CHECKSUM_KEY in read_safetensors(edit_file)[1]
+    data = bytearray(edit_file.read_bytes())
+    data[-3] ^= 0x04  # one bit of the last tensor's last value
+    edit_file.write_bytes(bytes(data))
+    capsys.readouterr()
+    code = main(["export", "--model", str(tiny_sd1_folder), "--edit", str(edit_file), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "is corrupted" in err, err
+    assert not (tmp_path / "x").exists()
+
+    lora = tmp_path / "lora"
+    assert main(["erase", "--model", str(tiny_sd1_folder), "--method", "lora-esd", "--concept", "red star",
+                 "--set", "iterations=1", "--set", "ddim_steps=2", "--set", "batch_size=1", "--out", str(lora)]) == 0
+    weights = lora / "adapter" / "pytorch_lora_weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()
+    code = main(["evaluate", "--model", str(tiny_sd1_folder), "--prompts", str(_one_prompt(tmp_path)), "--edit",
+                 str(lora / "adapter"), "--steps", "2", "--out", str(tmp_path / "ev")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "is corrupted" in err, err
+    assert not (tmp_path / "ev").exists()
+
+
+def _one_prompt(folder):
+    path = folder / "one.csv"
+    path.write_text("case_number,prompt,evaluation_seed,concept\n0,a red star,1,star\n")
+    return path
