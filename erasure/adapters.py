@@ -28,7 +28,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from erasure.edit import Edit
+from erasure.edit import Edit, _config_key
 from erasure.errors import ErasureError
 from erasure.modules import target_layer
 from erasure.precision import base_matches
@@ -92,7 +92,7 @@ class Adapter:
         if not isinstance(other, Adapter):
             return NotImplemented
         return (self.method == other.method and self.concepts == other.concepts
-                and dict(self.config) == dict(other.config) and dict(self.lora_config) == dict(other.lora_config)
+                and _config_key(self.config) == _config_key(other.config) and dict(self.lora_config) == dict(other.lora_config)
                 and dict(self.base_hashes) == dict(other.base_hashes)
                 and set(self.peft_state_dict) == set(other.peft_state_dict)
                 and all(torch.equal(v.cpu(), other.peft_state_dict[k].cpu()) for k, v in self.peft_state_dict.items()))
@@ -101,6 +101,8 @@ class Adapter:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "concepts", tuple(self.concepts))
+        # the config as it is saved (JSON: tuples become lists), so a loaded adapter has the same config
+        object.__setattr__(self, "config", json.loads(json.dumps(dict(self.config), default=str)))
         for name in ("config", "peft_state_dict", "lora_config", "base_hashes", "info"):
             object.__setattr__(self, name, _frozen(getattr(self, name)))
         object.__setattr__(self, "base_hashes_rounded", _frozen({k: _frozen(v) for k, v in
@@ -206,6 +208,8 @@ class Adapter:
 
         scale, name, state = self._attachable(pipe, scale, name, check)
         unet = pipe.unet
+        # peft freezes every base parameter when it injects an adapter; restore() puts the flags back
+        requires_grad = {n: p.requires_grad for n, p in unet.named_parameters()}
         unet.add_adapter(LoraConfig(**dict(self.lora_config)), adapter_name=name)
         try:
             expected = get_peft_model_state_dict(unet, adapter_name=name)
@@ -227,8 +231,11 @@ class Adapter:
                 raise ErasureError("the adapter's values did not load into the model exactly")
         except BaseException:
             unet.delete_adapters(name)
+            if not getattr(unet, "peft_config", None):
+                _remove_peft_layers(unet)
+            _restore_flags(unet, requires_grad)
             raise
-        state[name] = {"adapter": self, "scale": scale, "fused": None}
+        state[name] = {"adapter": self, "scale": scale, "fused": None, "requires_grad": requires_grad}
         _set_state(pipe, state)
         return pipe
 
@@ -254,6 +261,8 @@ class Adapter:
         _set_state(pipe, state)
         if not any(s["fused"] is None for s in state.values()) and not getattr(pipe.unet, "peft_config", None):
             _remove_peft_layers(pipe.unet)
+            if entry.get("requires_grad"):
+                _restore_flags(pipe.unet, entry["requires_grad"])
         return pipe
 
     @torch.no_grad()
@@ -306,9 +315,8 @@ class Adapter:
         ``StableDiffusionPipeline.save_lora_weights``) that ``pipe.load_lora_weights(path)`` reads; our
         metadata rides in the same safetensors header. Atomic; refuses to overwrite without ``force``."""
         from diffusers import StableDiffusionPipeline
-        from safetensors.torch import save_file
 
-        from erasure.files import atomic_folder, read_safetensors
+        from erasure.files import atomic_folder, read_safetensors, write_safetensors
 
         with atomic_folder(path, force=force) as tmp:
             layers = {k: v.detach().to("cpu").contiguous() for k, v in self.peft_state_dict.items()}
@@ -316,7 +324,8 @@ class Adapter:
                                                       unet_lora_adapter_metadata=dict(self.lora_config))
             file = tmp / LORA_WEIGHT_NAME
             tensors, meta = read_safetensors(file)
-            save_file(tensors, str(file), metadata={**meta, **self.metadata()})
+            # our metadata and the tensors' checksum, in the file diffusers wrote (the folder is new: force)
+            write_safetensors(file, tensors, {**meta, **self.metadata()}, force=True)
         return Path(path)
 
     @classmethod
@@ -364,6 +373,12 @@ def make_adapter(pipe, method: str, concepts, config: Mapping[str, Any], peft_st
     return Adapter(method=method, concepts=tuple(concepts), config=dict(config), peft_state_dict=sd,
                    lora_config=dict(lora_config), base_hashes=hashes, info=dict(info or {}),
                    base_dtype=dtype_name(dtypes.pop()) if len(dtypes) == 1 else None, base_hashes_rounded=rounded)
+
+
+def _restore_flags(unet: nn.Module, requires_grad: Mapping[str, bool]) -> None:
+    for n, p in unet.named_parameters():
+        if n in requires_grad:
+            p.requires_grad_(requires_grad[n])
 
 
 def _set_state(pipe, state: dict) -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -34,6 +32,11 @@ def tensor_sha256(t: Tensor) -> str:
     """Hash of a tensor's values as float32 (so the same weights hash alike in any storage dtype)."""
     data = t.detach().to("cpu", torch.float32).contiguous()
     return hashlib.sha256(data.numpy().tobytes()).hexdigest()
+
+
+def _config_key(config: Mapping) -> str:
+    """A config as it is saved (JSON: tuples become lists), so a loaded result equals the one saved."""
+    return json.dumps(dict(config), sort_keys=True, default=str)
 
 
 def _frozen(d: Mapping) -> Mapping:
@@ -88,7 +91,7 @@ class Edit:
         if not isinstance(other, Edit):
             return NotImplemented
         return (self.method == other.method and self.concepts == other.concepts
-                and dict(self.config) == dict(other.config) and dict(self.base_hashes) == dict(other.base_hashes)
+                and _config_key(self.config) == _config_key(other.config) and dict(self.base_hashes) == dict(other.base_hashes)
                 and set(self.tensors) == set(other.tensors)
                 and all(torch.equal(self.tensors[k].cpu(), other.tensors[k].cpu()) for k in self.tensors))
 
@@ -96,7 +99,8 @@ class Edit:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "concepts", tuple(self.concepts))
-        object.__setattr__(self, "config", _frozen(self.config))
+        # stored as it is saved (JSON: tuples become lists), so a loaded result has the same config
+        object.__setattr__(self, "config", _frozen(json.loads(json.dumps(dict(self.config), default=str))))
         object.__setattr__(self, "tensors", _frozen(self.tensors))
         object.__setattr__(self, "base_hashes", _frozen(self.base_hashes))
         object.__setattr__(self, "info", _frozen(self.info))
@@ -200,23 +204,11 @@ class Edit:
         }
 
     def save(self, path: str | Path, *, force: bool = False) -> Path:
-        """A compact edit file: only the changed tensors, plus metadata (safetensors; atomic write)."""
-        from safetensors.torch import save_file
+        """A compact edit file: only the changed tensors, plus metadata and the tensors' checksum (safetensors;
+        atomic, the user's umask, the output checks of :func:`erasure.files.check_output`)."""
+        from erasure.files import write_safetensors
 
-        path = Path(path)
-        if path.exists() and not force:
-            raise ErasureError(f"{path} already exists; choose another path or pass force=True (--force)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            tensors = {n: t.detach().to("cpu").contiguous() for n, t in self.tensors.items()}
-            save_file(tensors, tmp, metadata=self.metadata())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        return write_safetensors(path, self.tensors, self.metadata(), force=force)
 
     @classmethod
     def load(cls, path: str | Path) -> "Edit":

@@ -178,7 +178,6 @@ def train_attention_lora(pipe, concept: str, cfg: MACEConfig, rng: np.random.Gen
     layers = cross_attention_layers(unet)
     processors = {name: attn.processor for name, attn in layers.items()}
     was_training = unet.training
-    requires = {n: p.requires_grad for n, p in unet.named_parameters()}
     losses: list[float] = []
     try:
         for attn in layers.values():
@@ -223,16 +222,13 @@ def train_attention_lora(pipe, concept: str, cfg: MACEConfig, rng: np.random.Gen
             masters.zero_grad()
             losses.append(value)
     except BaseException:
-        student.close()
+        student.close()  # also puts back every requires_grad flag (AdapterStudent)
         raise
     finally:
         store.clear()
         for name, attn in layers.items():
             attn.set_processor(processors[name])
         unet.train(was_training)
-        for n, p in unet.named_parameters():
-            if n in requires:
-                p.requires_grad_(requires[n])
     adapter = student.result(pipe, "mace-lora", [concept], asdict(cfg), {"losses": losses}, masters.values())
     return adapter, losses
 

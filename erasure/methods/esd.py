@@ -188,6 +188,8 @@ class AdapterStudent:
         if getattr(self.unet, "_hf_peft_config_loaded", False) and self.unet.peft_config:
             raise ErasureError("the pipeline already has adapters attached; restore them before training another")
         self.lora_config = lora_config_dict(adapter_target_modules(self.unet, pattern), rank, alpha)
+        # peft marks every base parameter frozen when it injects an adapter: put the flags back on close
+        self.requires_grad = {n: p.requires_grad for n, p in self.unet.named_parameters()}
         self.unet.add_adapter(LoraConfig(**self.lora_config), adapter_name=self.NAME)
         self.params = {n: p for n, p in self.unet.named_parameters() if f".{self.NAME}." in n}
 
@@ -215,6 +217,7 @@ class AdapterStudent:
             self.unet.delete_adapters(self.NAME)
         if not getattr(self.unet, "peft_config", None):
             _remove_peft_layers(self.unet)
+        _restore_requires_grad(self.unet, self.requires_grad)
 
 
 def random_anchor_embeddings(reference: Tensor, count: int, generator: torch.Generator) -> Tensor:
@@ -478,14 +481,12 @@ def esd_edit(
                                f"(now {cfg.lr:g})")
     except BaseException:
         student_part.close()
+        _restore_requires_grad(unet, requires)
         raise
     finally:
         if bar is not None:
             bar.close()
         unet.train(was_training)
-        for n, p in unet.named_parameters():
-            if n in requires:
-                p.requires_grad_(requires[n])
         if checkpointing:
             unet.disable_gradient_checkpointing()
     info = {"losses": [float(f"{x:.6g}") for x in losses[:: max(1, len(losses) // 100)]],
@@ -497,11 +498,18 @@ def esd_edit(
             "loss_scale_skipped_steps": scaler.skipped}
     config = asdict(cfg)
     edit = student_part.result(pipe, method, concepts, config, info, values)  # also leaves the pipeline as it was
+    _restore_requires_grad(unet, requires)  # after the adapter is gone: peft renames the layers it wraps
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
         (ckpt / "config.json").write_text(json.dumps({"method": method, "concepts": concepts, "config": config},
                                                      indent=1, default=str))
     return edit
+
+
+def _restore_requires_grad(unet: nn.Module, requires: dict[str, bool]) -> None:
+    for n, p in unet.named_parameters():
+        if n in requires:
+            p.requires_grad_(requires[n])
 
 
 def _check_pool_memory(distinct: int, shape: tuple[int, ...], n_predictions: int) -> None:
