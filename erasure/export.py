@@ -249,31 +249,61 @@ def _lora_module_name(component: str, module: str) -> str:
     return module
 
 
+def _lora_unsupported(name: str, shape: tuple[int, ...]) -> str | None:
+    """Why parameter ``name`` (of ``shape``) cannot be part of a LoRA export, or None if it can: a LoRA holds
+    UNet / text-encoder weights of linear layers and 1x1 convolutions (and, beside it, bias values)."""
+    component, _, rest = name.partition(".")
+    param = rest.rpartition(".")[2]
+    if component not in COMPONENTS:
+        return f"{name} is in neither the UNet nor the text encoder"
+    if param == "weight" and (len(shape) == 2 or (len(shape) == 4 and tuple(shape[2:]) == (1, 1))):
+        return None
+    if param == "bias" and len(shape) == 1:
+        return None
+    return f"{name} {tuple(shape)} is not a linear or 1x1-convolution weight (a LoRA factors only those)"
+
+
+def lora_bias_values(pipe, edit: Edit) -> dict[str, dict[str, Tensor]]:
+    """The edit's changed biases as {component: {name in ``pipe.<component>.state_dict()``: new value}}.
+
+    A LoRA cannot carry them everywhere (peft's ``lora_bias`` puts a bias on every target module, so
+    ``fuse_lora()`` refuses the bias-less to_q / to_k / to_v, and diffusers 0.31 cannot load it), so they are
+    written beside the LoRA as a partial state dict, which ``pipe.unet.load_state_dict(..., strict=False)``
+    reads in every diffusers version."""
+    out: dict[str, dict[str, Tensor]] = {}
+    for name, new in edit.tensors.items():
+        component, module, param = _split(name)
+        if param == "bias":
+            out.setdefault(component, {})[f"{module}.bias"] = new.detach().to("cpu", torch.float32).contiguous()
+    return out
+
+
 def dense_to_lora(pipe, edit: Edit, rank: int | None = None, rtol: float = 1e-6
                   ) -> tuple[LoraLayers, LoraConfigs, dict[str, Any]]:
-    """A dense edit as LoRA layers: exact SVD factors (:meth:`Edit.low_rank`), padded to one rank.
+    """A dense edit's weight changes as LoRA layers: exact SVD factors (:meth:`Edit.low_rank`), padded to one rank.
 
     Every module gets the same rank r (the largest any change needs, or ``rank``), the unused columns
     zero, and lora_alpha = r (scale 1). One rank instead of peft's ``rank_pattern``: kohya files have no
     rank pattern, every loader (diffusers, A1111, ComfyUI) reads one rank and one alpha per module the
     same way, and the padding costs only zeros (closed-form edits need about the same rank everywhere).
     With ``rank`` below the rank a change needs, the truncation error is returned in ``info``.
-    Weights of linear layers and 1x1 convolutions are factored; bias changes go to ``lora_B.bias``
-    (peft's ``lora_bias``). Other parameters (norms, larger convolutions) cannot be a LoRA: refused.
+    Weights of linear layers and 1x1 convolutions are factored; bias changes are not LoRA layers (see
+    :func:`lora_bias_values`; ``info["bias_modules"]`` counts them). Other parameters (norms, larger
+    convolutions) cannot be a LoRA: refused.
     """
     weights: dict[str, tuple[str, str, tuple[int, ...]]] = {}
-    biases: dict[tuple[str, str], Tensor] = {}
     dense = _dense(pipe, edit)
     originals = dict(dense.originals)
+    n_biases = 0
     for name, new in edit.tensors.items():
+        reason = _lora_unsupported(name, tuple(new.shape))
+        if reason is not None:
+            raise ErasureError(f"{reason}; export this edit as diffusers, single-file or edit instead")
         component, module, param = _split(name)
-        if param == "weight" and (new.dim() == 2 or (new.dim() == 4 and new.shape[2:] == (1, 1))):
+        if param == "weight":
             weights[name] = (component, module, tuple(new.shape))
-        elif param == "bias" and new.dim() == 1:
-            biases[(component, module)] = (new.double().cpu() - originals[name].double().cpu()).float()
         else:
-            raise ErasureError(f"{name} ({tuple(new.shape)}) cannot be held by a LoRA on linear layers; "
-                               "export this edit as diffusers, single-file or edit instead")
+            n_biases += 1
     flat = Edit(method=dense.method, concepts=dense.concepts, config=dense.config,
                 tensors={n: dense.tensors[n].reshape(s[0], -1) for n, (_, _, s) in weights.items()},
                 base_hashes={n: dense.base_hashes[n] for n in weights},
@@ -286,7 +316,7 @@ def dense_to_lora(pipe, edit: Edit, rank: int | None = None, rtol: float = 1e-6
     deltas = flat.deltas()
     layers: LoraLayers = {}
     error = 0.0
-    modules = sorted({(c, m) for c, m, _ in weights.values()} | set(biases))
+    modules = sorted({(c, m) for c, m, _ in weights.values()})
     for component, module in modules:
         wname = f"{component}.{module}.weight"
         shape = tuple(pipeline_parameter(pipe, wname).shape)
@@ -302,14 +332,12 @@ def dense_to_lora(pipe, edit: Edit, rank: int | None = None, rtol: float = 1e-6
         state = layers.setdefault(component, {})
         state[f"{key}.lora_A.weight"] = down.contiguous()
         state[f"{key}.lora_B.weight"] = up.contiguous()
-        if any(c == component for c, _ in biases):
-            state[f"{key}.lora_B.bias"] = biases.get((component, module), torch.zeros(out_f)).contiguous()
     configs: LoraConfigs = {}
     for component in layers:
         targets = sorted({m for c, m in modules if c == component})
-        configs[component] = {"r": r, "lora_alpha": r, "target_modules": targets,
-                              "lora_bias": any(c == component for c, _ in biases)}
-    info = {"rank": r, "rank_needed": needed, "max_abs_error": error, "exact": rank is None or rank >= needed}
+        configs[component] = {"r": r, "lora_alpha": r, "target_modules": targets}
+    info = {"rank": r, "rank_needed": needed, "max_abs_error": error, "exact": rank is None or rank >= needed,
+            "bias_modules": n_biases}
     return layers, configs, info
 
 
@@ -425,16 +453,57 @@ _SNIPPETS = {
     "single-file": 'from diffusers import StableDiffusionPipeline\n'
                    'pipe = StableDiffusionPipeline.from_single_file("model.safetensors", config="model-config", '
                    'local_files_only=True)\n# AUTOMATIC1111 / ComfyUI: put model.safetensors in models/Stable-diffusion',
-    "lora": 'pipe = StableDiffusionPipeline.from_pretrained("<the base model>")\npipe.load_lora_weights("lora")',
+    # weight_name: diffusers 0.31 guesses the file name through the Hub, which fails with HF_HUB_OFFLINE=1
+    "lora": 'pipe = StableDiffusionPipeline.from_pretrained("<the base model>")\n'
+            f'pipe.load_lora_weights("lora", weight_name="{LORA_FILE}")  # weight_name: needed offline\n'
+            'pipe.fuse_lora()  # optional: bake it in (pipe.unload_lora_weights() afterwards frees the layers)',
     "kohya": "# AUTOMATIC1111 / ComfyUI: put lora-kohya.safetensors in models/Lora and use it at weight 1\n"
-             'pipe.load_lora_weights("lora-kohya.safetensors")  # diffusers reads UNet LoRAs in this layout too',
+             'pipe.load_lora_weights(".", weight_name="lora-kohya.safetensors")  # diffusers reads UNet LoRAs in '
+             'this layout too',
     "edit": 'from erasure import Edit, load_pipeline\npipe = load_pipeline("<the base model>")\n'
             'Edit.load("edit.safetensors").apply(pipe)',
 }
+LORA_BIAS_SNIPPET = (
+    "# the edit also changes biases, which no LoRA layout loads in every diffusers: their new values lie beside\n"
+    "# the LoRA; load them first (with LoRA layers attached the names gain .base_layer). unload_lora_weights()\n"
+    "# does not undo them.\n"
+    "from safetensors.torch import load_file\n"
+    'result = pipe.{component}.load_state_dict(load_file("{path}"), strict=False)\n'
+    "assert not result.unexpected_keys  # every bias found")
+
+
+def bias_file_name(component: str) -> str:
+    return f"{component}_biases.safetensors"
+
+
+class ExportResult(dict):
+    """{format: path} of what :func:`export` wrote, with ``skipped``: {format: why it was not written}."""
+
+    def __init__(self, written: Mapping[str, Path], skipped: Mapping[str, str]) -> None:
+        super().__init__(written)
+        self.skipped: dict[str, str] = dict(skipped)
+
+
+def unsupported_formats(edit, formats: Sequence[str]) -> dict[str, str]:
+    """{format: reason} for each of ``formats`` that cannot hold ``edit`` (an Edit or adapter)."""
+    if edit is None or is_adapter(edit):
+        return {}
+    reasons: dict[str, str] = {}
+    lora_reasons = [r for r in (_lora_unsupported(n, tuple(t.shape)) for n, t in edit.tensors.items()) if r]
+    biases = sorted(n for n in edit.tensors if n.endswith(".bias"))
+    for fmt in formats:
+        if fmt in ("lora", "kohya") and lora_reasons:
+            more = f" (and {len(lora_reasons) - 1} more)" if len(lora_reasons) > 1 else ""
+            reasons[fmt] = lora_reasons[0] + more
+        elif fmt == "kohya" and biases:
+            reasons[fmt] = (f"the edit changes {len(biases)} biases (e.g. {biases[0]}), which the kohya layout "
+                            "cannot hold; the lora format writes them beside the LoRA")
+    return reasons
 
 
 def model_card(edit, pipe, files: Mapping[str, Path], report=None, lora_info: Mapping[str, Any] | None = None,
-               base_hashes: Mapping[str, str] | None = None) -> str:
+               base_hashes: Mapping[str, str] | None = None, skipped: Mapping[str, str] | None = None,
+               bias_files: Mapping[str, Path] | None = None) -> str:
     """README.md of an export: what was erased and how, the base model, the evaluator's numbers, how to load."""
     what = ", ".join(edit.concepts) if edit is not None else "nothing (the model as loaded)"
     lines = [f"# Erased model: {what}", "", f"- base model: `{getattr(pipe, 'erasure_source', 'unknown')}`"]
@@ -457,7 +526,16 @@ def model_card(edit, pipe, files: Mapping[str, Path], report=None, lora_info: Ma
             lines.append(f"| {name} | {m['value']:.3f} | {ci} |")
     lines += ["", "## Loading", ""]
     for fmt, path in files.items():
-        lines += [f"**{fmt}** (`{path}`)", "", "```python", _SNIPPETS[fmt], "```", ""]
+        snippet = _SNIPPETS[fmt]
+        if fmt == "lora" and bias_files:
+            first, rest = snippet.split("\n", 1)  # the base model, then the biases, then the LoRA
+            biases = [LORA_BIAS_SNIPPET.format(component=c, path=p) for c, p in bias_files.items()]
+            snippet = "\n".join([first, *biases, rest])
+        lines += [f"**{fmt}** (`{path}`)", "", "```python", snippet, "```", ""]
+    if skipped:
+        lines += ["## Not written", ""]
+        lines += [f"- **{fmt}**: {reason}" for fmt, reason in skipped.items()]
+        lines.append("")
     lines.append("Written by `erasure export`; `export.json` lists every file with its sha256.")
     return "\n".join(lines) + "\n"
 
@@ -475,13 +553,16 @@ def export(
     lora_rank: int | None = None,
     report=None,
     force: bool = False,
-) -> dict[str, Path]:
+) -> ExportResult:
     """Write ``edit`` (an :class:`~erasure.edit.Edit` or an adapter) made on base ``pipe`` to ``out`` in ``formats``.
 
-    Returns {format: path}. With ``edit=None`` the pipeline is exported as it is (diffusers, single-file).
+    Returns {format: path}, with ``.skipped`` {format: reason} for the requested formats that cannot hold the
+    edit (kohya cannot hold bias changes; no LoRA holds a norm or a 3x3 convolution): those are listed in
+    ``export.json`` and the model card, the others written; if none can be, nothing is written (ErasureError).
+    With ``edit=None`` the pipeline is exported as it is (diffusers, single-file).
     ``lora_rank`` forces the rank of a LoRA made from a dense edit (lower than needed: approximate, the
     error is recorded); ``report`` (an evaluation Report or a dict of metrics) goes into the model card.
-    ``pipe`` is left unchanged, also on error; nothing is written unless every format succeeds.
+    ``pipe`` is left unchanged, also on error; nothing is written unless every written format succeeds.
     """
     from erasure.files import atomic_folder, refuse_existing
     from erasure.versions import package_versions
@@ -497,6 +578,11 @@ def export(
         raise ErasureError("lora_rank must be >= 1 and applies to dense edits only (an adapter keeps its own rank)")
     if base_single_file is not None and "single-file" not in formats:
         raise ErasureError("base_single_file is used by the single-file format only; add it to formats")
+    skipped = unsupported_formats(edit, formats)
+    if skipped and len(skipped) == len(formats):
+        raise ErasureError("no requested format can hold this edit: " +
+                           "; ".join(f"{f}: {r}" for f, r in skipped.items()) + "; add diffusers, single-file or edit")
+    formats = tuple(f for f in formats if f not in skipped)
     refuse_existing(out, force)  # before any long work
     if any(".base_layer." in k or ".lora_" in k for k in pipe.unet.state_dict()):
         raise ErasureError("the pipeline has LoRA layers attached; call pipe.unload_lora_weights() (after "
@@ -507,6 +593,7 @@ def export(
     meta = _metadata(edit, pipe, base_hashes)
     dense = _dense(pipe, edit) if edit is not None and any(f in DENSE for f in formats) else None
     lora_info = None
+    bias_files: dict[str, Path] = {}
     with atomic_folder(out, force=force) as tmp:
         rel: dict[str, Path] = {}
         written: dict[str, str] = {}  # relative path -> sha256 when written
@@ -530,6 +617,14 @@ def export(
                          "lora_max_abs_error": str(lora_info.get("max_abs_error", 0.0))}
             if "lora" in formats:
                 write_peft_lora(tmp / "lora", layers, configs, lora_meta)
+                if not is_adapter(edit):
+                    from safetensors.torch import save_file
+
+                    for component, values in lora_bias_values(pipe, edit).items():
+                        path = tmp / "lora" / bias_file_name(component)
+                        save_file(values, str(path), metadata={**lora_meta, "erasure_lora_biases": component})
+                        bias_files[component] = path.relative_to(tmp)
+                    lora_info = {**lora_info, "bias_files": {c: str(p) for c, p in bias_files.items()}}
                 record("lora", tmp / "lora")
             if "kohya" in formats:
                 record("kohya", write_kohya(tmp / "lora-kohya.safetensors", layers, configs, lora_meta))
@@ -538,14 +633,15 @@ def export(
             add_safetensors_metadata(path, {k: v for k, v in meta.items() if k not in dense.metadata()})
             record("edit", path)
         rel.pop("single-file-config", None)
-        (tmp / "README.md").write_text(model_card(edit, pipe, rel, report, lora_info, base_hashes))
+        (tmp / "README.md").write_text(model_card(edit, pipe, rel, report, lora_info, base_hashes, skipped, bias_files))
         record("card", tmp / "README.md")
         rel.pop("card")
         _verify(tmp, written)
         (tmp / "export.json").write_text(json.dumps(
-            {"formats": {k: str(v) for k, v in rel.items()}, "files": written, "versions": package_versions(),
-             "metadata": meta, "lora": lora_info, "report": report_metrics(report)}, indent=1, default=str) + "\n")
-    return {k: Path(out) / v for k, v in rel.items()}
+            {"formats": {k: str(v) for k, v in rel.items()}, "skipped": skipped, "files": written,
+             "versions": package_versions(), "metadata": meta, "lora": lora_info, "report": report_metrics(report)},
+            indent=1, default=str) + "\n")
+    return ExportResult({k: Path(out) / v for k, v in rel.items()}, skipped)
 
 
 def _verify(folder: Path, written: Mapping[str, str]) -> None:
@@ -569,6 +665,6 @@ def _verify(folder: Path, written: Mapping[str, str]) -> None:
                 raise ErasureError(f"export wrote an unreadable file {name} ({type(e).__name__}); nothing was kept") from None
 
 
-__all__ = ["FORMATS", "adapter_lora", "add_safetensors_metadata", "base_model_hashes", "dense_to_lora", "export",
-           "is_adapter", "model_card", "report_metrics", "write_diffusers", "write_kohya", "write_peft_lora",
-           "write_single_file"]
+__all__ = ["FORMATS", "ExportResult", "adapter_lora", "add_safetensors_metadata", "base_model_hashes",
+           "dense_to_lora", "export", "is_adapter", "lora_bias_values", "model_card", "report_metrics",
+           "unsupported_formats", "write_diffusers", "write_kohya", "write_peft_lora", "write_single_file"]

@@ -91,7 +91,7 @@ def test_edit_file_metadata_and_hashes(exported):
     assert loaded.method == "test" and loaded.concepts == ("red star",)
     assert all(torch.equal(loaded.tensors[k], edit.tensors[k]) for k in edit.tensors)
     record = json.loads((out / "export.json").read_text())
-    assert set(record["formats"]) == {"diffusers", "single-file", "lora", "kohya", "edit"}
+    assert set(record["formats"]) == {"diffusers", "single-file", "lora", "kohya", "edit"} and record["skipped"] == {}
     assert record["lora"]["exact"] and record["lora"]["rank"] == 2 and record["lora"]["max_abs_error"] < 1e-5
     with safe_open(str(written["kohya"]), framework="pt") as f:
         meta = f.metadata()
@@ -379,3 +379,106 @@ def test_bad_requests_are_one_line_errors(tiny_sd1_pipeline, shapeworld_pipeline
     with pytest.raises(ErasureError):  # an edit made on another model
         export(shapeworld_pipeline, tmp_path / "c", edit=edit, formats=["edit"])
     assert not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- ESD edits (bias changes)
+
+
+@pytest.fixture(scope="module")
+def esd_export(tmp_path_factory):
+    """An esd-x edit (to_q/k/v/out weights and to_out biases) of a fresh tiny SD 1.x, exported in every format."""
+    from pathlib import Path
+
+    from conftest import build_tiny_sd1
+
+    from erasure.methods import erase
+
+    pipe = build_tiny_sd1(tmp_path_factory.mktemp("esd-tokenizer"))
+    edit = erase(pipe, "esd-x", ["circle"], iterations=2, batch_size=1, ddim_steps=4, progress=False)
+    out = tmp_path_factory.mktemp("esd-export") / "out"
+    written = export(pipe, out, edit=edit)
+    base = _images(pipe)
+    edit.apply(pipe)
+    edited = _images(pipe)
+    edit.restore(pipe)
+    assert np.abs(edited - base).max() > 1e-3
+    assert any(n.endswith(".bias") for n in edit.tensors) and any(n.endswith("to_q.weight") for n in edit.tensors)
+    return pipe, edit, Path(out), written, base, edited
+
+
+def _snippet(card: str, fmt: str) -> str:
+    """The python block the model card shows for ``fmt``, less its first line (the base model's loading)."""
+    block = card.split(f"**{fmt}**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    return block.split("\n", 1)[1]
+
+
+def test_esd_export_writes_every_format_that_holds_it(esd_export):
+    pipe, edit, out, written, _, edited = esd_export
+    assert set(written) == {"diffusers", "single-file", "lora", "edit"}
+    assert set(written.skipped) == {"kohya"} and "bias" in written.skipped["kohya"]
+    record = json.loads((out / "export.json").read_text())
+    assert record["skipped"] == written.skipped and set(record["formats"]) == set(written)
+    assert "## Not written" in (out / "README.md").read_text() and "kohya" in (out / "README.md").read_text()
+    assert not (out / "lora-kohya.safetensors").exists()
+    from diffusers import StableDiffusionPipeline
+
+    assert np.abs(_images(StableDiffusionPipeline.from_pretrained(str(written["diffusers"]))) - edited).max() <= TOL
+    single = StableDiffusionPipeline.from_single_file(str(written["single-file"]), config=str(out / "model-config"),
+                                                      local_files_only=True)
+    assert np.abs(_images(single) - edited).max() <= TOL
+
+
+def test_esd_lora_has_no_bias_layers_and_its_biases_lie_beside_it(esd_export):
+    pipe, edit, out, written, _, _ = esd_export
+    with safe_open(str(written["lora"] / "pytorch_lora_weights.safetensors"), framework="pt") as f:
+        keys = list(f.keys())
+        config = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert keys and not any(".bias" in k for k in keys)  # no lora_bias: fusable, and loadable in diffusers 0.31
+    assert not config.get("unet.lora_bias", False)
+    weights = {n for n in edit.tensors if n.endswith(".weight")}
+    assert len(keys) == 2 * len(weights)
+    with safe_open(str(written["lora"] / "unet_biases.safetensors"), framework="pt") as f:
+        biases = {k: f.get_tensor(k) for k in f.keys()}
+    assert {f"unet.{k}" for k in biases} == {n for n in edit.tensors if n.endswith(".bias")}
+    assert all(torch.equal(v, edit.tensors[f"unet.{k}"].float()) for k, v in biases.items())
+
+
+def test_esd_lora_loads_and_fuses_as_the_model_card_says(esd_export, monkeypatch):
+    """The card's own lines (biases, then load_lora_weights with weight_name, offline) give the edited images,
+    attached and after fuse_lora(); without the biases they would not."""
+    pipe, edit, out, written, base, edited = esd_export
+    from erasure.edit import pipeline_parameter
+
+    saved = {n: pipeline_parameter(pipe, n).detach().clone() for n in edit.tensors}
+    monkeypatch.chdir(out)
+    code = _snippet((out / "README.md").read_text(), "lora")
+    assert 'weight_name="pytorch_lora_weights.safetensors"' in code and code.index("pipe.unet.load_state_dict(") < code.index(
+        "pipe.load_lora_weights(")
+    try:
+        exec(code.replace("pipe.fuse_lora()", ""), {"pipe": pipe})
+        assert np.abs(_images(pipe) - edited).max() <= TOL
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()
+        assert np.abs(_images(pipe) - edited).max() <= TOL
+    finally:
+        pipe.unload_lora_weights()
+        with torch.no_grad():
+            for n, v in saved.items():
+                pipeline_parameter(pipe, n).copy_(v)
+    assert np.abs(_images(pipe) - base).max() == 0
+
+
+def test_formats_that_cannot_hold_an_edit_are_skipped_or_refused(tiny_sd1_pipeline, tmp_path):
+    pipe = tiny_sd1_pipeline
+    edit = _edit(pipe)
+    norm = next(n for n, _ in pipe.unet.named_parameters() if n.endswith("norm1.weight"))
+    from erasure.edit import pipeline_parameter
+
+    value = pipeline_parameter(pipe, f"unet.{norm}").detach()
+    with_norm = make_edit(pipe, "test", ["red star"], {}, {**edit.tensors, f"unet.{norm}": value + 0.1})
+    written = export(pipe, tmp_path / "a", edit=with_norm, formats=["lora", "kohya", "edit"])
+    assert set(written) == {"edit"} and set(written.skipped) == {"lora", "kohya"}
+    assert "norm1.weight" in written.skipped["lora"] and "not a linear" in written.skipped["lora"]
+    with pytest.raises(ErasureError, match="no requested format can hold") as info:
+        export(pipe, tmp_path / "b", edit=with_norm, formats=["kohya"])
+    assert "\n" not in str(info.value) and not (tmp_path / "b").exists()
