@@ -10,6 +10,7 @@ Three experiments, each against the unedited model measured in the same run:
 3. preservation against the number of erased shapes (1..7): the kept shapes' mean accuracy (plot).
 
     python scripts/closed_form_world.py --out runs/closed_form_world   # ~25 min on 2 CPU cores
+    python scripts/closed_form_world.py --threads 1 --skip 2,3 --variants 3,4,5  # some rows of experiment 1
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ from erasure.methods import erase  # noqa: E402
 from erasure.world.render import SHAPES  # noqa: E402
 
 SINGLE_VARIANTS = [
-    ("uce, no templates (current code: last subject token)", "uce", {"templates": "none"}),
+    ("uce, no templates (current code: the prompt's last token)", "uce", {"templates": "none"}),
     ("uce (shapeworld templates)", "uce", {}),
-    ("uce-paper (subject..end tokens)", "uce-paper", {}),
+    ("uce, shapeworld-captions templates (last token)", "uce", {"templates": "shapeworld-captions"}),
+    ("last-subject, shapeworld-captions templates", "uce", {"templates": "shapeworld-captions",
+                                                            "tokens": "last-subject"}),
+    ("uce-paper (paper CLI: last token..end, '' preserved, bare guide/preserve)", "uce-paper", {}),
+    ("subject..end, preserve scale rule, no '' (uce-paper before issue 16)", "uce",
+     {"tokens": "subject-to-end", "preserve_scale": None}),
+    ("uce-paper, preserved concepts templated (template_preserve, ours)", "uce-paper", {"template_preserve": True}),
     ("time (all aligned tokens)", "time", {}),
     ("uce-paper, guide = anchor", "uce-paper", {"guide": "ANCHOR"}),
     ("subject..end, preserve scale 0.02, guide = anchor", "uce", {"tokens": "subject-to-end", "preserve_scale": 0.02,
@@ -72,6 +79,8 @@ def main(argv=None) -> int:
     p.add_argument("--scaling-guide", choices=("kept", "empty"), default="kept",
                    help="experiment 3's guides: each erased shape to a kept shape, or the empty prompt")
     p.add_argument("--skip", default="", help="comma-separated experiments to skip (1,2,3)")
+    p.add_argument("--variants", default="", help="experiment 1: comma-separated row numbers (1-based) to run "
+                   "(default: all)")
     p.add_argument("--out", default="runs/closed_form_world")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -90,7 +99,10 @@ def main(argv=None) -> int:
         base = evaluate(pipe, set_name, **kw)
         base.save(out / "single-baseline", force=True)
         rows = [("unedited", base, None)]
-        for label, method, settings_kw in SINGLE_VARIANTS:
+        chosen = {int(v) for v in args.variants.split(",") if v.strip()}
+        for number, (label, method, settings_kw) in enumerate(SINGLE_VARIANTS, 1):
+            if chosen and number not in chosen:
+                continue
             kwargs = {k: (args.anchor if v == "ANCHOR" else v) for k, v in settings_kw.items()}
             edit = erase(pipe, method, [args.concept], **kwargs)
             edit.apply(pipe)
