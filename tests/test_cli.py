@@ -103,10 +103,14 @@ def test_concept_takes_a_name_or_attribute_value_in_erase_and_evaluate(tmp_path,
         assert args.label == ("shape", "circle")
 
 
-def test_the_printed_export_command_runs_as_printed(tiny_sd1_folder, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("method", [
+    ["--method", "uce"],
+    ["--method", "esd-x", "--set", "iterations=1", "--set", "ddim_steps=2", "--set", "batch_size=1"],  # biases too
+])
+def test_the_printed_export_command_runs_as_printed(tiny_sd1_folder, tmp_path, capsys, monkeypatch, method):
     """The next command `erasure erase` prints names the same (non-world) model, so it runs as printed."""
     monkeypatch.chdir(tmp_path)
-    assert main(["erase", "--model", str(tiny_sd1_folder), "--concept", "red star", "--device", "cpu",
+    assert main(["erase", "--model", str(tiny_sd1_folder), "--concept", "red star", "--device", "cpu", *method,
                  "--out", "my erase"]) == 0
     hint = [line for line in capsys.readouterr().out.splitlines() if line.startswith("export it: ")]
     assert len(hint) == 1
