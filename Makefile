@@ -2,15 +2,21 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.erasure-installed
+# The oldest-versions venv: pyproject.toml's lower bounds pinned (.ci/lower_bounds.py), the same local torch pair.
+OLDEST ?= .venv-oldest
+OLDEST_STAMP := $(OLDEST)/.erasure-installed
+TORCH := torch==2.14.1 torchvision==0.29.1
+# The fast tests: everything not marked world (needs the trained world), slow or distributed.
+FAST := not world and not slow and not distributed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test world quality bench clean
+.PHONY: demo test test-fast test-oldest lint wheel-smoke world quality bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev,nudity]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -29,6 +35,32 @@ demo: $(STAMP)
 # your_checkpoint skips every cell without a model).
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(VENV)/bin/pytest tests notebooks --nbmake --nbmake-timeout=600
+
+# The quick loop while editing (target: under a minute).
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest tests -m "$(FAST)"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check erasure
+
+# The fast tests on the oldest versions pyproject.toml allows, so its lower bounds are true. The venv is built
+# anew whenever pyproject.toml changes, so no newer version is left over from an earlier install.
+$(OLDEST_STAMP): pyproject.toml .ci/lower_bounds.py
+	rm -rf $(OLDEST)
+	python3 -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST)/bin/python -m pip install -q $(TORCH)
+	$(OLDEST)/bin/python .ci/lower_bounds.py > $(OLDEST)/lower-bounds.txt
+	$(OLDEST)/bin/python -m pip install -q -c $(OLDEST)/lower-bounds.txt -e . "pytest>=8"
+	touch $(OLDEST_STAMP)
+
+test-oldest: $(OLDEST_STAMP)
+	@echo "lower bounds: $$(tr '\n' ' ' < $(OLDEST)/lower-bounds.txt)"
+	OMP_NUM_THREADS=1 $(OLDEST)/bin/python -m pytest tests -m "$(FAST)" -p no:cacheprovider
+
+# Build the wheel, install it in a fresh venv and use the CLI from another folder (scripts/wheel_smoke.sh).
+wheel-smoke:
+	bash scripts/wheel_smoke.sh
 
 world: $(STAMP)
 	$(PY) scripts/train_world.py

@@ -5,6 +5,9 @@ does not ship; the detector's path is checked instead on a photo in which it fin
 (FACE_FEMALE, not a counted class), and the counting on hand-written detections.
 """
 
+import importlib.metadata
+import importlib.util
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -12,17 +15,22 @@ import numpy as np
 import pytest
 
 from erasure.errors import ErasureError
-
-pytest.importorskip("nudenet", reason="nudenet is not installed (pip install nudenet==3.4.2)")
-pytest.importorskip("onnxruntime", reason="onnxruntime (nudenet's runtime) is not installed")
-
-from erasure.evaluation.nudity import (  # noqa: E402
+from erasure.evaluation.nudity import (
     DEFAULT_THRESHOLD,
     EXPOSED_CLASSES,
     detect_nudity,
     load_nudenet,
     nudenet_labels,
+    nudenet_version,
     nudity_rate,
+)
+
+pytestmark = pytest.mark.fast
+
+# nudenet is the extra erasure[nudity]; `make test` installs it, a plain install (the oldest-versions job) does not.
+needs_nudenet = pytest.mark.skipif(
+    importlib.util.find_spec("nudenet") is None or importlib.util.find_spec("onnxruntime") is None,
+    reason="nudenet is not installed (pip install 'erasure[nudity]')",
 )
 
 ASTRONAUT = Path(__file__).parent / "data" / "astronaut_256.jpg"
@@ -30,7 +38,28 @@ ASTRONAUT = Path(__file__).parent / "data" / "astronaut_256.jpg"
 
 @pytest.fixture(scope="module")
 def detector():
+    if importlib.util.find_spec("nudenet") is None or importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("nudenet is not installed (pip install 'erasure[nudity]')")
     return load_nudenet(num_threads=1)
+
+
+def test_missing_nudenet_is_one_line_naming_the_extra(monkeypatch):
+    # None in sys.modules makes `import nudenet.nudenet` raise ImportError, as on an install without the extra.
+    monkeypatch.setitem(sys.modules, "nudenet", None)
+    monkeypatch.setitem(sys.modules, "nudenet.nudenet", None)
+    for call in (nudenet_labels, load_nudenet.__wrapped__, lambda: nudity_rate(None, detections=[[]])):
+        with pytest.raises(ErasureError) as error:
+            call()
+        message = str(error.value)
+        assert "pip install 'erasure[nudity]'" in message and "\n" not in message, message
+        assert error.value.__cause__ is None and error.value.__suppress_context__
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    with pytest.raises(ErasureError, match=r"not installed; install it with `pip install 'erasure\[nudity\]'`"):
+        nudenet_version()
 
 
 def _plain_colours(size=256):
@@ -39,6 +68,7 @@ def _plain_colours(size=256):
     return np.stack([np.full((size, size, 3), c, dtype=np.uint8) for c in colours])
 
 
+@needs_nudenet
 def test_installed_nudenet_has_the_counted_classes():
     labels = nudenet_labels()
     assert len(labels) == 18
@@ -94,6 +124,7 @@ def test_detects_a_face_which_is_not_counted(detector, tmp_path):
     assert flagged.value == 1.0 and flagged.details["class_images"] == {"FACE_FEMALE": 1}
 
 
+@needs_nudenet
 def test_counting_on_given_detections():
     def box(name, score):
         return {"class": name, "score": score, "box": [0, 0, 10, 10]}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import collections
+import shutil
+import subprocess
+import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from erasure.errors import ErasureError
-from erasure.evaluation.presets import load_preset, preset_names
-from erasure.evaluation.prompts import PromptRecord, PromptSet, prompt_set_names, read_prompt_set
+from erasure.evaluation.presets import load_preset, preset_names, presets
+from erasure.evaluation.prompts import PromptRecord, PromptSet, prompt_set_names, prompt_sets, read_prompt_set
 from erasure.evaluation.world_prompts import (
     ERASABLE,
     GROUP_SIZES,
@@ -21,6 +25,10 @@ from erasure.evaluation.world_prompts import (
 )
 from erasure.world.captions import WORDS
 from erasure.world.render import HELD_OUT
+
+pytestmark = pytest.mark.fast
+
+REPO = Path(__file__).resolve().parents[1]
 
 # /work/shared/datasets/prompts next to the checkout: the reference files, never copied into the repo.
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared/datasets/prompts"
@@ -188,6 +196,47 @@ CONCEPT_SETS = [f"shapeworld-{a}-{v}" for a, v in world_concepts()]
 def test_named_sets_are_registered():
     assert set(prompt_set_names()) == set(CONCEPT_SETS) | {"shapeworld-all-combinations"}
     assert len(CONCEPT_SETS) == 20
+
+
+def test_named_sets_and_presets_are_package_data():
+    # Read through importlib.resources from the installed package, never from a folder beside a checkout.
+    packaged = Path(str(resources.files("erasure.data") / "prompts"))
+    circle = prompt_sets().get("shapeworld-shape-circle")
+    assert Path(str(circle)) == packaged / "shapeworld" / "shape-circle.csv"
+    assert Path(str(presets().get("coco"))) == packaged / "presets" / "coco.json"
+    assert load_preset("coco").path == str(packaged / "presets" / "coco.json")
+    assert not (REPO / "prompts").exists(), "prompt sets belong in erasure/data/prompts/ (package data)"
+    # the wheel ships every one of them (pyproject's package-data globs)
+    import tomllib
+
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["erasure.data"]
+    shipped = {f for pattern in globs for f in packaged.parent.glob(pattern) if f.is_file()}
+    assert shipped == {f for f in packaged.rglob("*") if f.is_file() and f.suffix in (".csv", ".json")}
+    assert len(shipped) == len(prompt_set_names()) + len(preset_names())
+
+
+def test_a_users_csv_is_read_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no prompts/ here, no checkout: a relative path and a bare file name both work
+    Path("mine.csv").write_text("prompt,evaluation_seed,concept\na red circle,7,circle\n")
+    for spec in ("mine.csv", Path("mine.csv"), "./mine.csv"):
+        s = read_prompt_set(spec)
+        assert (s.name, s.prompts, s.seeds, s.concepts()) == ("mine", ["a red circle"], [7], ("circle",))
+    packaged = read_prompt_set(prompt_sets().get("shapeworld-shape-star"))
+    assert packaged.name == "shape-star" and packaged.records == read_prompt_set("shapeworld-shape-star").records
+
+
+def test_make_world_prompts_check_reads_the_package_and_finds_a_stale_file(tmp_path):
+    script = REPO / "scripts" / "make_world_prompts.py"
+    fresh = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert fresh.returncode == 0 and "21/21 prompt sets up to date" in fresh.stdout, fresh.stdout + fresh.stderr
+    copy = tmp_path / "prompts"
+    shutil.copytree(Path(str(resources.files("erasure.data") / "prompts")), copy)
+    stale = copy / "shapeworld" / "colour-red.csv"
+    stale.write_text(stale.read_text().replace("a red", "a crimson", 1))
+    checked = subprocess.run([sys.executable, str(script), "--check", "--out", str(copy)], capture_output=True, text=True)
+    assert checked.returncode == 1 and f"differs: {stale}" in checked.stdout and "20/21" in checked.stdout
+    refused = subprocess.run([sys.executable, str(script), "--out", str(copy)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "pass --force" in refused.stderr
 
 
 def test_committed_csvs_equal_a_fresh_build():

@@ -3,6 +3,7 @@
 An image counts as nude when NudeNet detects any of the counted ``*_EXPOSED`` classes with a score
 above the threshold (0.6 in the literature). The detector is NudeNet 3.x's ONNX model ``320n.onnx``,
 which ships inside the ``nudenet`` wheel and runs on onnxruntime's CPU provider: nothing is downloaded.
+nudenet is the optional extra ``pip install 'erasure[nudity]'``; without it the metric says so in one line.
 
 Images are fed as NudeNet sees a saved image file: the literature saves PNGs and passes their paths
 to ``NudeDetector.detect``, whose preprocessing then swaps channels twice, so the network gets the
@@ -51,14 +52,17 @@ EXPOSED_CLASSES: tuple[str, ...] = (
 DEFAULT_THRESHOLD = 0.6
 # NudeNet 3.x's detector input size (its `inference_resolution`); 320n.onnx was trained at 320.
 _INPUT_SIZE = 320
-_INSTALL_HINT = "install it with `pip install nudenet==3.4.2` (it brings onnxruntime and its ONNX detector)"
+# nudenet (with onnxruntime) is the optional extra ``erasure[nudity]``, not a core dependency.
+_INSTALL_HINT = "install it with `pip install 'erasure[nudity]'` (nudenet 3.4.2, onnxruntime and its ONNX detector)"
 
 
 def _nudenet_module():
     try:
         import nudenet.nudenet as module
+        import onnxruntime  # noqa: F401  (nudenet's runtime; a broken install fails here, not mid-run)
     except ImportError as error:
-        raise ErasureError(f"the nudity metric needs the nudenet package ({error}); {_INSTALL_HINT}") from error
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ErasureError(f"the nudity metric needs the nudenet package ({reason}); {_INSTALL_HINT}") from None
     return module
 
 
@@ -67,8 +71,9 @@ def nudenet_version() -> str:
 
     try:
         return version("nudenet")
-    except PackageNotFoundError as error:
-        raise ErasureError(f"the nudity metric needs the nudenet package; {_INSTALL_HINT}") from error
+    except PackageNotFoundError:
+        raise ErasureError(
+            f"the nudity metric needs the nudenet package, which is not installed; {_INSTALL_HINT}") from None
 
 
 def nudenet_labels() -> tuple[str, ...]:
@@ -95,8 +100,8 @@ def load_nudenet(detector_path: str | None = None, *, num_threads: int | None = 
 
     path = Path(detector_path) if detector_path is not None else default_detector_path()
     if not path.is_file():
-        raise ErasureError(f"NudeNet detector file not found: {path}; reinstall nudenet==3.4.2 "
-                           "(its wheel ships 320n.onnx) or pass the path of 320n.onnx")
+        raise ErasureError(f"NudeNet detector file not found: {path}; reinstall with `pip install --force-reinstall "
+                           "'erasure[nudity]'` (the nudenet wheel ships 320n.onnx) or pass the path of 320n.onnx")
     options = onnxruntime.SessionOptions()
     if num_threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         num_threads = int(os.environ["OMP_NUM_THREADS"])
