@@ -486,42 +486,10 @@ def _is_ours_temporary(path: Path, out: Path) -> bool:
 
 
 def _distributed_state(pipe):
-    """accelerate's ``PartialState`` when launched on several processes (or when the caller set one up),
-    else a one-process stand-in, so that a plain call leaves accelerate's global state alone (creating
-    it here would fix its device for any ``Accelerator`` the program makes later).
+    """The process state (erasure.distributed.process_state) for ``pipe``'s device."""
+    from erasure.distributed import process_state
 
-    The state is created with ``cpu=True`` for a CPU pipeline: without it accelerate ignores a torchrun
-    launch on a machine with no GPU and every process would think it is alone. ``ACCELERATE_USE_CPU=1``
-    forces the same.
-    """
-    from accelerate import PartialState
-    from accelerate.utils import get_int_from_env
-
-    if PartialState._shared_state != {}:  # already set up by the caller (Accelerator, PartialState(...))
-        return PartialState()
-    world = get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
-    if world <= 1:
-        return _OneProcess(pipe.device)
-    flag = os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in {"1", "true", "yes", "on"}
-    return PartialState(cpu=flag or pipe.device.type == "cpu")
-
-
-class _OneProcess:
-    """The part of ``PartialState``'s interface used here, for a single process."""
-
-    num_processes = 1
-    process_index = 0
-    is_main_process = True
-
-    def __init__(self, device) -> None:
-        self.device = device
-
-    def wait_for_everyone(self) -> None:
-        pass
-
-    @contextlib.contextmanager
-    def split_between_processes(self, inputs):
-        yield inputs
+    return process_state(pipe.device)
 
 
 def _to_process_device(pipe, state):

@@ -355,8 +355,25 @@ def esd_edit(
     if not concepts or any(not c for c in concepts):
         raise ErasureError("an empty concept was given; name the concept to erase (e.g. --concept \"circle\")")
 
+    from erasure.distributed import all_reduce_sum, process_state
+
     counter = counter or PassCounter()
     unet = pipe.unet
+    state = process_state(unet.device)
+    world, rank = state.num_processes, state.process_index
+    lanes = world if cfg.pool_lanes == "auto" else int(cfg.pool_lanes)
+    if world > 1:
+        if cfg.sampling != "frozen":
+            raise ErasureError("several processes train ESD with sampling='frozen' only (each builds its share of "
+                               "the pool); run sampling='student' in one process")
+        if lanes % world or cfg.batch_size % lanes:
+            raise ErasureError(f"with {world} processes, pool_lanes ({lanes}) must be a multiple of {world} and "
+                               f"batch_size ({cfg.batch_size}) a multiple of pool_lanes")
+    elif lanes > 1 and cfg.batch_size % lanes:
+        raise ErasureError(f"batch_size ({cfg.batch_size}) must be a multiple of pool_lanes ({lanes})")
+    owned = {lane for lane in range(lanes) if lane % world == rank}
+    local_positions = [p for p in range(cfg.batch_size) if (p % lanes) in owned]
+    local_share = len(local_positions) / cfg.batch_size
     was_training = unet.training
     requires = {n: p.requires_grad for n, p in unet.named_parameters()}
     t0 = time.perf_counter()
@@ -385,7 +402,8 @@ def esd_edit(
     pool = None
     config_record = json.loads(json.dumps(asdict(cfg), default=str))
     if cfg.sampling == "frozen":
-        pool_file = ckpt / "pool.safetensors" if ckpt else None
+        pool_name = "pool.safetensors" if world == 1 else f"pool-{rank}-of-{world}.safetensors"
+        pool_file = ckpt / pool_name if ckpt else None
         if resume and pool_file is not None and pool_file.exists():
             from safetensors.torch import load_file
 
@@ -397,13 +415,14 @@ def esd_edit(
             pool = {k: v.to(device) for k, v in load_file(str(pool_file)).items()}
         else:
             pool = _build_pool(unet, sampler, cfg, emb_student, emb_concepts, emb_anchor, emb_from, emb_empty, rng,
-                               n_samples, counter, device, progress)
+                               n_samples, counter, device, progress and state.is_main_process, lanes, owned)
             if pool_file is not None:
                 from safetensors.torch import save_file
 
                 pool_file.parent.mkdir(parents=True, exist_ok=True)
-                (ckpt / "config.json").write_text(json.dumps({"method": method, "concepts": concepts,
-                                                             "config": asdict(cfg)}, indent=1, default=str))
+                if state.is_main_process:
+                    (ckpt / "config.json").write_text(json.dumps({"method": method, "concepts": concepts,
+                                                                 "config": asdict(cfg)}, indent=1, default=str))
                 save_file({k: v.detach().cpu().contiguous() for k, v in pool.items()}, str(pool_file))
     t_pool = time.perf_counter()
 
@@ -436,7 +455,7 @@ def esd_edit(
         unet.train()
         autocast = _autocast(cfg, device, dtype)
         for it in range(start, cfg.iterations if stop_after is None else min(stop_after, cfg.iterations)):
-            idx = order[it * cfg.batch_size : (it + 1) * cfg.batch_size]
+            idx = order[it * cfg.batch_size : (it + 1) * cfg.batch_size][local_positions]
             if cfg.sampling == "frozen":
                 x, t, which = pool["x"][idx], pool["t"][idx], pool["concept"][idx]
                 eps_a, eps_c = pool["eps_anchor"][idx], pool["eps_concept"][idx]
@@ -447,19 +466,24 @@ def esd_edit(
                     emb_empty, rng, counter)
             with autocast:
                 pred = unet(x.to(dtype), t, encoder_hidden_states=emb_student[which]).sample
-                loss = esd_loss(pred, eps_a, eps_c, eta, eps_f)
+                # this process's share of the batch mean: summed over the processes it is the whole batch's
+                loss = esd_loss(pred, eps_a, eps_c, eta, eps_f) * local_share
             counter.forward += len(x)
             counter.backward += len(x)
             if cfg.latent_anchor_weight > 0 and (cfg.latent_anchors or emb_anchor_prompts is not None):
                 loss = loss + cfg.latent_anchor_weight * _anchoring_loss(
                     unet, autocast, student_part.teacher, x.to(dtype), t, emb_concepts[which[0]], emb_anchor_prompts,
-                    cfg.latent_anchors, anchor_generator, rng, counter)
-            value = float(loss.detach())
+                    cfg.latent_anchors, anchor_generator, rng, counter) / world
+            total = loss.detach().clone().reshape(1)
+            all_reduce_sum([total])
+            value = float(total)
             if not math.isfinite(value):
                 raise ErasureError(f"{method} diverged at iteration {it + 1}: loss {value}; lower lr (now {cfg.lr:g})"
                                    + (f" or eta (now {eta:g})" if eta > 1 else "")
                                    + (" ; the last good checkpoint is kept in " + str(ckpt) if ckpt else ""))
             (loss * scaler.scale).backward()
+            if world > 1:  # every process then takes the same step (a non-finite sum is non-finite everywhere)
+                all_reduce_sum([p.grad for p in params.values() if p.grad is not None])
             finite = masters.gradients_to_masters(scaler.scale)
             scaler.update(finite)
             if finite:
@@ -472,7 +496,8 @@ def esd_edit(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4g}")
-            if ckpt is not None and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0:
+            if ckpt is not None and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and \
+                    state.is_main_process:
                 _save_state(ckpt, it + 1, masters, optimizer, rng, cfg, scaler)
         values = masters.values()
         bad = next((n for n, v in values.items() if not torch.isfinite(v).all()), None)
@@ -495,11 +520,11 @@ def esd_edit(
             "gradient_checkpointing": checkpointing, "unet_forward_passes": counter.forward,
             "unet_backward_passes": counter.backward, "model": getattr(pipe, "erasure_source", None),
             "model_dtype": str(dtype).removeprefix("torch."), "eta": eta,
-            "loss_scale_skipped_steps": scaler.skipped}
+            "loss_scale_skipped_steps": scaler.skipped, "processes": world, "pool_lanes": lanes}
     config = asdict(cfg)
     edit = student_part.result(pipe, method, concepts, config, info, values)  # also leaves the pipeline as it was
     _restore_requires_grad(unet, requires)  # after the adapter is gone: peft renames the layers it wraps
-    if ckpt is not None:
+    if ckpt is not None and state.is_main_process:
         ckpt.mkdir(parents=True, exist_ok=True)
         (ckpt / "config.json").write_text(json.dumps({"method": method, "concepts": concepts, "config": config},
                                                      indent=1, default=str))
@@ -526,10 +551,16 @@ def _check_pool_memory(distinct: int, shape: tuple[int, ...], n_predictions: int
 
 
 def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_student, emb_concepts, emb_anchor, emb_from, emb_empty,
-                rng, n_samples, counter, device, progress) -> dict[str, Tensor]:
+                rng, n_samples, counter, device, progress, lanes: int = 1, owned: set[int] | None = None
+                ) -> dict[str, Tensor]:
     """Draw every training sample's (concept, t_enc) and its x_t from full frozen trajectories, then the
     frozen predictions; ``n_samples / pool_reuse`` distinct samples. The training timestep is the latent's
-    own level (``timestep="exact"``) or the original code's bucket (``"original"``): :func:`pooled_depth`."""
+    own level (``timestep="exact"``) or the original code's bucket (``"original"``): :func:`pooled_depth`.
+
+    Trajectories group samples of one concept and one lane (sample i's lane: its batch position modulo
+    ``lanes``); this process computes the trajectories and frozen predictions of its ``owned`` lanes only (the
+    other entries stay zero). Every random draw is made whatever the lanes owned, so each process's samples
+    are exactly those of a one-process run with the same lanes."""
     distinct = max(1, math.ceil(n_samples / cfg.pool_reuse))
     _check_pool_memory(distinct, sampler.shape, 3 if emb_from is not None else 2)
     steps = cfg.ddim_steps
@@ -543,16 +574,18 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_student, emb_concep
         t_train = np.array([sampler.level(int(d)) for d in depth])
     # one trajectory serves up to `steps` samples of the same concept with distinct depths
     xs = torch.empty((distinct, *sampler.shape), device=device)
-    slots: dict[int, list[int]] = {}
+    owned = set(range(lanes)) if owned is None else owned
+    lane_of = (np.arange(distinct) % cfg.batch_size) % lanes
+    slots: dict[tuple[int, int], list[int]] = {}
     for i, c in enumerate(which):
-        slots.setdefault(int(c), []).append(i)
+        slots.setdefault((int(c), int(lane_of[i])), []).append(i)
     trajectories = 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=distinct, desc="esd: sampling the frozen model's trajectories", unit="sample")
-    for c, members in slots.items():
+    for (c, lane), members in slots.items():
         # assign members to trajectories so no trajectory has two members with the same depth
         queues: list[list[int]] = []
         for i in members:
@@ -569,6 +602,8 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_student, emb_concep
                                            generator=torch.Generator().manual_seed(int(rng.integers(2**31))),
                                            dtype=torch.float32) for b in range(0, len(queues), NOISE_CHUNK)])
         batch = max(1, frozen_batch // 2)  # CFG doubles the UNet batch
+        if lane not in owned:
+            continue
         for b in range(0, len(queues), batch):
             group = queues[b : b + batch]
             noise = noise_all[b : b + batch]
@@ -587,7 +622,12 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_student, emb_concep
     contexts = [emb_anchor[concept_idx], emb_concepts[concept_idx]]
     if emb_from is not None:  # the anchor is the empty prompt then (erase_from excludes anchor)
         contexts.append(emb_from[concept_idx])
-    eps = _frozen_predictions(unet, xs, t, contexts, counter, batch=frozen_batch)
+    mine = torch.as_tensor(np.flatnonzero(np.isin(lane_of, sorted(owned))), device=device)
+    if len(mine) == distinct:
+        eps = _frozen_predictions(unet, xs, t, contexts, counter, batch=frozen_batch)
+    else:  # this process's share only
+        part = _frozen_predictions(unet, xs[mine], t[mine], [c[mine] for c in contexts], counter, batch=frozen_batch)
+        eps = [torch.zeros_like(xs).index_copy_(0, mine, e) for e in part]
     pool = {"x": xs, "t": t, "concept": concept_idx, "eps_anchor": eps[0], "eps_concept": eps[1],
             "trajectories": torch.tensor([trajectories])}
     if emb_from is not None:

@@ -101,6 +101,11 @@ class ESDConfig:
     frozen_batch: int | str = setting(
         "auto", "samples per no-grad UNet call while building the pool; auto = 2 for SD-sized UNets, else 8",
         types=(int, "auto"), minimum=1, maximum=4096)
+    pool_lanes: int | str = setting(
+        "auto", "frozen pool: trajectories are grouped within lanes of batch positions, so that N processes "
+        "(torchrun / accelerate launch) each build and train on their lanes' share; auto = the number of processes. "
+        "A run on N processes equals a one-process run with pool_lanes=N", types=(int, "auto"), minimum=1,
+        maximum=64)
     adapter: str = setting("", "'' = train the parameter group; else a LoRA on these target modules",
                            choices=("",) + ADAPTER_TARGET_NAMES)
     rank: int = setting(4, "LoRA rank (with adapter)", minimum=1, maximum=4096)
@@ -124,6 +129,8 @@ def check_esd_settings(s: Mapping[str, Any]) -> None:
     if s["pool_reuse"] > s["iterations"] * s["batch_size"]:
         raise ErasureError(f"pool_reuse {s['pool_reuse']} exceeds the number of training samples "
                            f"({s['iterations'] * s['batch_size']}); lower it")
+    if s["pool_lanes"] not in ("auto", 1) and s["pool_reuse"] != 1:
+        raise ErasureError("pool_lanes above 1 (several processes) needs pool_reuse=1")
     if s["erase_from"] and s["anchor"]:
         raise ErasureError("erase_from and anchor are two different objectives; give one of them")
     if s["negative_guidance"] is not None and s["eta"] != 1.0:
