@@ -322,26 +322,26 @@ def paper_reference_uce(pipe, old_texts, new_texts, preserve_concepts, erase_sca
         with torch.no_grad():
             return ti, pipe.text_encoder(ti.input_ids)[0].double()
 
-    out, rows = {}, 0
+    erased = []  # (old_emb, new_emb) per edit pair; the reference encodes them inside its layer loop, same values
+    for old_text, new_text in zip(old_texts, new_texts):
+        ti, emb = encode([old_text, new_text if new_text != "" else " "])
+        final, final_new = ti.attention_mask[0].sum().item() - 2, ti.attention_mask[1].sum().item() - 2
+        farthest = max(final_new, final)
+        erased.append((emb[0][final : context - max(0, farthest - final)],
+                       emb[1][final_new : context - max(0, farthest - final_new)]))
+    retained = [encode([text, text])[1] for text in retain_texts]
+    out = {}
     for name, module in _kv_modules(pipe).items():
         w = module.weight.detach().double()
         mat1, mat2 = lamb * w, lamb * torch.eye(w.shape[1], dtype=torch.float64)
-        rows = 0
-        for old_text, new_text in zip(old_texts, new_texts):
-            ti, emb = encode([old_text, new_text if new_text != "" else " "])
-            final, final_new = ti.attention_mask[0].sum().item() - 2, ti.attention_mask[1].sum().item() - 2
-            farthest = max(final_new, final)
-            old_emb = emb[0][final : context - max(0, farthest - final)]
-            new_emb = emb[1][final_new : context - max(0, farthest - final_new)]
-            rows += old_emb.shape[0]
+        for old_emb, new_emb in erased:
             values = new_emb @ w.T
             mat1, mat2 = mat1 + erase_scale * values.T @ old_emb, mat2 + erase_scale * old_emb.T @ old_emb
-        for text in retain_texts:
-            ti, emb = encode([text, text])
+        for emb in retained:
             values = emb[1] @ w.T
             mat1, mat2 = mat1 + preserve_scale * values.T @ emb[0], mat2 + preserve_scale * emb[0].T @ emb[0]
         out[f"unet.{name}.weight"] = mat1 @ torch.inverse(mat2)
-    return out, rows
+    return out, sum(old.shape[0] for old, _ in erased)
 
 
 def _relative_difference(edit, reference) -> float:
