@@ -100,7 +100,8 @@ def check_value(method: str, name: str, value: Any, meta: Mapping[str, Any]) -> 
         else:
             choices = meta.get("choices")
             if choices is not None and value not in choices:
-                raise ErasureError(f"{where} must be one of {', '.join(map(str, choices))} (got {value!r})")
+                shown = ", ".join(repr(c) if c == "" else str(c) for c in choices)
+                raise ErasureError(f"{where} must be one of {shown} (got {value!r})")
             return value
     if isinstance(value, (list, tuple)):
         if tuple not in types:
