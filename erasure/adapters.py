@@ -418,7 +418,7 @@ def transport_multipliers(pipe, prompts: Sequence[str], concepts: Sequence[str])
     """SPM's facilitated-transport strength of an adapter erasing ``concepts``, per prompt: the max over
     the erased prompts e of max(cosine(flattened embedding of the prompt, of e), fraction of e's tokens
     present in the prompt)."""
-    from erasure.methods.esd import _encode
+    from erasure.text import encode_prompts as _encode
 
     if not concepts:
         return torch.ones(len(prompts))

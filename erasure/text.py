@@ -45,3 +45,19 @@ def check_prompt_lengths(tokenizer, prompts: Sequence[str]) -> None:
             shown = prompt if len(prompt) <= 60 else prompt[:57] + "..."
             raise ErasureError(f"prompt {shown!r} is {n} tokens, over the text encoder's {limit}; shorten it "
                                "(longer prompts would be cut, and erased or measured as another prompt)")
+
+
+def encode_prompts(pipe, prompts: Sequence[str]):
+    """Text-encoder outputs (last hidden state, 77 tokens each) of ``prompts``, in the UNet's dtype and on its
+    device; a prompt over the window is refused (:func:`check_prompt_lengths`). For many repeated prompts
+    (closed-form editing) :class:`erasure.embeddings.EmbeddingCache` keeps them."""
+    import torch
+
+    from erasure.precision import model_dtype_device
+
+    check_prompt_lengths(pipe.tokenizer, prompts)
+    tok = pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt")
+    dtype, device = model_dtype_device(pipe.unet)
+    with torch.no_grad():
+        return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0].to(device, dtype)

@@ -46,6 +46,7 @@ from erasure.errors import ErasureError
 from erasure.methods.settings import ESDConfig as _ESDConfig
 from erasure.modules import parameter_group
 from erasure.precision import LossScaler, MasterWeights, model_dtype_device
+from erasure.text import encode_prompts
 
 
 # The settings live in erasure.methods.settings (no torch there: the CLI checks them before loading a model).
@@ -236,17 +237,7 @@ def random_anchor_embeddings(reference: Tensor, count: int, generator: torch.Gen
     return torch.stack(out).to(reference.device, reference.dtype)
 
 
-def _encode(pipe, prompts: Sequence[str]) -> Tensor:
-    """Text-encoder outputs of ``prompts`` (77 tokens; longer prompts are refused by erasure.text's rule),
-    in the UNet's dtype and on its device."""
-    from erasure.text import check_prompt_lengths
-
-    check_prompt_lengths(pipe.tokenizer, prompts)
-    tok = pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt")
-    dtype, device = model_dtype_device(pipe.unet)
-    with torch.no_grad():
-        return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0].to(device, dtype)
+_encode = encode_prompts  # the one text encoding path (erasure.text)
 
 
 class _Sampler:
