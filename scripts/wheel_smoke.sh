@@ -22,8 +22,9 @@ timed() { local start=$SECONDS; "$@"; echo "   ($((SECONDS - start)) s)"; }
 echo "== build the sdist and the wheel from it"
 python3 -m venv "$work/build-env"
 quiet_pip "$work/build-env/bin/python" -m pip install -q "build>=1.2"
-timed "$work/build-env/bin/python" -m build --outdir "$work/dist" "$repo" >"$work/build.log" 2>&1 \
-    || { tail -30 "$work/build.log"; exit 1; }
+build_wheel() { "$work/build-env/bin/python" -m build --outdir "$work/dist" "$repo" >"$work/build.log" 2>&1 \
+    || { tail -30 "$work/build.log"; return 1; }; }
+timed build_wheel
 wheel=$(ls "$work"/dist/erasure-*.whl)
 ls -l "$work"/dist
 # The package data must be inside: prompt sets, presets, the built-in world's weights.
