@@ -114,6 +114,10 @@ class Adapter:
         for m in modules:
             if f"{m}.lora_A.weight" not in self.peft_state_dict or f"{m}.lora_B.weight" not in self.peft_state_dict:
                 raise ValueError(f"adapter lacks lora_A or lora_B for {m}")
+        bad = next((k for k, v in self.peft_state_dict.items() if not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise ErasureError(f"the adapter's {bad} holds non-finite values (NaN or inf): training diverged; "
+                               "make it again with a lower lr")
 
     # --- what it is -------------------------------------------------------------------------
 

@@ -504,6 +504,10 @@ def cmd_erase(args) -> int:
     pipe = _load_model(args, args.model, args.config)
     _status(f"erasing {', '.join(args.concepts)} with {spec.name}")
     edit = erase(pipe, spec.name, args.concepts, **args.settings, **args.run_options)
+    from erasure.distributed import process_state
+
+    if not process_state(pipe.device).is_main_process:  # torchrun / accelerate launch: one process writes
+        return 0
     saved_as = "adapter" if edit.kind == "adapter" else "edit.safetensors"  # a LoRA folder load_lora_weights reads
     with atomic_folder(out, force=args.force, inputs=[args.model, args.config, args.config_file]) as tmp:
         edit.save(tmp / saved_as)

@@ -111,6 +111,11 @@ class Edit:
         missing = set(self.tensors) - set(self.base_hashes)
         if missing:
             raise ValueError(f"edit has no base hash for {sorted(missing)[:3]}")
+        # an edit with NaN or inf values is never made, loaded, applied or exported (a diverged erasure)
+        bad = next((n for n, v in self.tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:
+            raise ErasureError(f"the edit's {bad} holds non-finite values (NaN or inf): the erasure diverged; "
+                               "make it again with a lower lr")
 
     @property
     def names(self) -> tuple[str, ...]:

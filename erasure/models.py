@@ -101,6 +101,12 @@ def load_pipeline(
         _realign_weights(pipe)
     # what was loaded, for metadata and world-aware defaults (e.g. the preserve set of an edit)
     pipe.erasure_source = BUILTIN_WORLD_NAME if spec is None or str(spec) == BUILTIN_WORLD_NAME else str(spec)
+    # what methods may know about this model (erasure.profiles): the built-in world has a profile
+    pipe.erasure_profile = None
+    if pipe.erasure_source == BUILTIN_WORLD_NAME:
+        from erasure.world.profile import PROFILE
+
+        pipe.erasure_profile = PROFILE
     return pipe
 
 

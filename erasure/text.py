@@ -12,6 +12,25 @@ from typing import Sequence
 from erasure.errors import ErasureError
 
 
+# Template sets whose templates depend on the concept, offered by a model profile; looked up by name and
+# imported only when used (a method names the set, it never imports the model that offers it).
+CONCEPT_TEMPLATE_SETS: dict[str, str] = {
+    "shapeworld": "erasure.world.profile:world_templates",
+    "shapeworld-captions": "erasure.world.profile:world_caption_templates",
+}
+
+
+def concept_template_set(name: str):
+    """The per-concept template function registered as ``name`` in :data:`CONCEPT_TEMPLATE_SETS`, or None."""
+    import importlib
+
+    where = CONCEPT_TEMPLATE_SETS.get(name) if isinstance(name, str) else None
+    if where is None:
+        return None
+    module, _, attr = where.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def normalise_concepts(concepts: Sequence[str] | str) -> tuple[str, ...]:
     """Concepts as a tuple of whitespace-normalised names; an empty list or name is a one-line error."""
     if isinstance(concepts, str):

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--renders", type=int, default=2000)
     p.add_argument("--json", default=None)
     p.add_argument("--grid", default=None, help="save a grid of generated images (PNG)")
-    p.add_argument("--readme", default="README.md", help="README to update ('' to skip)")
+    p.add_argument("--readme", default="docs/world.md", help="document holding the world-quality markers ('' to skip)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

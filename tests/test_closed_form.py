@@ -252,7 +252,7 @@ def test_evaluate_resumes_from_an_images_folder_and_separates_edited_weights(tin
 
 
 def test_world_caption_templates_come_from_the_caption_grammar():
-    from erasure.methods.closed_form import world_caption_templates
+    from erasure.world.profile import world_caption_templates
     from erasure.world.render import COLOURS, SHAPES
 
     for concept in ("star", "red", "striped"):

@@ -221,3 +221,32 @@ def test_every_spec_is_complete_and_describable():
         assert all(s["help"] for s in d["settings"]), name
         assert spec.function() is not None  # the implementation imports
         assert dataclasses.is_dataclass(spec.config)
+
+
+@pytest.mark.fast
+def test_a_non_finite_result_cannot_exist(tmp_path):
+    """Made, loaded, applied or exported: an edit or adapter holding NaN is refused in one line."""
+    from safetensors.torch import load_file, save_file
+
+    from erasure.adapters import Adapter
+    from erasure.edit import Edit
+
+    with pytest.raises(ErasureError, match="non-finite"):
+        Edit(method="x", concepts=("c",), config={}, tensors={"unet.w": torch.tensor([1.0, float("nan")])},
+             base_hashes={"unet.w": "0"})
+    with pytest.raises(ErasureError, match="non-finite"):
+        Adapter(method="x", concepts=("c",), config={}, lora_config={"r": 1, "lora_alpha": 1.0},
+                peft_state_dict={"m.lora_A.weight": torch.ones(1, 2), "m.lora_B.weight": torch.full((2, 1), float("inf"))},
+                base_hashes={"unet.m.weight": "0"})
+    good = Edit(method="x", concepts=("c",), config={}, tensors={"unet.w": torch.ones(2)}, base_hashes={"unet.w": "0"})
+    path = good.save(tmp_path / "e.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    tensors["unet.w"][0] = float("nan")
+    meta.pop("erasure_tensors_sha256", None)  # a NaN written by another tool: no checksum of ours to fail first
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(ErasureError, match="non-finite"):
+        load_result(path)

@@ -301,3 +301,16 @@ def test_a_diverging_run_stops_with_one_line(sd1, tmp_path, monkeypatch):
     assert "\n" not in str(info.value)
     assert (tmp_path / "state.safetensors").is_file()  # the checkpoint of iteration 2 is kept
     assert all(torch.equal(p, before[n]) for n, p in sd1.unet.named_parameters())
+
+
+def test_two_calls_with_different_mixed_precision_in_one_process(sd1):
+    """No accelerate state is created (a second Accelerator with another mixed_precision used to raise) and the
+    UNet keeps its own forward, dtype and flags."""
+    from erasure.precision import module_state
+
+    state = module_state(sd1.unet)
+    bf16 = erase(sd1, "esd-x-strict", "red star", mixed_precision="bf16", **FAST)
+    plain = erase(sd1, "esd-x-strict", "red star", mixed_precision="no", **FAST)
+    assert module_state(sd1.unet) == state and "forward" not in vars(sd1.unet)
+    assert set(bf16.tensors) == set(plain.tensors)
+    assert any(not torch.equal(v, plain.tensors[k]) for k, v in bf16.tensors.items())  # autocast did compute in bf16

@@ -42,6 +42,7 @@ from erasure.methods.closed_form import (
 from erasure.methods.esd import AdapterStudent, _encode, esd_edit
 from erasure.methods.settings import MACEConfig
 from erasure.precision import LossScaler, MasterWeights, model_dtype_device
+from erasure.profiles import profile_of
 from erasure.modules import cross_attention_kv, cross_attention_layers, target_layer
 
 # lora-esd's defaults (in its MethodSpec, erasure/methods/__init__.py): a rank-4 LoRA on every cross-attention
@@ -140,20 +141,11 @@ def concept_data(pipe, concept: str, n: int, rng: np.random.Generator) -> tuple[
     On the built-in world the renderer draws the images and knows each object's exact mask; elsewhere
     the model's own samples are used with the whole image as the region (MACE's choice for concepts that
     have no mask)."""
-    from erasure.evaluation.world_prompts import ERASABLE
-
-    attribute = next((a for a, values in ERASABLE.items() if concept in values), None)
-    if getattr(pipe, "erasure_source", None) == "shapeworld" and attribute is not None:
-        from erasure.world.captions import caption
-        from erasure.world.render import render_batch, sample_scene
-
-        scenes = [sample_scene(rng, **{attribute: concept}) for _ in range(n)]
-        images, masks = render_batch(scenes)
-        prompts = [caption({**s.labels(), "background": None}, rng, synonyms=False) for s in scenes]
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(pipe.vae.device, pipe.vae.dtype)
-        with torch.no_grad():
-            latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
-        return latents.float(), torch.from_numpy(masks).float()[:, None], prompts
+    profile = profile_of(pipe)
+    if profile is not None and profile.concept_images is not None:
+        data = profile.concept_images(pipe, concept, n, rng)
+        if data is not None:
+            return data
     prompts = [concept] * n
     with torch.no_grad():
         gens = [torch.Generator().manual_seed(int(rng.integers(2**31))) for _ in range(n)]
@@ -308,8 +300,8 @@ def mace(pipe, concepts, *, method: str = "mace", progress: bool = True, **setti
     if min(cfg.iterations, cfg.batch_size, cfg.images, cfg.rank) < 1 or cfg.lr <= 0:
         raise ErasureError("iterations, batch_size, images and rank must be >= 1 and lr > 0")
     concepts = _normalise(concepts)
-    on_world = getattr(pipe, "erasure_source", None) == "shapeworld"
-    templates = _resolve_templates(cfg.templates or (("shapeworld",) if on_world else ("{}",)))
+    profile = profile_of(pipe)
+    templates = _resolve_templates(cfg.templates or ((profile.default_templates,) if profile else ("{}",)))
     preserve = cfg.preserve if cfg.preserve is not None else default_preserve(pipe, concepts)
     clash = sorted(set(preserve) & set(concepts))
     if clash:

@@ -68,51 +68,6 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
 }
 
 
-def world_templates(concept: str) -> tuple[str, ...]:
-    """Templates for a built-in-world concept that cover the contexts its captions put it in: a shape
-    after colours and textures, a colour before shapes, a texture before colours and shapes."""
-    from erasure.world.render import COLOURS, SHAPES, TEXTURES
-
-    colours, shapes, textures = list(COLOURS), list(SHAPES), [t for t in TEXTURES if t != "plain"]
-    if concept in SHAPES:
-        return ("{}", "a {}", *(f"a {c} {{}}" for c in colours), *(f"a {t} {{}}" for t in textures),
-                *(f"a picture of a {t} {c} {{}}" for t, c in zip(textures * 3, colours[::-1])))
-    if concept in COLOURS:
-        return ("{}", "a {} shape", *(f"a {{}} {s}" for s in shapes),
-                *(f"a drawing of a {t} {{}} {s}" for t, s in zip(textures * 3, shapes[::-1])))
-    return ("{}", "a {} shape", *(f"a {{}} {s}" for s in shapes), *(f"a {{}} {c} {s}" for c, s in zip(colours, shapes[::-1])))
-
-
-def world_caption_templates(concept: str, n: int = 32, seed: int = 7) -> tuple[str, ...]:
-    """Templates drawn from the world's own caption grammar (every form: "a {} on a gray background",
-    "a {}, red, in a striped style", ...), the concept's canonical word as the slot and the other
-    attributes random; seeded, so an edit is reproducible (the evaluator's prompts use other seeds)."""
-    import numpy as np
-
-    from erasure.world import captions as cap
-    from erasure.world.render import BACKGROUNDS, COLOURS, SHAPES, TEXTURES
-
-    values = {"shape": list(SHAPES), "colour": list(COLOURS), "texture": list(TEXTURES), "background": list(BACKGROUNDS)}
-    attribute = next((a for a, vs in values.items() if concept in vs), None)
-    if attribute is None:
-        return ("{}",)
-    rng = np.random.default_rng(seed + sum(map(ord, concept)))
-    out: list[str] = []
-    while len(out) < n:
-        names = {a: (concept if a == attribute else
-                     (str(vs[rng.integers(len(vs))]) if rng.random() < cap.NAME_PROBABILITY[a] else None))
-                 for a, vs in values.items()}
-        if attribute != "shape" and names["shape"] is None:
-            names["shape"] = str(SHAPES[rng.integers(len(SHAPES))])
-        words = cap.caption(names, rng, synonyms=False).split(" ")
-        if concept in words:
-            words[words.index(concept)] = "{}"
-            template = " ".join(words)
-            if template not in out:
-                out.append(template)
-    return tuple(out)
-
-
 # --------------------------------------------------------------------------- the solver
 
 
@@ -348,11 +303,12 @@ def _normalise(concepts: Sequence[str] | str) -> tuple[str, ...]:
 
 
 def _resolve_templates(templates: tuple[str, ...]):
-    """A one-element tuple naming a template set resolves to it ("shapeworld" to a per-concept function)."""
-    if len(templates) == 1 and templates[0] == "shapeworld":
-        return world_templates
-    if len(templates) == 1 and templates[0] == "shapeworld-captions":
-        return world_caption_templates
+    """A one-element tuple naming a template set resolves to it (a model's concept-dependent set, such as the
+    built-in world's "shapeworld", to a per-concept function: erasure.text.concept_template_set)."""
+    from erasure.text import concept_template_set
+
+    if len(templates) == 1 and concept_template_set(templates[0]) is not None:
+        return concept_template_set(templates[0])
     if len(templates) == 1 and templates[0] in TEMPLATE_SETS:
         return TEMPLATE_SETS[templates[0]]
     return templates
@@ -360,17 +316,11 @@ def _resolve_templates(templates: tuple[str, ...]):
 
 def default_preserve(pipe, concepts: Sequence[str]) -> tuple[str, ...]:
     """On the built-in world: the other values of each erased concept's attribute (as UCE preserves the
-    other artists). Elsewhere: nothing (give ``preserve=`` explicitly)."""
-    if getattr(pipe, "erasure_source", None) != "shapeworld":
-        return ()
-    from erasure.evaluation.world_prompts import ERASABLE
+    other artists), from the model's profile (erasure.profiles). Elsewhere: nothing (give ``preserve=``)."""
+    from erasure.profiles import profile_of
 
-    out: list[str] = []
-    for c in concepts:
-        for values in ERASABLE.values():
-            if c in values:
-                out += [v for v in values if v not in concepts and v not in out]
-    return tuple(out)
+    profile = profile_of(pipe)
+    return profile.preserve_for(concepts) if profile is not None else ()
 
 
 def closed_form_edit(
@@ -403,8 +353,10 @@ def closed_form_edit(
     if len(guides) != len(concepts):
         raise ErasureError(f"{len(guides)} guides for {len(concepts)} concepts; give one guide or one per concept")
     if cfg.templates is None:
-        on_world = getattr(pipe, "erasure_source", None) == "shapeworld"
-        cfg = replace(cfg, templates=("shapeworld",) if on_world else ("{}",))
+        from erasure.profiles import profile_of
+
+        profile = profile_of(pipe)
+        cfg = replace(cfg, templates=(profile.default_templates,) if profile is not None else ("{}",))
     templates = _resolve_templates(cfg.templates)
     if not callable(templates) and any("{}" not in t for t in templates):
         raise ErasureError("every template needs a {} where the concept goes, e.g. \"a photo of {}\"")
