@@ -20,7 +20,10 @@ class ModelProfile:
 
     name: str
     concept_kinds: Mapping[str, tuple[str, ...]]  # attribute -> its values (e.g. "shape" -> circle, square, ...)
-    default_templates: str = "{}"  # a template set name (erasure.text.template_set)
+    default_templates: str = "{}"  # a template set name (erasure.text.concept_template_set)
+    # every word the model was trained on, when that is known and small (the built-in world's caption grammar):
+    # a concept outside it cannot be erased, since the model never learned it
+    vocabulary: frozenset[str] | None = None
     # (pipe, concept, n, rng) -> (latents, masks, prompts) of n images of the concept with exact masks
     concept_images: Callable[..., Any] | None = field(default=None, compare=False)
 

@@ -80,3 +80,32 @@ def encode_prompts(pipe, prompts: Sequence[str]):
     dtype, device = model_dtype_device(pipe.unet)
     with torch.no_grad():
         return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0].to(device, dtype)
+
+
+def check_concepts(pipe, concepts: Sequence[str]) -> None:
+    """Concepts a model can read: on a model whose vocabulary is known (the built-in world's profile) a word
+    outside it is refused with the words it knows; on any model a concept longer than the text encoder's window
+    is refused and one made only of unknown tokens is warned about."""
+    import warnings
+
+    from erasure.profiles import profile_of
+
+    tokenizer = getattr(pipe, "tokenizer", None)
+    profile = profile_of(pipe)
+    for concept in concepts:
+        if profile is not None and profile.vocabulary is not None:
+            words = [w.strip(".,;:!?\"'()").lower() for w in concept.split()]
+            unknown = [w for w in words if w and w not in profile.vocabulary]
+            if unknown:
+                known = "; ".join(f"{kind}: {', '.join(values)}" for kind, values in profile.concept_kinds.items())
+                raise ErasureError(f"{unknown[0]!r} is not a word the {profile.name} model was trained on, so it cannot "
+                                   f"be erased; its concepts are {known}")
+        if tokenizer is None:
+            continue
+        check_prompt_lengths(tokenizer, [concept])
+        unk = getattr(tokenizer, "unk_token_id", None)
+        special = set(getattr(tokenizer, "all_special_ids", ()))
+        ids = [i for i in tokenizer(concept).input_ids if i not in special or i == unk]
+        if unk is not None and ids and all(i == unk for i in ids):
+            warnings.warn(f"every token of the concept {concept!r} is unknown to the tokenizer: the model cannot tell it "
+                          "apart from other unknown text", stacklevel=2)

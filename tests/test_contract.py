@@ -250,3 +250,15 @@ def test_a_non_finite_result_cannot_exist(tmp_path):
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(ErasureError, match="non-finite"):
         load_result(path)
+
+
+def test_concepts_the_model_cannot_read_are_refused(saved_folder, shapeworld_folder):
+    shapeworld_pipeline = load_pipeline(device="cpu")  # by name: the world's profile comes with it
+    with pytest.raises(ErasureError, match="'zebra' is not a word the shapeworld model was trained on"):
+        erase(shapeworld_pipeline, "uce", "zebra")
+    with pytest.raises(ErasureError, match="not a word"):
+        erase(shapeworld_pipeline, "esd-x", "🦓", **_settings("esd-x"))
+    erase(shapeworld_pipeline, "uce", "red disc")  # synonyms and the grammar's words are known
+    long = " ".join(["red star"] * 60)
+    with pytest.raises(ErasureError, match="tokens, over the text encoder's 77"):
+        erase(_pipe(saved_folder, "sd1", "fp32"), "uce", long)

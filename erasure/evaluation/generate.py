@@ -33,7 +33,6 @@ A batch that is a full ``batch_size`` gives the same images as :func:`erasure.ge
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json

@@ -217,6 +217,10 @@ class MethodSpec:
         and run options."""
         options = {k: kwargs.pop(k) for k in list(kwargs) if k in self.options}
         settings = self.validate_settings(kwargs)
+        if pipe is not None:
+            from erasure.text import check_concepts, normalise_concepts
+
+            check_concepts(pipe, normalise_concepts(concepts))
         return self.function()(pipe, concepts, method=self.name, **{**self.defaults, **settings}, **options)
 
 

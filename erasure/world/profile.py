@@ -73,5 +73,14 @@ def world_caption_templates(concept: str, n: int = 32, seed: int = 7) -> tuple[s
     return tuple(out)
 
 
+def vocabulary() -> frozenset[str]:
+    """Every word of the world's captions: attribute words with their synonyms and the grammar's own words."""
+    from erasure.world import captions as cap
+
+    grammar = {w for p in cap._PREFIXES for w in p.split()} | set(cap._NOUNS_FOR_UNNAMED_SHAPE) | {
+        "an", "with", "pattern", "in", "style", "coloured", "on", "background", "empty"}
+    return frozenset(cap.all_words()) | frozenset(grammar)
+
+
 PROFILE = ModelProfile(name="shapeworld", concept_kinds=CONCEPT_KINDS, default_templates="shapeworld",
-                       concept_images=rendered_concept_images)
+                       concept_images=rendered_concept_images, vocabulary=vocabulary())
