@@ -153,3 +153,33 @@ def _one_prompt(folder):
     path = folder / "one.csv"
     path.write_text("case_number,prompt,evaluation_seed,concept\n0,a red star,1,star\n")
     return path
+
+
+@pytest.mark.slow
+def test_sigint_during_erase_exits_130_and_writes_nothing(tiny_sd1_folder, tmp_path):
+    """Ctrl-C during a trained erasure: exit 130, one line, no output folder; the checkpoint folder is kept and
+    --resume continues it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "erasure.cli", "erase", "--model", str(tiny_sd1_folder), "--method", "esd-x",
+               "--concept", "red star", "--set", "iterations=100000", "--set", "ddim_steps=4", "--set",
+               "batch_size=1", "--checkpoint-every", "1", "--out", str(out)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoints = out.with_name(out.name + ".checkpoints")
+    deadline = time.time() + 240
+    while time.time() < deadline and not (checkpoints / "state.safetensors").exists():
+        time.sleep(0.5)
+    assert (checkpoints / "state.safetensors").exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")]
+    assert (checkpoints / "state.safetensors").exists()  # kept for --resume

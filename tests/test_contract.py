@@ -109,9 +109,12 @@ def test_result_kind_changes_and_pipeline_left_alone(folder_of, name, kind):
     assert all(torch.equal(p, before_values[n]) for n, p in pipe.unet.named_parameters())
 
 
-@pytest.mark.parametrize("dtype", list(DTYPES))
+# fp16 on SD 1.x only: the CPU's fp16 kernels are slow, and SD 2.x's topology is covered in fp32 and bf16
+KIND_DTYPES = [("sd1", "fp32"), ("sd1", "bf16"), ("sd1", "fp16"), ("sd2", "fp32"), ("sd2", "bf16")]
+
+
+@pytest.mark.parametrize("kind, dtype", KIND_DTYPES)
 @pytest.mark.parametrize("name", METHOD_NAMES)
-@pytest.mark.parametrize("kind", ["sd1", "sd2"])
 def test_apply_changes_output_and_restore_is_exact(folder_of, name, kind, dtype):
     pipe = _pipe(folder_of, kind, dtype)
     before_state = module_state(pipe.unet)
@@ -262,3 +265,15 @@ def test_concepts_the_model_cannot_read_are_refused(saved_folder, shapeworld_fol
     long = " ".join(["red star"] * 60)
     with pytest.raises(ErasureError, match="tokens, over the text encoder's 77"):
         erase(_pipe(saved_folder, "sd1", "fp32"), "uce", long)
+
+
+@pytest.mark.parametrize("name", [n for n in METHOD_NAMES if METHODS.get(n).resumable])
+def test_interrupted_then_resumed_equals_uninterrupted(folder_of, name, tmp_path):
+    """Every resumable method: stopped after 2 of 4 iterations (a time limit, a kill after the checkpoint),
+    resumed from its checkpoint folder, it gives the uninterrupted result bit for bit."""
+    pipe = _pipe(folder_of, "sd1", "fp32")
+    settings = {**_settings(name), "iterations": 4, "checkpoint_every": 1}
+    full = erase(pipe, name, CONCEPT, checkpoint_dir=tmp_path / "full", **settings)
+    erase(pipe, name, CONCEPT, checkpoint_dir=tmp_path / "cut", stop_after=2, **settings)
+    resumed = erase(pipe, name, CONCEPT, checkpoint_dir=tmp_path / "cut", resume=True, **settings)
+    assert resumed == full

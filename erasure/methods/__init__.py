@@ -79,7 +79,7 @@ METHODS.register("spm", MethodSpec(
     anchor_setting="anchor", anchor_meaning="as ESD's anchor",
     defaults={"adapter": "transformer-linear", "rank": 1, "alpha": 1.0, "lr": 1e-3, "latent_anchors": 4,
               "latent_anchor_weight": 1000.0},
-    options=_ESD_OPTIONS, test_settings=_ESD_TEST,
+    options=_ESD_OPTIONS, test_settings={**_ESD_TEST, "latent_anchors": 1},
     world_test_settings={"iterations": 60, "lr": 3e-3, "anchor": "square", "ddim_steps": 20},
     changes="rank-1 LoRA factors on every Linear / 1x1 Conv of every transformer block",
     cross_field_check=check_esd_settings))

@@ -435,8 +435,7 @@ def esd_edit(
             unet.enable_gradient_checkpointing()
         optimizer = torch.optim.Adam(masters.parameters(), lr=cfg.lr)
         if resume and ckpt is not None and (ckpt / "state.safetensors").exists():
-            start = _load_state(ckpt, masters, optimizer, rng, scaler)
-            anchor_generator.manual_seed(cfg.seed + 1 + start)
+            start = _load_state(ckpt, masters, optimizer, rng, scaler, anchor_generator)
         if progress:
             from tqdm.auto import tqdm
 
@@ -489,7 +488,7 @@ def esd_edit(
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4g}")
             if ckpt is not None and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and \
                     state.is_main_process:
-                _save_state(ckpt, it + 1, masters, optimizer, rng, cfg, scaler)
+                _save_state(ckpt, it + 1, masters, optimizer, rng, cfg, scaler, anchor_generator)
         values = masters.values()
         bad = next((n for n, v in values.items() if not torch.isfinite(v).all()), None)
         if bad is not None:
@@ -669,7 +668,7 @@ def _student_samples(unet, sampler, cfg, teacher, emb_student, emb_concepts, emb
 
 
 def _save_state(folder: Path, step: int, masters: MasterWeights, optimizer, rng, cfg: ESDConfig,
-                scaler: LossScaler) -> None:
+                scaler: LossScaler, anchor_generator: torch.Generator) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -680,13 +679,16 @@ def _save_state(folder: Path, step: int, masters: MasterWeights, optimizer, rng,
             tensors[f"opt.{idx}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
     meta = {"step": str(step), "rng": json.dumps(rng.bit_generator.state),
             "torch_rng": json.dumps(torch.get_rng_state().tolist()), "config": json.dumps(asdict(cfg), default=str),
-            "loss_scale": json.dumps(scaler.state())}
+            "loss_scale": json.dumps(scaler.state()),
+            # SPM's random anchors: the generator continues where it was, so a resumed run draws the same anchors
+            "anchor_rng": json.dumps(anchor_generator.get_state().tolist())}
     tmp = folder / "state.safetensors.tmp"
     save_file(tensors, str(tmp), metadata=meta)
     os.replace(tmp, folder / "state.safetensors")
 
 
-def _load_state(folder: Path, masters: MasterWeights, optimizer, rng, scaler: LossScaler) -> int:
+def _load_state(folder: Path, masters: MasterWeights, optimizer, rng, scaler: LossScaler,
+                anchor_generator: torch.Generator) -> int:
     from safetensors import safe_open
 
     with safe_open(str(folder / "state.safetensors"), framework="pt") as f:
@@ -702,4 +704,6 @@ def _load_state(folder: Path, masters: MasterWeights, optimizer, rng, scaler: Lo
     torch.set_rng_state(torch.tensor(json.loads(meta["torch_rng"]), dtype=torch.uint8))
     if "loss_scale" in meta:
         scaler.load(json.loads(meta["loss_scale"]))
+    if "anchor_rng" in meta:
+        anchor_generator.set_state(torch.tensor(json.loads(meta["anchor_rng"]), dtype=torch.uint8))
     return int(meta["step"])
