@@ -93,9 +93,8 @@ def folder_of(saved_folder):
     return saved_folder
 
 
-@pytest.mark.fast
 @pytest.mark.parametrize("name", METHOD_NAMES)
-@pytest.mark.parametrize("kind", ["sd1", "sd2"])
+@pytest.mark.parametrize("kind", [pytest.param("sd1", marks=pytest.mark.fast), "sd2"])  # make test-fast: SD 1.x
 def test_result_kind_changes_and_pipeline_left_alone(folder_of, name, kind):
     pipe = _pipe(folder_of, kind, "fp32")
     before_values = {n: p.detach().clone() for n, p in pipe.unet.named_parameters()}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.fast
+
 PACKAGE = Path(__file__).parents[1] / "erasure"
 LAYERS = {
     0: ("errors", "registry", "versions", "offline", "files", "precision", "distributed", "profiles", "data"),

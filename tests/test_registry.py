@@ -5,6 +5,8 @@ import pytest
 from erasure.errors import ErasureError
 from erasure.registry import Registry
 
+pytestmark = pytest.mark.fast
+
 
 def test_register_as_decorator_and_as_call():
     methods: Registry[object] = Registry("method")
