@@ -1014,6 +1014,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `erasure list | head`: the reader left; not an error worth a line
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush stays quiet
+        except OSError:
+            pass
+        return 0
     except OSError as e:  # the machine's fault met outside a write (a full disk while reading, an I/O error)
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
         print(f"error: {e.strerror or _one_line(e)}{where}", file=sys.stderr)
