@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from closed_form_world import plot_scaling, shape_accuracy  # noqa: E402
-from esd_world import KEYS, parse_variant  # noqa: E402
+from erasure.experiments import plot_scaling, shape_accuracy  # noqa: E402
+from erasure.experiments import REPORT_KEYS as KEYS, parse_variant  # noqa: E402
 
 from erasure import load_pipeline  # noqa: E402
 from erasure.adapters import Adapter, facilitated_transport  # noqa: E402

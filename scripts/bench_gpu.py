@@ -113,7 +113,7 @@ def main(argv=None) -> int:
             result.apply(pipe)
             result.restore(pipe)
             method_rows.append((method, name, seconds, peak_and_reset(device)))
-        del pipe
+        pipe = None  # free the model before the next dtype loads
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
     print("\n| dtype | erasure generate_images (s) | plain diffusers call (s) | ratio | peak memory (MiB) |")

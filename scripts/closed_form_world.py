@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from erasure import load_pipeline  # noqa: E402
-from erasure.evaluation.evaluate import evaluate, resolve_prompt_set  # noqa: E402
-from erasure.evaluation.prompts import PromptSet  # noqa: E402
+from erasure.evaluation.evaluate import evaluate  # noqa: E402
 from erasure.generation import SamplerSettings  # noqa: E402
+from erasure.experiments import plot_scaling, shape_accuracy, target_group  # noqa: E402, F401
 from erasure.methods import erase  # noqa: E402
 from erasure.world.render import SHAPES  # noqa: E402
 
@@ -48,19 +48,6 @@ SINGLE_VARIANTS = [
                                                                   "guide": "ANCHOR"}),
 ]
 MASS = {"tokens": "subject-to-end", "preserve_scale": 0.02}
-
-
-def target_group(set_name: str, n: int | None) -> PromptSet:
-    pset = resolve_prompt_set(set_name)
-    records = tuple(r for r in pset.records if r.group == "target")[:n]
-    return PromptSet(name=f"{set_name}[target]", records=records, source=pset.source)
-
-
-def shape_accuracy(pipe, shape: str, settings, n: int | None, samples_per_prompt: int = 1) -> float:
-    report = evaluate(pipe, target_group(f"shapeworld-shape-{shape}", n), concept=("shape", shape),
-                      settings=settings, progress=False, n_resamples=0, keep_images=False,
-                      samples_per_prompt=samples_per_prompt)
-    return report.value("target_accuracy")
 
 
 def main(argv=None) -> int:
@@ -172,32 +159,6 @@ def main(argv=None) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print(f"wrote {out / 'results.json'} ({results['seconds']} s)")
     return 0
-
-
-def plot_scaling(curve, path: Path) -> None:
-    """A small line plot (PIL only): kept shapes' accuracy, before and after, and erased shapes' accuracy."""
-    from PIL import Image, ImageDraw
-
-    w, h, m = 420, 260, 40
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    d.rectangle([m, 10, w - 10, h - m], outline="black")
-    xs = [c["erased"] for c in curve]
-
-    def pt(x, y):
-        return (m + (x - 1) / max(1, max(xs) - 1) * (w - 10 - m), h - m - y * (h - m - 10))
-
-    for key, colour in (("kept_acc_before", (150, 150, 150)), ("kept_acc", (0, 90, 200)), ("erased_acc", (200, 40, 40))):
-        pts = [pt(c["erased"], c[key]) for c in curve]
-        d.line(pts, fill=colour, width=2)
-        for q in pts:
-            d.ellipse([q[0] - 3, q[1] - 3, q[0] + 3, q[1] + 3], fill=colour)
-    for x in xs:
-        d.text((pt(x, 0)[0] - 3, h - m + 5), str(x), fill="black")
-    for y in (0, 0.5, 1):
-        d.text((5, pt(1, y)[1] - 6), f"{y:.1f}", fill="black")
-    d.text((m, h - 18), "shapes erased at once   blue: kept (after)  grey: kept (before)  red: erased", fill="black")
-    img.save(path)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from esd_world import parse_variant  # noqa: E402
+from erasure.experiments import parse_variant  # noqa: E402
 
 from erasure import load_pipeline  # noqa: E402
 from erasure.evaluation.evaluate import evaluate  # noqa: E402

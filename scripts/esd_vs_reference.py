@@ -22,10 +22,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_esd import reference_loop  # noqa: E402
-from esd_world import KEYS  # noqa: E402
+from erasure.reference import reference_loop  # noqa: E402
+from erasure.experiments import REPORT_KEYS as KEYS  # noqa: E402
 
 from erasure import load_pipeline  # noqa: E402
 from erasure.evaluation.evaluate import evaluate  # noqa: E402

@@ -24,20 +24,7 @@ from erasure.methods import erase  # noqa: E402
 
 DEFAULT_VARIANTS = ["esd-x:lr=1e-4,eta=2", "esd-x-strict:lr=1e-3,eta=2", "esd-u:lr=3e-4,eta=2",
                     "esd-x:lr=3e-4,anchor=ANCHOR", "esd-x:lr=1e-4,anchor=ANCHOR"]
-KEYS = ["target_accuracy", "target_accuracy[group=synonym]", "target_accuracy[group=held-out]",
-        "in_domain_retain_accuracy", "cross_domain_retain_accuracy"]
-
-
-def parse_variant(text: str) -> tuple[str, dict]:
-    method, _, rest = text.partition(":")
-    settings = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            settings[key] = json.loads(value)
-        except json.JSONDecodeError:
-            settings[key] = value
-    return method, settings
+from erasure.experiments import REPORT_KEYS as KEYS, parse_variant  # noqa: E402, F401
 
 
 def main(argv=None) -> int:

@@ -21,10 +21,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from closed_form_world import shape_accuracy  # noqa: E402
-from esd_world import parse_variant  # noqa: E402
+from erasure.experiments import shape_accuracy  # noqa: E402
+from erasure.experiments import parse_variant  # noqa: E402
 
 from erasure import load_pipeline  # noqa: E402
 from erasure.generation import SamplerSettings  # noqa: E402

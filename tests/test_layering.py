@@ -19,7 +19,7 @@ LAYERS = {
     2: ("edit", "adapters", "results"),
     3: ("methods",),
     4: ("evaluation",),
-    5: ("export",),
+    5: ("export", "experiments", "reference"),
     6: ("cli", "__main__"),
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
@@ -93,3 +93,16 @@ def test_no_import_cycle():
     for module in sorted(edges):
         if module not in state:
             visit(module, [])
+
+
+def test_no_script_imports_another_script():
+    """Scripts are thin drivers over the package: what two of them share lives in erasure (experiments, reference)."""
+    scripts = Path(__file__).parents[1] / "scripts"
+    stems = {p.stem for p in scripts.glob("*.py")}
+    found = []
+    for path in sorted(scripts.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            found += [f"{path.name} imports {n}" for n in names if n in stems]
+    assert not found, found
