@@ -172,12 +172,17 @@ def test_sigint_during_erase_exits_130_and_writes_nothing(tiny_sd1_folder, tmp_p
                "ddim_steps=4", "--set", "batch_size=1", "--checkpoint-every", "1", "--out", str(out)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     checkpoints = out.with_name(out.name + ".checkpoints")
-    deadline = time.time() + 240
-    while time.time() < deadline and not (checkpoints / "state.safetensors").exists():
-        time.sleep(0.5)
-    assert (checkpoints / "state.safetensors").exists(), proc.stderr.read() if proc.poll() is not None else "no checkpoint"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and not (checkpoints / "state.safetensors").exists():
+            time.sleep(0.5)
+        assert (checkpoints / "state.safetensors").exists(), "no checkpoint after 240 s"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave the 100000-iteration run behind
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     # stderr holds the progress bars, then the one line
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted; nothing was written", err
