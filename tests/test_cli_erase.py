@@ -170,7 +170,10 @@ def test_sigint_during_erase_exits_130_and_writes_nothing(tiny_sd1_folder, tmp_p
     command = [sys.executable, "-m", "erasure.cli", "erase", "--model", str(tiny_sd1_folder), "--method", "esd-x",
                "--concept", "red star", "--set", "iterations=100000", "--set", "pool_reuse=100000", "--set",
                "ddim_steps=4", "--set", "batch_size=1", "--checkpoint-every", "1", "--out", str(out)]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell without job control starts background jobs with SIGINT ignored, and Python keeps it ignored: give
+    # the child the default disposition, as a terminal would
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoints = out.with_name(out.name + ".checkpoints")
     try:
         deadline = time.time() + 240
