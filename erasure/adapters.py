@@ -237,7 +237,7 @@ class Adapter:
             unet.delete_adapters(name)
             if not getattr(unet, "peft_config", None):
                 _remove_peft_layers(unet)
-            _restore_flags(unet, requires_grad)
+            restore_requires_grad(unet, requires_grad)
             raise
         state[name] = {"adapter": self, "scale": scale, "fused": None, "requires_grad": requires_grad}
         _set_state(pipe, state)
@@ -266,7 +266,7 @@ class Adapter:
         if not any(s["fused"] is None for s in state.values()) and not getattr(pipe.unet, "peft_config", None):
             _remove_peft_layers(pipe.unet)
             if entry.get("requires_grad"):
-                _restore_flags(pipe.unet, entry["requires_grad"])
+                restore_requires_grad(pipe.unet, entry["requires_grad"])
         return pipe
 
     @torch.no_grad()
@@ -379,7 +379,8 @@ def make_adapter(pipe, method: str, concepts, config: Mapping[str, Any], peft_st
                    base_dtype=dtype_name(dtypes.pop()) if len(dtypes) == 1 else None, base_hashes_rounded=rounded)
 
 
-def _restore_flags(unet: nn.Module, requires_grad: Mapping[str, bool]) -> None:
+def restore_requires_grad(unet: nn.Module, requires_grad: Mapping[str, bool]) -> None:
+    """Put back each parameter's requires_grad flag (peft freezes every base parameter when it injects one)."""
     for n, p in unet.named_parameters():
         if n in requires_grad:
             p.requires_grad_(requires_grad[n])

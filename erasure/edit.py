@@ -13,7 +13,6 @@ base model is refused), and the method, concepts and config that produced it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from erasure.errors import ErasureError
+from erasure.precision import tensor_sha256  # noqa: F401  (re-exported: the one value hash)
 
 EDIT_FORMAT = "erasure.edit/1"
 
-
-def tensor_sha256(t: Tensor) -> str:
-    """Hash of a tensor's values as float32 (so the same weights hash alike in any storage dtype)."""
-    data = t.detach().to("cpu", torch.float32).contiguous()
-    return hashlib.sha256(data.numpy().tobytes()).hexdigest()
 
 
 def _config_key(config: Mapping) -> str:

@@ -36,7 +36,8 @@ def dtype_from_name(name: str) -> torch.dtype:
     return _BY_NAME[name]
 
 
-def _sha(t: Tensor) -> str:
+def tensor_sha256(t: Tensor) -> str:
+    """Hash of a tensor's values as float32 bytes (so the same values hash alike in any storage dtype)."""
     data = t.detach().to("cpu", torch.float32).contiguous()
     return hashlib.sha256(data.numpy().tobytes()).hexdigest()
 
@@ -44,9 +45,9 @@ def _sha(t: Tensor) -> str:
 def value_hashes(t: Tensor) -> dict[str, str]:
     """``{"exact": sha256 of the values, "float16": of the values rounded to fp16, "bfloat16": ... to bf16}``
     (every hash over float32 bytes, so the same values hash alike in any storage dtype)."""
-    out = {"exact": _sha(t)}
+    out = {"exact": tensor_sha256(t)}
     for half in HALF_DTYPES:
-        out[dtype_name(half)] = out["exact"] if t.dtype == half else _sha(t.detach().to(half))
+        out[dtype_name(half)] = out["exact"] if t.dtype == half else tensor_sha256(t.detach().to(half))
     return out
 
 
@@ -57,11 +58,11 @@ def base_matches(current: Tensor, recorded: Mapping[str, str], recorded_dtype: s
     here = current.dtype
     made = dtype_from_name(recorded_dtype) if recorded_dtype else None
     if made is None or made == here or (made not in HALF_DTYPES and here not in HALF_DTYPES):
-        return _sha(current) == recorded["exact"]
+        return tensor_sha256(current) == recorded["exact"]
     if here in HALF_DTYPES and made not in HALF_DTYPES:  # fp32 edit, half load: the load rounded the weights
-        return _sha(current) == recorded.get(dtype_name(here))
+        return tensor_sha256(current) == recorded.get(dtype_name(here))
     if made in HALF_DTYPES and here not in HALF_DTYPES:  # half edit, fp32 load: round it the same way
-        return _sha(current.detach().to(made)) == recorded["exact"]
+        return tensor_sha256(current.detach().to(made)) == recorded["exact"]
     return None
 
 

@@ -55,6 +55,8 @@ from erasure.embeddings import DEFAULT_CACHE, EmbeddingCache, PromptEncoding
 from erasure.errors import ErasureError
 from erasure.methods.settings import ClosedFormConfig  # the one definition of the settings and their defaults
 from erasure.modules import cross_attention_kv
+from erasure.text import fill_template as _fill
+from erasure.text import normalise_concepts as _normalise
 
 TOKEN_SELECTIONS: tuple[str, ...] = ("last-token", "last-subject", "last-token-to-end", "subject-to-end",
                                      "subject-to-eot", "aligned", "residual")
@@ -150,10 +152,6 @@ def solve_closed_form(
 
 
 # --------------------------------------------------------------------------- token selection
-
-
-def _fill(template: str, concept: str) -> str:
-    return " ".join(template.replace("{}", concept).split())
 
 
 def _find_last(seq: Sequence[int], sub: Sequence[int]) -> int | None:
@@ -289,17 +287,6 @@ def build_rows(
 
 
 # --------------------------------------------------------------------------- the method
-
-
-def _normalise(concepts: Sequence[str] | str) -> tuple[str, ...]:
-    if isinstance(concepts, str):
-        concepts = (concepts,)
-    out = tuple(" ".join(str(c).split()) for c in concepts)
-    if not out:
-        raise ErasureError("no concept given; name at least one concept to erase")
-    if any(not c for c in out):
-        raise ErasureError("an empty concept was given; name the concept to erase (e.g. --concept \"circle\")")
-    return out
 
 
 def _resolve_templates(templates: tuple[str, ...]):

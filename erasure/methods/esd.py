@@ -45,8 +45,9 @@ from erasure.edit import Edit, make_edit
 from erasure.errors import ErasureError
 from erasure.methods.settings import ESDConfig as _ESDConfig
 from erasure.modules import parameter_group
+from erasure.adapters import restore_requires_grad as _restore_requires_grad
 from erasure.precision import LossScaler, MasterWeights, model_dtype_device
-from erasure.text import encode_prompts
+from erasure.text import encode_prompts, fill_template, normalise_concepts
 
 
 # The settings live in erasure.methods.settings (no torch there: the CLI checks them before loading a model).
@@ -340,11 +341,7 @@ def esd_edit(
     cfg = ESDConfig(**settings)
     cfg.validate()
     eta = _effective_eta(cfg)
-    if isinstance(concepts, str):
-        concepts = [concepts]
-    concepts = [" ".join(c.split()) for c in concepts]
-    if not concepts or any(not c for c in concepts):
-        raise ErasureError("an empty concept was given; name the concept to erase (e.g. --concept \"circle\")")
+    concepts = list(normalise_concepts(concepts))
 
     from erasure.distributed import all_reduce_sum, process_state
 
@@ -371,15 +368,15 @@ def esd_edit(
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     dtype, device = model_dtype_device(unet)
-    from erasure.methods.closed_form import _fill, _resolve_templates
+    from erasure.methods.closed_form import _resolve_templates
 
     templates = _resolve_templates((cfg.templates,) if isinstance(cfg.templates, str) else tuple(cfg.templates))
     concept_templates = [(c, t) for c in concepts for t in (templates(c) if callable(templates) else templates)]
     if not concept_templates or any("{}" not in t for _, t in concept_templates):
         raise ErasureError("every template needs a {} where the concept goes, e.g. \"a photo of {}\"")
-    emb_concepts = _encode(pipe, [_fill(t, c) for c, t in concept_templates])
-    emb_anchor = _encode(pipe, [_fill(t, cfg.anchor) for _, t in concept_templates])
-    emb_from = _encode(pipe, [_fill(t, cfg.erase_from) for _, t in concept_templates]) if cfg.erase_from else None
+    emb_concepts = _encode(pipe, [fill_template(t, c) for c, t in concept_templates])
+    emb_anchor = _encode(pipe, [fill_template(t, cfg.anchor) for _, t in concept_templates])
+    emb_from = _encode(pipe, [fill_template(t, cfg.erase_from) for _, t in concept_templates]) if cfg.erase_from else None
     emb_empty = _encode(pipe, [""])
     emb_anchor_prompts = _encode(pipe, list(cfg.latent_anchor_prompts)) if cfg.latent_anchor_prompts else None
     anchor_generator = torch.Generator().manual_seed(cfg.seed + 1)
@@ -519,12 +516,6 @@ def esd_edit(
         (ckpt / "config.json").write_text(json.dumps({"method": method, "concepts": concepts, "config": config},
                                                      indent=1, default=str))
     return edit
-
-
-def _restore_requires_grad(unet: nn.Module, requires: dict[str, bool]) -> None:
-    for n, p in unet.named_parameters():
-        if n in requires:
-            p.requires_grad_(requires[n])
 
 
 def _check_pool_memory(distinct: int, shape: tuple[int, ...], n_predictions: int) -> None:
