@@ -39,11 +39,12 @@ from erasure.methods.closed_form import (
     default_preserve,
     solve_closed_form,
 )
-from erasure.methods.esd import AdapterStudent, _encode, esd_edit
+from erasure.methods.esd import _encode, esd_edit
 from erasure.methods.settings import MACEConfig
-from erasure.precision import LossScaler, MasterWeights, model_dtype_device
+from erasure.precision import model_dtype_device
 from erasure.profiles import profile_of
 from erasure.modules import cross_attention_kv, cross_attention_layers, target_layer
+from erasure.training import AdapterStudent, Precision, Trainer
 
 # lora-esd's defaults (in its MethodSpec, erasure/methods/__init__.py): a rank-4 LoRA on every cross-attention
 # projection (ESD-x's parameters, as an adapter). A one-concept closed-form k/v edit has rank <= its few token
@@ -169,60 +170,47 @@ def train_attention_lora(pipe, concept: str, cfg: MACEConfig, rng: np.random.Gen
     store: list[Tensor] = []
     layers = cross_attention_layers(unet)
     processors = {name: attn.processor for name, attn in layers.items()}
-    was_training = unet.training
-    losses: list[float] = []
+    gen = torch.Generator().manual_seed(cfg.seed)
+    dtype, device = model_dtype_device(unet)
+
+    def step_loss(it: int) -> Tensor:
+        idx = torch.as_tensor(rng.integers(0, len(latents), size=cfg.batch_size))
+        t = torch.as_tensor(importance_timesteps(cfg.batch_size, rng) if cfg.importance_sampling
+                            else rng.integers(0, noise_scheduler.config.num_train_timesteps, size=cfg.batch_size))
+        x0 = latents[idx].to(unet.device)
+        noisy = noise_scheduler.add_noise(x0, torch.randn(x0.shape, generator=gen).to(x0.device), t)
+        store.clear()
+        unet(noisy.to(dtype), t.to(unet.device), encoder_hidden_states=emb[idx]).sample
+        loss = torch.zeros((), device=unet.device)
+        for probs in store:  # (batch, heads, pixels, tokens)
+            side = int(round(probs.shape[2] ** 0.5))
+            region = torch.nn.functional.interpolate(masks[idx], size=(side, side), mode="area")
+            region = (region > 0.5).float().flatten(1).to(probs.device)  # (batch, pixels)
+            selected = probs * region[:, None, :, None] * tokens[idx][:, None, None, :]
+            # Frobenius norm; the epsilon keeps its gradient finite where a region is empty
+            loss = loss + (selected.float().pow(2).sum(dim=(1, 2, 3)) + 1e-12).sqrt().mean()
+        return loss
+
+    trainer = Trainer(
+        student=student, loss=step_loss, iterations=cfg.iterations,
+        optimizer=lambda params: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01),
+        precision=Precision(student.params, "no", device, dtype), clip_grad_norm=1.0,
+        diverged=lambda it, value: (f"mace diverged on {concept!r} at iteration {it + 1}: attention loss {value}; "
+                                    f"lower lr (now {cfg.lr:g})"),
+        non_finite=lambda name: f"mace diverged on {concept!r}: {name} is not finite; lower lr (now {cfg.lr:g})")
     try:
         for attn in layers.values():
             attn.set_processor(_AttentionRecorder(store))
-        unet.requires_grad_(False)
-        for p in student.params.values():
-            p.requires_grad_(True)
-        masters = MasterWeights(student.params)
-        scaler = LossScaler(enabled=any(p.dtype == torch.float16 for p in student.params.values()))
-        optimizer = torch.optim.AdamW(masters.parameters(), lr=cfg.lr, weight_decay=0.01)
-        unet.train()
-        gen = torch.Generator().manual_seed(cfg.seed)
-        dtype, _ = model_dtype_device(unet)
-        for it in range(cfg.iterations):
-            idx = torch.as_tensor(rng.integers(0, len(latents), size=cfg.batch_size))
-            t = torch.as_tensor(importance_timesteps(cfg.batch_size, rng) if cfg.importance_sampling
-                                else rng.integers(0, noise_scheduler.config.num_train_timesteps, size=cfg.batch_size))
-            x0 = latents[idx].to(unet.device)
-            noisy = noise_scheduler.add_noise(x0, torch.randn(x0.shape, generator=gen).to(x0.device), t)
-            store.clear()
-            unet(noisy.to(dtype), t.to(unet.device), encoder_hidden_states=emb[idx]).sample
-            loss = torch.zeros((), device=unet.device)
-            for probs in store:  # (batch, heads, pixels, tokens)
-                side = int(round(probs.shape[2] ** 0.5))
-                region = torch.nn.functional.interpolate(masks[idx], size=(side, side), mode="area")
-                region = (region > 0.5).float().flatten(1).to(probs.device)  # (batch, pixels)
-                selected = probs * region[:, None, :, None] * tokens[idx][:, None, None, :]
-                # Frobenius norm; the epsilon keeps its gradient finite where a region is empty
-                loss = loss + (selected.float().pow(2).sum(dim=(1, 2, 3)) + 1e-12).sqrt().mean()
-            value = float(loss.detach())
-            if not np.isfinite(value):
-                raise ErasureError(f"mace diverged on {concept!r} at iteration {it + 1}: attention loss {value}; "
-                                   f"lower lr (now {cfg.lr:g})")
-            optimizer.zero_grad(set_to_none=True)
-            (loss * scaler.scale).backward()
-            finite = masters.gradients_to_masters(scaler.scale)
-            scaler.update(finite)
-            if finite:
-                torch.nn.utils.clip_grad_norm_(masters.parameters(), 1.0)
-                optimizer.step()
-                masters.masters_to_model()
-            masters.zero_grad()
-            losses.append(value)
+        outcome = trainer.run()
     except BaseException:
-        student.close()  # also puts back every requires_grad flag (AdapterStudent)
+        student.close()  # (the trainer closes it on its own errors; closing twice is harmless)
         raise
     finally:
         store.clear()
         for name, attn in layers.items():
             attn.set_processor(processors[name])
-        unet.train(was_training)
-    adapter = student.result(pipe, "mace-lora", [concept], asdict(cfg), {"losses": losses}, masters.values())
-    return adapter, losses
+    adapter = student.result(pipe, "mace-lora", [concept], asdict(cfg), {"losses": outcome.losses}, outcome.values)
+    return adapter, outcome.losses
 
 
 def fuse_in_closed_form(pipe, loras: Sequence[Adapter], prompts: Sequence[Sequence[str]], preserve_prompts: Sequence[str],

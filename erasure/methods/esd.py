@@ -28,26 +28,30 @@ multi-GPU with ``accelerate launch``); ``gradient_checkpointing`` trades compute
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 import time
 from dataclasses import asdict
-from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from erasure.edit import Edit, make_edit
 from erasure.errors import ErasureError
 from erasure.methods.settings import ESDConfig as _ESDConfig
-from erasure.modules import parameter_group
-from erasure.adapters import restore_requires_grad as _restore_requires_grad
-from erasure.precision import LossScaler, MasterWeights, model_dtype_device
+from erasure.precision import model_dtype_device
 from erasure.text import encode_prompts, fill_template, normalise_concepts
+from erasure.training import (  # noqa: F401  (PassCounter, original_values and the students: re-exported)
+    AdapterStudent,
+    Checkpoint,
+    ParameterGroupStudent,
+    PassCounter,
+    Precision,
+    Trainer,
+    model_fingerprint,
+    original_values,
+)
 
 
 # The settings live in erasure.methods.settings (no torch there: the CLI checks them before loading a model).
@@ -123,103 +127,6 @@ def pooled_depth(t_enc: int, ddim_steps: int, mode: str) -> int:
     if mode == "exact":
         return ddim_steps - 1 - t_enc
     return ddim_steps - max(t_enc, 1)
-
-
-class PassCounter:
-    """Counts UNet forward passes (one per sample in a batch), for the benchmark's compute ratios."""
-
-    def __init__(self) -> None:
-        self.forward = 0
-        self.backward = 0
-
-    @property
-    def total(self) -> int:
-        """Forward passes, a backward counted as two."""
-        return self.forward + 2 * self.backward
-
-
-@contextlib.contextmanager
-def original_values(params: dict[str, nn.Parameter], originals: dict[str, Tensor]) -> Iterator[None]:
-    """Temporarily swap the trainable parameters' original values in (the frozen model, no second UNet)."""
-    current = {n: p.data for n, p in params.items()}
-    try:
-        for n, p in params.items():
-            p.data = originals[n]
-        yield
-    finally:
-        for n, p in params.items():
-            p.data = current[n]
-
-
-class ParameterGroupStudent:
-    """The student is a parameter group of the UNet; the teacher swaps their original values back in."""
-
-    def __init__(self, pipe, group: str):
-        self.params = parameter_group(pipe.unet, group)
-        self.originals = {n: p.detach().clone() for n, p in self.params.items()}
-
-    def teacher(self):
-        return original_values(self.params, self.originals)
-
-    def result(self, pipe, method, concepts, config, info, values: dict[str, Tensor]) -> Edit:
-        """The trained ``values`` (fp32 masters, by parameter name) as an Edit; leaves the pipeline as it was."""
-        new_values = {f"unet.{n}": values[n].detach().clone() for n in self.params}
-        self.close()
-        return make_edit(pipe, method, concepts, config, new_values, info=info)
-
-    @torch.no_grad()
-    def close(self) -> None:
-        """Leave the pipeline as it was (the result carries the change)."""
-        for n, p in self.params.items():
-            p.copy_(self.originals[n])
-
-
-class AdapterStudent:
-    """The student is a peft LoRA on ``pattern``'s modules; the teacher is the same UNet with adapters
-    disabled (no second UNet, no copy of any weight)."""
-
-    NAME = "erasure-training"
-
-    def __init__(self, pipe, pattern: str, rank: int, alpha: float | None):
-        from peft import LoraConfig
-
-        from erasure.adapters import lora_config_dict
-        from erasure.modules import adapter_target_modules
-
-        self.unet = pipe.unet
-        if getattr(self.unet, "_hf_peft_config_loaded", False) and self.unet.peft_config:
-            raise ErasureError("the pipeline already has adapters attached; restore them before training another")
-        self.lora_config = lora_config_dict(adapter_target_modules(self.unet, pattern), rank, alpha)
-        # peft marks every base parameter frozen when it injects an adapter: put the flags back on close
-        self.requires_grad = {n: p.requires_grad for n, p in self.unet.named_parameters()}
-        self.unet.add_adapter(LoraConfig(**self.lora_config), adapter_name=self.NAME)
-        self.params = {n: p for n, p in self.unet.named_parameters() if f".{self.NAME}." in n}
-
-    @contextlib.contextmanager
-    def teacher(self):
-        self.unet.disable_adapters()
-        try:
-            yield
-        finally:
-            self.unet.enable_adapters()
-
-    def result(self, pipe, method, concepts, config, info, values: dict[str, Tensor]):
-        """The trained ``values`` (fp32 masters) as an Adapter, keyed as peft's state dict
-        (``<module>.lora_A.weight``); removes the training adapter."""
-        from erasure.adapters import make_adapter
-
-        state = {n.replace(f".{self.NAME}.", "."): values[n].detach().clone() for n in self.params}
-        self.close()
-        return make_adapter(pipe, method, concepts, config, state, self.lora_config, info=info)
-
-    def close(self) -> None:
-        from erasure.adapters import _remove_peft_layers
-
-        if self.NAME in getattr(self.unet, "peft_config", {}):
-            self.unet.delete_adapters(self.NAME)
-        if not getattr(self.unet, "peft_config", None):
-            _remove_peft_layers(self.unet)
-        _restore_requires_grad(self.unet, self.requires_grad)
 
 
 def random_anchor_embeddings(reference: Tensor, count: int, generator: torch.Generator) -> Tensor:
@@ -303,15 +210,6 @@ def _effective_eta(cfg: ESDConfig) -> float:
     return cfg.negative_guidance - 1.0 if cfg.negative_guidance is not None else cfg.eta
 
 
-def _autocast(cfg: ESDConfig, device: torch.device, model_dtype: torch.dtype):
-    """Autocast for the student's forward when ``mixed_precision`` asks for it on an fp32 model; a
-    half-precision model already computes in its dtype (its trainable parameters have fp32 masters)."""
-    if cfg.mixed_precision == "no" or model_dtype != torch.float32:
-        return contextlib.nullcontext()
-    dtype = torch.float16 if cfg.mixed_precision == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def esd_edit(
     pipe,
     concepts: Sequence[str] | str,
@@ -329,11 +227,11 @@ def esd_edit(
     when ``adapter=<target pattern>`` (a peft LoRA of ``rank``) trains instead.
 
     Works on a pipeline in fp32, fp16 or bf16: trainable values have fp32 masters (erasure.precision), the
-    frozen model runs in its dtype, fp16 gradients get a dynamic loss scale.
+    frozen model runs in its dtype, fp16 gradients get a dynamic loss scale (:class:`erasure.training.Precision`).
 
     With ``checkpoint_dir``, the sample pool and (every ``checkpoint_every`` iterations) the trainable
-    state are saved there; ``resume=True`` continues from them, exactly. ``stop_after`` ends this call
-    after that many iterations in total (a time-limited job; resume it later)."""
+    state are saved there; ``resume=True`` continues from them, exactly (:class:`erasure.training.Checkpoint`).
+    ``stop_after`` ends this call after that many iterations in total (a time-limited job; resume it later)."""
     from erasure.methods import METHODS
 
     spec_name = method if method in METHODS else "esd"
@@ -343,7 +241,7 @@ def esd_edit(
     eta = _effective_eta(cfg)
     concepts = list(normalise_concepts(concepts))
 
-    from erasure.distributed import all_reduce_sum, process_state
+    from erasure.distributed import process_state
 
     counter = counter or PassCounter()
     unet = pipe.unet
@@ -362,8 +260,6 @@ def esd_edit(
     owned = {lane for lane in range(lanes) if lane % world == rank}
     local_positions = [p for p in range(cfg.batch_size) if (p % lanes) in owned]
     local_share = len(local_positions) / cfg.batch_size
-    was_training = unet.training
-    requires = {n: p.requires_grad for n, p in unet.named_parameters()}
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -374,6 +270,13 @@ def esd_edit(
     concept_templates = [(c, t) for c in concepts for t in (templates(c) if callable(templates) else templates)]
     if not concept_templates or any("{}" not in t for _, t in concept_templates):
         raise ErasureError("every template needs a {} where the concept goes, e.g. \"a photo of {}\"")
+    config = asdict(cfg)
+    ckpt = None
+    if checkpoint_dir is not None:
+        ckpt = Checkpoint(checkpoint_dir, method=method, concepts=concepts, model=model_fingerprint(unet),
+                          config=config, every=cfg.checkpoint_every, writer=state.is_main_process)
+        ckpt.check(resume)
+        ckpt.write_config()
     emb_concepts = _encode(pipe, [fill_template(t, c) for c, t in concept_templates])
     emb_anchor = _encode(pipe, [fill_template(t, cfg.anchor) for _, t in concept_templates])
     emb_from = _encode(pipe, [fill_template(t, cfg.erase_from) for _, t in concept_templates]) if cfg.erase_from else None
@@ -385,137 +288,73 @@ def esd_edit(
     # the student sees the concept, or with erase_from that prompt (the script's objective); trajectories too
     emb_student = emb_from if emb_from is not None else emb_concepts
 
-    # --- the frozen model's part, all before training (frozen sampling) ---------------------
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    # --- the data source: the frozen model's part, all before training (frozen sampling) ------
     pool = None
-    config_record = json.loads(json.dumps(asdict(cfg), default=str))
     if cfg.sampling == "frozen":
-        pool_name = "pool.safetensors" if world == 1 else f"pool-{rank}-of-{world}.safetensors"
-        pool_file = ckpt / pool_name if ckpt else None
-        if resume and pool_file is not None and pool_file.exists():
-            from safetensors.torch import load_file
-
-            saved = json.loads((ckpt / "config.json").read_text())["config"] if (ckpt / "config.json").exists() else None
-            if saved is not None and saved != config_record:
-                raise ErasureError(f"{ckpt} holds a run with other settings; resume with the same settings or "
-                                   "choose another checkpoint folder")
-
-            pool = {k: v.to(device) for k, v in load_file(str(pool_file)).items()}
-        else:
-            pool = _build_pool(unet, sampler, cfg, emb_student, emb_concepts, emb_anchor, emb_from, emb_empty, rng,
+        def build() -> dict[str, Tensor]:
+            return _build_pool(unet, sampler, cfg, emb_student, emb_concepts, emb_anchor, emb_from, emb_empty, rng,
                                n_samples, counter, device, progress and state.is_main_process, lanes, owned)
-            if pool_file is not None:
-                from safetensors.torch import save_file
 
-                pool_file.parent.mkdir(parents=True, exist_ok=True)
-                if state.is_main_process:
-                    (ckpt / "config.json").write_text(json.dumps({"method": method, "concepts": concepts,
-                                                                 "config": asdict(cfg)}, indent=1, default=str))
-                save_file({k: v.detach().cpu().contiguous() for k, v in pool.items()}, str(pool_file))
+        if ckpt is None:
+            pool = build()
+        else:
+            name = "pool.safetensors" if world == 1 else f"pool-{rank}-of-{world}.safetensors"
+            pool = ckpt.cached(name, build, resume=resume, device=device, per_process=True)
     t_pool = time.perf_counter()
 
-    # --- training the student ------------------------------------------------------------------
-    student_part = AdapterStudent(pipe, cfg.adapter, cfg.rank, cfg.alpha) if cfg.adapter else \
+    # --- training the student on the shared trainer ---------------------------------------------
+    student = AdapterStudent(pipe, cfg.adapter, cfg.rank, cfg.alpha) if cfg.adapter else \
         ParameterGroupStudent(pipe, cfg.group)
-    params = student_part.params
-    masters = MasterWeights(params)
-    scaler = LossScaler(enabled=any(p.dtype == torch.float16 for p in params.values()))
-    checkpointing = use_gradient_checkpointing(cfg.gradient_checkpointing, unet)
-    losses: list[float] = []
-    bar = None
-    start = 0
-    try:
-        unet.requires_grad_(False)
-        for p in params.values():
-            p.requires_grad_(True)
-        if checkpointing:
-            unet.enable_gradient_checkpointing()
-        optimizer = torch.optim.Adam(masters.parameters(), lr=cfg.lr)
-        if resume and ckpt is not None and (ckpt / "state.safetensors").exists():
-            start = _load_state(ckpt, masters, optimizer, rng, scaler, anchor_generator)
-        if progress:
-            from tqdm.auto import tqdm
+    precision = Precision(student.params, cfg.mixed_precision, device, dtype)
+    order = np.arange(n_samples) % (math.ceil(n_samples / cfg.pool_reuse) if cfg.sampling == "frozen" else 1)
+    anchoring = cfg.latent_anchor_weight > 0 and (cfg.latent_anchors or emb_anchor_prompts is not None)
 
-            bar = tqdm(total=cfg.iterations, initial=start, desc=f"{method}: training {cfg.adapter or cfg.group}",
-                       unit="it")
-        order = np.arange(n_samples) % (math.ceil(n_samples / cfg.pool_reuse) if cfg.sampling == "frozen" else 1)
-        unet.train()
-        autocast = _autocast(cfg, device, dtype)
-        for it in range(start, cfg.iterations if stop_after is None else min(stop_after, cfg.iterations)):
-            idx = order[it * cfg.batch_size : (it + 1) * cfg.batch_size][local_positions]
-            if cfg.sampling == "frozen":
-                x, t, which = pool["x"][idx], pool["t"][idx], pool["concept"][idx]
-                eps_a, eps_c = pool["eps_anchor"][idx], pool["eps_concept"][idx]
-                eps_f = pool["eps_from"][idx] if "eps_from" in pool else None
-            else:
-                x, t, which, eps_a, eps_c, eps_f = _student_samples(
-                    unet, sampler, cfg, student_part.teacher, emb_student, emb_concepts, emb_anchor, emb_from,
-                    emb_empty, rng, counter)
-            with autocast:
-                pred = unet(x.to(dtype), t, encoder_hidden_states=emb_student[which]).sample
-                # this process's share of the batch mean: summed over the processes it is the whole batch's
-                loss = esd_loss(pred, eps_a, eps_c, eta, eps_f) * local_share
-            counter.forward += len(x)
-            counter.backward += len(x)
-            if cfg.latent_anchor_weight > 0 and (cfg.latent_anchors or emb_anchor_prompts is not None):
-                loss = loss + cfg.latent_anchor_weight * _anchoring_loss(
-                    unet, autocast, student_part.teacher, x.to(dtype), t, emb_concepts[which[0]], emb_anchor_prompts,
-                    cfg.latent_anchors, anchor_generator, rng, counter) / world
-            total = loss.detach().clone().reshape(1)
-            all_reduce_sum([total])
-            value = float(total)
-            if not math.isfinite(value):
-                raise ErasureError(f"{method} diverged at iteration {it + 1}: loss {value}; lower lr (now {cfg.lr:g})"
-                                   + (f" or eta (now {eta:g})" if eta > 1 else "")
-                                   + (" ; the last good checkpoint is kept in " + str(ckpt) if ckpt else ""))
-            (loss * scaler.scale).backward()
-            if world > 1:  # every process then takes the same step (a non-finite sum is non-finite everywhere)
-                all_reduce_sum([p.grad for p in params.values() if p.grad is not None])
-            finite = masters.gradients_to_masters(scaler.scale)
-            scaler.update(finite)
-            if finite:
-                optimizer.step()
-                masters.masters_to_model()
-            # here, not before backward: no stale gradients under the next forward
-            optimizer.zero_grad(set_to_none=True)
-            masters.zero_grad()
-            losses.append(value)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4g}")
-            if ckpt is not None and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and \
-                    state.is_main_process:
-                _save_state(ckpt, it + 1, masters, optimizer, rng, cfg, scaler, anchor_generator)
-        values = masters.values()
-        bad = next((n for n, v in values.items() if not torch.isfinite(v).all()), None)
-        if bad is not None:
-            raise ErasureError(f"{method} diverged: {bad} holds non-finite values after training; lower lr "
-                               f"(now {cfg.lr:g})")
-    except BaseException:
-        student_part.close()
-        _restore_requires_grad(unet, requires)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        unet.train(was_training)
-        if checkpointing:
-            unet.disable_gradient_checkpointing()
-    info = {"losses": [float(f"{x:.6g}") for x in losses[:: max(1, len(losses) // 100)]],
-            "final_loss": float(np.mean(losses[-20:])) if losses else None,
+    def step_loss(it: int) -> Tensor:
+        idx = order[it * cfg.batch_size : (it + 1) * cfg.batch_size][local_positions]
+        if pool is not None:
+            x, t, which = pool["x"][idx], pool["t"][idx], pool["concept"][idx]
+            eps_a, eps_c = pool["eps_anchor"][idx], pool["eps_concept"][idx]
+            eps_f = pool["eps_from"][idx] if "eps_from" in pool else None
+        else:
+            x, t, which, eps_a, eps_c, eps_f = _student_samples(
+                unet, sampler, cfg, student.teacher, emb_student, emb_concepts, emb_anchor, emb_from,
+                emb_empty, rng, counter)
+        with precision.autocast():
+            pred = unet(x.to(dtype), t, encoder_hidden_states=emb_student[which]).sample
+            # this process's share of the batch mean: summed over the processes it is the whole batch's
+            loss = esd_loss(pred, eps_a, eps_c, eta, eps_f) * local_share
+        counter.forward += len(x)
+        counter.backward += len(x)
+        if anchoring:
+            loss = loss + cfg.latent_anchor_weight * _anchoring_loss(
+                unet, precision.autocast, student.teacher, x.to(dtype), t, emb_concepts[which[0]],
+                emb_anchor_prompts, cfg.latent_anchors, anchor_generator, rng, counter) / world
+        return loss
+
+    def diverged(it: int, value: float) -> str:
+        return (f"{method} diverged at iteration {it + 1}: loss {value}; lower lr (now {cfg.lr:g})"
+                + (f" or eta (now {eta:g})" if eta > 1 else "")
+                + (" ; the last good checkpoint is kept in " + str(ckpt.folder) if ckpt else ""))
+
+    trainer = Trainer(
+        student=student, loss=step_loss, iterations=cfg.iterations,
+        optimizer=lambda params: torch.optim.Adam(params, lr=cfg.lr), precision=precision, diverged=diverged,
+        non_finite=lambda name: (f"{method} diverged: {name} holds non-finite values after training; lower lr "
+                                 f"(now {cfg.lr:g})"),
+        # SPM's random anchors: the generator continues where it was, so a resumed run draws the same anchors
+        generators={"rng": rng, "anchor_rng": anchor_generator}, checkpoint=ckpt, resume=resume,
+        stop_after=stop_after, gradient_checkpointing=use_gradient_checkpointing(cfg.gradient_checkpointing, unet),
+        processes=world, progress=f"{method}: training {cfg.adapter or cfg.group}" if progress else None)
+    outcome = trainer.run()
+    info = {**outcome.info(),
             "seconds_pool": round(t_pool - t0, 2), "seconds_train": round(time.perf_counter() - t_pool, 2),
-            "gradient_checkpointing": checkpointing, "unet_forward_passes": counter.forward,
+            "gradient_checkpointing": outcome.gradient_checkpointing, "unet_forward_passes": counter.forward,
             "unet_backward_passes": counter.backward, "model": getattr(pipe, "erasure_source", None),
-            "model_dtype": str(dtype).removeprefix("torch."), "eta": eta,
-            "loss_scale_skipped_steps": scaler.skipped, "processes": world, "pool_lanes": lanes}
-    config = asdict(cfg)
-    edit = student_part.result(pipe, method, concepts, config, info, values)  # also leaves the pipeline as it was
-    _restore_requires_grad(unet, requires)  # after the adapter is gone: peft renames the layers it wraps
-    if ckpt is not None and state.is_main_process:
-        ckpt.mkdir(parents=True, exist_ok=True)
-        (ckpt / "config.json").write_text(json.dumps({"method": method, "concepts": concepts, "config": config},
-                                                     indent=1, default=str))
-    return edit
+            "model_dtype": str(dtype).removeprefix("torch."), "eta": eta, "processes": world, "pool_lanes": lanes}
+    result = student.result(pipe, method, concepts, config, info, outcome.values)  # leaves the pipeline as it was
+    if ckpt is not None:
+        ckpt.write_config()
+    return result
 
 
 def _check_pool_memory(distinct: int, shape: tuple[int, ...], n_predictions: int) -> None:
@@ -631,7 +470,7 @@ def _anchoring_loss(unet, autocast, teacher, x, t, reference, emb_prompts, n_ran
     xa, ta = x[pick], t[pick]
     with torch.no_grad(), teacher():
         frozen = unet(xa, ta, encoder_hidden_states=emb).sample
-    with autocast:
+    with autocast():
         pred = unet(xa, ta, encoder_hidden_states=emb).sample
     counter.forward += 2 * len(emb)
     counter.backward += len(emb)
@@ -656,45 +495,3 @@ def _student_samples(unet, sampler, cfg, teacher, emb_student, emb_concepts, emb
     with teacher():
         eps = _frozen_predictions(unet, x, tt, contexts, counter)
     return x, tt, idx, eps[0], eps[1], (eps[2] if emb_from is not None else None)
-
-
-def _save_state(folder: Path, step: int, masters: MasterWeights, optimizer, rng, cfg: ESDConfig,
-                scaler: LossScaler, anchor_generator: torch.Generator) -> None:
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"param.{n}": v.cpu().contiguous() for n, v in masters.values().items()}
-    state = optimizer.state_dict()
-    for idx, s in state["state"].items():
-        for k, v in s.items():
-            tensors[f"opt.{idx}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-    meta = {"step": str(step), "rng": json.dumps(rng.bit_generator.state),
-            "torch_rng": json.dumps(torch.get_rng_state().tolist()), "config": json.dumps(asdict(cfg), default=str),
-            "loss_scale": json.dumps(scaler.state()),
-            # SPM's random anchors: the generator continues where it was, so a resumed run draws the same anchors
-            "anchor_rng": json.dumps(anchor_generator.get_state().tolist())}
-    tmp = folder / "state.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, folder / "state.safetensors")
-
-
-def _load_state(folder: Path, masters: MasterWeights, optimizer, rng, scaler: LossScaler,
-                anchor_generator: torch.Generator) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(folder / "state.safetensors"), framework="pt") as f:
-        meta = f.metadata()
-        masters.load({n: f.get_tensor(f"param.{n}") for n in masters.masters})
-        state = optimizer.state_dict()
-        for key in f.keys():
-            if key.startswith("opt."):
-                _, idx, name = key.split(".", 2)
-                state["state"].setdefault(int(idx), {})[name] = f.get_tensor(key)
-        optimizer.load_state_dict(state)
-    rng.bit_generator.state = json.loads(meta["rng"])
-    torch.set_rng_state(torch.tensor(json.loads(meta["torch_rng"]), dtype=torch.uint8))
-    if "loss_scale" in meta:
-        scaler.load(json.loads(meta["loss_scale"]))
-    if "anchor_rng" in meta:
-        anchor_generator.set_state(torch.tensor(json.loads(meta["anchor_rng"]), dtype=torch.uint8))
-    return int(meta["step"])
