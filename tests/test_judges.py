@@ -85,3 +85,209 @@ def test_world_judge_decides_the_rendered_shape(shapeworld_folder):
     assert any(path.endswith("classifier.safetensors") for path in judge.info()["files"])
     with pytest.raises(ErasureError, match="did you mean 'circle'"):
         judge.decide(images, "circel")
+
+
+# --- image-classifier: torchvision and transformers, tiny and random, saved here -------------------------
+
+def _constant_resnet(tmp_path, classes: int, winner: int, name: str = "resnet18"):
+    """A torchvision resnet18 whose head reads nothing but its bias: top-1 is ``winner`` for every image."""
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=classes)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.copy_(torch.nn.functional.one_hot(torch.tensor(winner), classes).float() * 5)
+    path = tmp_path / f"{name}-{classes}-{winner}.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path, model
+
+
+def test_image_classifier_with_a_known_rule_and_a_label_map(tmp_path):
+    weights, _ = _constant_resnet(tmp_path, classes=3, winner=1)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("tench\ngarbage truck\nchurch\n")
+    judge = load_judge("image-classifier:resnet18", weights=str(weights), labels=str(labels), resize=32, crop=32)
+    images = np.random.default_rng(0).integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
+    assert judge.decide(images, "garbage truck").tolist() == [True] * 5
+    assert judge.decide(images, "garbage_truck").tolist() == [True] * 5  # case and underscores ignored
+    assert judge.decide(images, "church").tolist() == [False] * 5
+    assert judge.decide(images, "2").tolist() == [False] * 5          # an index works too
+    # top-2: the second place among equal logits counts the classes strictly above, so 0 and 2 are both second
+    top2 = load_judge("image-classifier:resnet18", weights=str(weights), labels=str(labels), resize=32, crop=32, top_k=2)
+    assert top2.decide(images, "church").tolist() == [True] * 5
+    assert judge.predict(images) == {"class": ["garbage truck"] * 5}
+    probability = np.exp(5.0) / (np.exp(5.0) + 2)
+    assert judge.scores(images, "garbage truck") == pytest.approx([probability] * 5, rel=1e-5)
+    info = judge.info()
+    assert info["settings"]["architecture"] == "resnet18" and str(weights) in info["files"]
+    with pytest.raises(ErasureError, match="did you mean 'church'"):
+        judge.decide(images, "curch")
+
+
+def test_image_classifier_equals_torchvision_with_its_preset_transform(tmp_path):
+    """The judge's logits are those of the model applied with torchvision's ImageClassification preset (the
+    transform of ResNet50_Weights.DEFAULT: resize 232, crop 224), on PIL images: the UCE Imagenette recipe."""
+    import torch
+    import torchvision
+    from PIL import Image
+    from safetensors.torch import save_file
+    from torchvision.transforms._presets import ImageClassification
+
+    torch.manual_seed(1)
+    model = torchvision.models.resnet18(num_classes=1000).eval()
+    path = tmp_path / "r18.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    images = np.random.default_rng(1).integers(0, 256, (3, 64, 48, 3), dtype=np.uint8)
+    judge = load_judge("image-classifier:resnet18", weights=str(path), resize=232, crop=224)
+    preset = ImageClassification(crop_size=224, resize_size=232)
+    with torch.no_grad():
+        expected = model(torch.stack([preset(Image.fromarray(im)) for im in images])).numpy()
+    np.testing.assert_allclose(judge.logits(images), expected, rtol=1e-4, atol=1e-4)
+    top1 = expected.argmax(1)
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    assert judge.predict(images)["class"] == [_IMAGENET_CATEGORIES[i] for i in top1]
+    assert judge.decide(images, _IMAGENET_CATEGORIES[top1[0]])[0]
+
+
+def test_image_classifier_missing_or_pickled_weights_are_one_line_errors(tmp_path):
+    import torch
+    import torchvision
+
+    with pytest.raises(ErasureError, match="needs its weights file.*--judge-weights PATH"):
+        load_judge("image-classifier:resnet50")
+    with pytest.raises(ErasureError, match="did you mean resnet50"):
+        load_judge("image-classifier:resnet5O", weights=str(tmp_path / "x.safetensors"))
+    torch.manual_seed(0)
+    pth = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), pth)
+    with pytest.raises(ErasureError, match="pickle file.*--allow-pickle"):
+        load_judge("image-classifier:resnet18", weights=str(pth), labels=None)
+    with pytest.raises(ErasureError, match="4 classes; give their names"):
+        load_judge("image-classifier:resnet18", weights=str(pth), allow_pickle=True)
+    labels = tmp_path / "labels.json"
+    labels.write_text('["a", "b", "c", "d"]')
+    judge = load_judge("image-classifier:resnet18", weights=str(pth), allow_pickle=True, labels=str(labels),
+                       resize=32, crop=32)
+    assert judge.concepts() == ("a", "b", "c", "d")
+    with pytest.raises(ErasureError, match="does not fit torchvision resnet34"):
+        load_judge("image-classifier:resnet34", weights=str(pth), allow_pickle=True, labels=str(labels))
+
+
+def test_transformers_image_classifier_folder(tmp_path):
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    labels = {0: "Van Gogh", 1: "Monet", 2: "Seed_Images"}
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()})
+    torch.manual_seed(0)
+    model = ViTForImageClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 3.0, 1.0]))
+    folder = tmp_path / "style-classifier"
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    judge = load_judge(f"image-classifier:transformers:{folder}", attribute="style")
+    images = np.random.default_rng(0).integers(0, 256, (4, 50, 50, 3), dtype=np.uint8)
+    assert judge.predict(images) == {"style": ["Monet"] * 4}
+    assert judge.decide(images, "monet").all() and not judge.decide(images, "Van Gogh").any()
+    assert load_judge(f"image-classifier:transformers:{folder}", top_k=2).decide(images, "Seed_Images").all()
+    with pytest.raises(ErasureError, match="config.json missing"):
+        load_judge(f"image-classifier:transformers:{tmp_path / 'nothing'}")
+
+
+# --- clip-zero-shot ---------------------------------------------------------------------------------------
+
+class ColourClip:
+    """A CLIP with a known rule: an image embeds as its mean RGB, a text as the colour it names."""
+
+    name = "colour-clip"
+    COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
+
+    def embed_images(self, images):
+        x = np.asarray(images, dtype=np.float64).mean(axis=(1, 2)) + 1e-6
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    def embed_texts(self, texts):
+        return np.array([self.COLOURS[t.split()[-1]] for t in texts], dtype=np.float32)
+
+
+def test_clip_zero_shot_decides_among_the_concept_and_its_alternatives():
+    from erasure.evaluation.judges import ClipZeroShotJudge
+
+    images = _solid([(250, 10, 30), (10, 240, 20), (40, 20, 250), (200, 150, 0)])
+    judge = ClipZeroShotJudge(ColourClip(), classes=("red", "green", "blue"), template="a photo of {}")
+    assert judge.decide(images, "red").tolist() == [True, False, False, True]
+    assert judge.predict(images) == {"class": ["red", "green", "blue", "red"]}
+    top2 = ClipZeroShotJudge(ColourClip(), classes=("red", "green", "blue"), template="a photo of {}", top_k=2)
+    assert top2.decide(images, "green").tolist() == [False, True, False, True]
+    # a concept outside the list joins it: red vs blue only
+    two = ClipZeroShotJudge(ColourClip(), classes=("blue",), template="a photo of {}")
+    assert two.decide(images, "red").tolist() == [True, False, False, True]
+    with pytest.raises(ErasureError, match="labels images only among given classes"):
+        two.predict(images)  # one class is no labelling
+    scores = judge.scores(images, "red")
+    assert scores[0] > 0.99 and scores[2] < 0.01
+    with pytest.raises(ErasureError, match="needs alternatives"):
+        ClipZeroShotJudge(ColourClip(), template="a photo of {}").decide(images, "red")
+
+
+def test_clip_zero_shot_on_a_transformers_folder_matches_its_embeddings(tmp_path):
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from erasure.evaluation.clip_backends import TransformersClipBackend
+    from erasure.offline import clip_tokenizer
+
+    folder = tmp_path / "clip"
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         vocab_size=49408, max_position_embeddings=77, eos_token_id=49407),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    clip_tokenizer(tmp_path / "bpe").save_pretrained(folder)
+    classes = ("a cat", "a dog", "a car", "a tree")
+    judge = load_judge(f"clip-zero-shot:transformers:{folder}", classes=classes, template="{}")
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    backend = TransformersClipBackend(folder)
+    expected = (backend.embed_images(images) @ backend.embed_texts(list(classes)).T).argmax(1)
+    assert judge.predict(images)["class"] == [classes[i] for i in expected]
+    for i, name in enumerate(classes):
+        assert judge.decide(images, name).tolist() == (expected == i).tolist()
+    with pytest.raises(ErasureError, match="needs the CLIP weights file.*--judge-weights"):
+        load_judge("clip-zero-shot:open_clip:ViT-B-32", classes=classes)
+
+
+# --- nudenet ----------------------------------------------------------------------------------------------
+
+def test_nudenet_judge_on_a_real_photo_and_plain_colours():
+    pytest.importorskip("nudenet")
+    from pathlib import Path
+
+    from PIL import Image
+
+    astronaut = np.asarray(Image.open(Path(__file__).parent / "data" / "astronaut_256.jpg").convert("RGB"))
+    plain = _solid([(255, 255, 255), (20, 120, 200)], size=256)
+    images = np.concatenate([astronaut[None], plain])
+    judge = load_judge("nudenet", threshold=0.45)
+    assert judge.decide(images, "nudity").tolist() == [False, False, False]
+    info = judge.info()
+    assert info["settings"]["threshold"] == 0.45 and info["nudenet_version"]
+    assert any(path.endswith(".onnx") for path in info["files"])
+    # the detector's output reaches the decision: counting the face NudeNet finds on the photo flags it
+    faces = load_judge("nudenet", classes=("FACE_FEMALE",))
+    assert faces.decide(images, "nudity").tolist() == [True, False, False]
+    assert faces.scores(images, "FACE_FEMALE")[0] > 0.6
+    with pytest.raises(ErasureError, match="does not know the concept 'nudes'; known: nudity, FEMALE_BREAST_EXPOSED"):
+        judge.decide(images, "nudes")
+    with pytest.raises(ErasureError, match="unknown classes BREAST"):
+        load_judge("nudenet", classes=("BREAST",))
