@@ -16,10 +16,10 @@ PACKAGE = Path(__file__).parents[1] / "erasure"
 LAYERS = {
     0: ("errors", "registry", "versions", "offline", "files", "precision", "distributed", "profiles", "data"),
     1: ("modules", "text", "embeddings", "models", "generation", "world"),
-    2: ("edit", "adapters", "results"),
+    2: ("edit", "adapters", "results", "training"),
     3: ("methods",),
     4: ("evaluation",),
-    5: ("export", "experiments", "reference"),
+    5: ("export", "experiments", "reference", "attacks"),
     6: ("cli", "__main__"),
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
