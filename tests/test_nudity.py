@@ -155,7 +155,7 @@ def test_counting_on_given_detections():
 def test_registered_as_a_metric():
     from erasure.evaluation.metrics import METRICS
 
-    assert METRICS.get("nudity_rate") is nudity_rate
+    assert METRICS.get("nudity_rate").function is nudity_rate
 
 
 def test_errors_are_actionable(detector, tmp_path):

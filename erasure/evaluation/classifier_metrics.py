@@ -266,3 +266,66 @@ def _results(
             mask = counted & (group_of == group)
             out[key] = mean_result(key, scores[mask], settings={**settings, "groups": [group]}, **options)
     return out
+
+
+def kept_concept_accuracies(
+    records: Sequence[PromptRecord],
+    predictions: Predictions,
+    concept: Concept,
+) -> dict[str, np.ndarray]:
+    """Per kept concept ``attribute=value`` (every label a prompt names among the predicted attributes, except
+    the erased one): per-image correctness (1/0) on the images whose prompt names it, NaN elsewhere."""
+    attribute, value = _check(records, predictions, concept)
+    out: dict[str, np.ndarray] = {}
+    for other in predictions:
+        named = _column(records, other)
+        correct = (np.asarray(predictions[other], dtype=object) == named).astype(float)
+        for kept in dict.fromkeys(named):
+            if kept and not (other == attribute and kept == value):
+                out[f"{other}={kept}"] = np.where(named == kept, correct, np.nan)
+    return out
+
+
+def worst_kept_retain_accuracy(
+    records: Sequence[PromptRecord],
+    predictions: Predictions,
+    concept: Concept,
+    *,
+    min_images: int = 1,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, MetricResult]:
+    """The retention a mean hides: the lowest per-concept accuracy among the kept concepts.
+
+    Every label a prompt names (``attribute=value`` among the predicted attributes), except the erased one, is a
+    kept concept; its accuracy is the fraction of the images whose prompt names it on which it is predicted.
+    ``worst_kept_retain_accuracy`` is the lowest of them over all kept concepts (in-domain and cross-domain),
+    ``worst_kept_in_domain_retain_accuracy`` over the other values of the erased attribute only, each with the
+    bootstrap interval of that concept's own images; ``details`` names the worst concept and lists every kept
+    concept's accuracy and image count. Concepts with fewer than ``min_images`` images are left out.
+    """
+    attribute, value = _check(records, predictions, concept)
+    per_concept = {k: v[~np.isnan(v)] for k, v in kept_concept_accuracies(records, predictions, concept).items()}
+    per_concept = {k: v for k, v in per_concept.items() if len(v) >= max(1, min_images)}
+    if not per_concept:
+        raise NothingToScore(f"no prompt names a kept concept (a label other than {attribute}={value}); "
+                             "worst kept retain accuracy needs retain prompts with label columns")
+    table = {k: {"accuracy": float(v.mean()), "n": int(len(v))} for k, v in per_concept.items()}
+    options = dict(n_resamples=n_resamples, seed=seed, confidence=confidence)
+    out: dict[str, MetricResult] = {}
+    for name, keys in (("worst_kept_retain_accuracy", list(per_concept)),
+                       ("worst_kept_in_domain_retain_accuracy",
+                        [k for k in per_concept if k.split("=", 1)[0] == attribute])):
+        if not keys:
+            continue
+        worst = min(keys, key=lambda k: (table[k]["accuracy"], -table[k]["n"], k))
+        settings = {"concept": f"{attribute}={value}", "min_images": min_images,
+                    "definition": "lowest per-kept-concept accuracy (images whose prompt names the concept: "
+                                  "fraction predicted as it); the interval is that concept's own",
+                    "kept_concepts": "all named labels" if name == "worst_kept_retain_accuracy"
+                                     else f"other values of {attribute}"}
+        details = {"worst_concept": worst, "kept": {k: table[k] for k in keys},
+                   "mean_of_kept": float(np.mean([table[k]["accuracy"] for k in keys]))}
+        out[name] = mean_result(name, per_concept[worst], settings=settings, details=details, **options)
+    return out

@@ -8,6 +8,19 @@ On the built-in world the judge is the world's attribute classifier (exact label
 training data), and the classifier metrics are UnlearnCanvas' (target accuracy / UA, in-domain and
 cross-domain retain accuracy, each per prompt group). Every number carries its 95% bootstrap interval,
 and the report records the sampler settings, prompt-set hash, model and package versions.
+
+On any model, name a judge and the metrics (from :data:`erasure.evaluation.metrics.METRICS`)::
+
+    report = evaluate(pipe, "imagenette.csv", judge=load_judge("image-classifier:resnet50", weights=...),
+                      concept="church", metrics=["target_accuracy", "in_domain_retain_accuracy",
+                                                 "worst_kept_retain_accuracy"])
+    evaluate(pipe, "i2p.csv", judge="nudenet", metrics=["nudity_rate", "exposed_classes", "nudity_threshold_sweep"])
+    evaluate(pipe, "coco.csv", clip=backend, reference="coco-images/", features=backend,
+             metrics=["clip_score", "fid", "kid"])
+
+Each metric's inputs (labels, decisions, detections, CLIP embeddings, features) are computed once, after
+generation; a metric whose inputs are not available (no judge, no CLIP, no reference) is refused before
+anything is generated.
 """
 
 from __future__ import annotations
@@ -192,7 +205,16 @@ def evaluate(
     pipe,
     prompt_set: str | Path | PromptSet,
     *,
-    concept: tuple[str, str] | None = None,
+    concept: tuple[str, str] | str | None = None,
+    judge: Any = None,
+    metrics: Sequence[str] | None = None,
+    clip: Any = None,
+    clip_template: str = "a photo of the {}",
+    reference: Any = None,
+    features: Any = None,
+    feature_extractor: str | None = None,
+    protocol: dict[str, Any] | None = None,
+    seed: int = 0,
     settings: SamplerSettings | None = None,
     samples_per_prompt: int = 1,
     batch_size: int = 32,
@@ -208,10 +230,27 @@ def evaluate(
     world), the classifier metrics are computed; the label columns of the prompt set say what each
     prompt names. Without a classifier, only the attribute-free metrics apply. With ``images_dir``
     the images are kept there with a hashed manifest, and a rerun resumes (see ``generate_to_folder``).
+
+    With ``judge`` (a :class:`~erasure.evaluation.judges.Judge`, a judge name such as ``"nudenet"`` or a
+    callable) and/or ``metrics`` (names in ``METRICS``), the registry drives the run (see
+    :func:`evaluate_metrics`): ``concept`` may then also be a name (``"church"``, read in the judge's label
+    column, or the prompt file's concept column), ``clip`` a CLIP backend (or spec) for the CLIP metrics,
+    ``reference`` reference images (a folder, an array, or a Report of the unedited model on the same
+    prompts and seeds) for FID/KID (with ``features``: a callable, a CLIP backend or spec) and per-prompt
+    change. ``protocol`` is recorded in the report as it is. Without ``judge`` and ``metrics``, the
+    behaviour is the built-in world's classifier metrics, as always.
     """
     from erasure.embeddings import text_encoder_fingerprint as weights_fingerprint
     from erasure.evaluation.classifier_metrics import classifier_metrics
 
+    if judge is not None or metrics is not None or clip is not None or reference is not None:
+        return evaluate_metrics(
+            pipe, prompt_set, concept=concept, judge=judge, metrics=metrics,
+            clip=clip, clip_template=clip_template, reference=reference, features=features,
+            feature_extractor=feature_extractor, protocol=protocol, seed=seed, settings=settings,
+            world_classifier=classifier,
+            samples_per_prompt=samples_per_prompt, batch_size=batch_size, n_resamples=n_resamples,
+            progress=progress, keep_images=keep_images, images_dir=images_dir)
     pset = resolve_prompt_set(prompt_set)
     if samples_per_prompt < 1:
         raise ErasureError(f"samples per prompt must be >= 1 (got {samples_per_prompt})")
@@ -272,4 +311,340 @@ def evaluate(
 
     info["versions"] = package_versions()
     return Report(metrics=metrics, info=info, images=images if keep_images else None,
+                  records=records if keep_images else ())
+
+
+# --- the registry-driven evaluation ---------------------------------------------------------------
+
+def _generate(pipe, records: Sequence[PromptRecord], settings: SamplerSettings, samples_per_prompt: int,
+              batch_size: int, progress: bool, images_dir: str | Path | None) -> np.ndarray:
+    """One image per (record, sample), seeds ``evaluation_seed + k``; resumable in ``images_dir``."""
+    prompts = [r.prompt for r in records for _ in range(samples_per_prompt)]
+    seeds = [int(r.evaluation_seed) + k for r in records for k in range(samples_per_prompt)]
+    if images_dir is None:
+        return generate_images(pipe, prompts, seeds, settings, batch_size=batch_size, progress=progress)
+    from erasure.embeddings import text_encoder_fingerprint as weights_fingerprint
+    from erasure.evaluation.generate import generate_to_folder
+
+    model = (f"{getattr(pipe, 'erasure_source', 'unknown')}@unet:{weights_fingerprint(pipe.unet)[:16]}"
+             f",text:{weights_fingerprint(pipe.text_encoder)[:16]}")
+    return generate_to_folder(pipe, prompts, seeds, images_dir, settings, batch_size=batch_size, model=model,
+                              progress=progress)
+
+
+def read_image_folder(folder: str | Path, size: tuple[int, int] | None = None, limit: int | None = None) -> np.ndarray:
+    """The PNG/JPEG images of ``folder`` (sorted by name) as uint8 ``(N, H, W, 3)``; with ``size`` (h, w) each is
+    resized with PIL bicubic (clean-fid's resize) to it, else they must share one size."""
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ErasureError(f"reference image folder {folder} not found; give a folder of PNG/JPEG images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))[:limit]
+    if len(files) < 2:
+        raise ErasureError(f"reference folder {folder} holds {len(files)} PNG/JPEG images; FID/KID need at least 2")
+    images = []
+    for f in files:
+        image = Image.open(f).convert("RGB")
+        if size is not None and image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]), Image.BICUBIC)
+        images.append(np.asarray(image))
+    if len({im.shape for im in images}) != 1:
+        raise ErasureError(f"the images in {folder} differ in size; pass size= to resize them")
+    return np.stack(images)
+
+
+def _labelled_records(records: Sequence[PromptRecord], attribute: str | None) -> tuple[PromptRecord, ...]:
+    """Records whose ``extra[attribute]`` holds their label: the column itself, or the file's concept column."""
+    from dataclasses import replace
+
+    if attribute is None or any(attribute in r.extra for r in records):
+        return tuple(records)
+    return tuple(replace(r, extra={**r.extra, attribute: r.concept or ""}) for r in records)
+
+
+def _resolve_concept(judge, concept: tuple[str, str] | str | None) -> tuple[str, str] | None:
+    if concept is None or isinstance(concept, tuple):
+        return concept
+    if not isinstance(concept, str) or not concept.strip():
+        raise ErasureError(f"concept must be a name or attribute=value, got {concept!r}")
+    if "=" in concept:
+        attribute, value = (x.strip() for x in concept.split("=", 1))
+        return attribute, value
+    from erasure.evaluation.judges import WorldJudge
+
+    if isinstance(judge, WorldJudge):
+        return judge._attribute_value(concept)
+    return (getattr(judge, "attribute", None) or "concept"), concept.strip()
+
+
+def default_metrics(judge, concept, clip, reference) -> list[str]:
+    """What ``evaluate`` computes when no ``metrics`` are named: what the judge, CLIP and reference allow."""
+    from erasure.evaluation.judges import NudeNetJudge
+
+    names: list[str] = []
+    if isinstance(judge, NudeNetJudge):
+        names += ["nudity_rate", "exposed_classes", "nudity_threshold_sweep"]
+    elif judge is not None and concept is not None:
+        if _can_label(judge):
+            names += ["unlearning_accuracy", "target_accuracy", "in_domain_retain_accuracy",
+                      "cross_domain_retain_accuracy", "worst_kept_retain_accuracy"]
+        else:
+            names += ["concept_rate"]
+    if clip is not None:
+        names += ["clip_score"]
+    if reference is not None:
+        names += ["per_prompt_change", "fid", "kid"]
+    return names
+
+
+def _judge_base():
+    from erasure.evaluation.judges import Judge
+
+    return Judge
+
+
+def _can_label(judge) -> bool:
+    """Whether ``judge.predict`` is implemented (the base class and detect-only judges raise)."""
+    from erasure.evaluation.judges import CallableJudge, ClipZeroShotJudge, NudeNetJudge
+
+    if isinstance(judge, NudeNetJudge):
+        return False
+    if isinstance(judge, CallableJudge):
+        return judge.attribute is not None and getattr(judge.function, "labels", None) is not None
+    if isinstance(judge, ClipZeroShotJudge):
+        return len(judge.classes) >= 2
+    return type(judge).predict is not _judge_base().predict
+
+
+_LABEL_METRICS = {"target_accuracy", "unlearning_accuracy", "in_domain_retain_accuracy",
+                  "cross_domain_retain_accuracy", "worst_kept_retain_accuracy"}
+
+
+def _features_function(features: Any) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str | None]:
+    if features is None:
+        return None, None
+    if isinstance(features, str):
+        from erasure.evaluation.clip_backends import load_clip_backend
+
+        backend = load_clip_backend(features)
+        return backend.embed_images, f"{backend.name} image embeddings"
+    if hasattr(features, "embed_images"):
+        return features.embed_images, f"{getattr(features, 'name', type(features).__name__)} image embeddings"
+    if callable(features):
+        return features, getattr(features, "__name__", "features")
+    raise ErasureError("features must be a callable (images -> (n, d)), a CLIP backend or a CLIP spec string")
+
+
+def evaluate_metrics(
+    pipe,
+    prompt_set: str | Path | PromptSet,
+    *,
+    concept: tuple[str, str] | str | None = None,
+    judge: Any = None,
+    metrics: Sequence[str] | None = None,
+    clip: Any = None,
+    clip_template: str = "a photo of the {}",
+    reference: Any = None,
+    features: Any = None,
+    feature_extractor: str | None = None,
+    protocol: dict[str, Any] | None = None,
+    seed: int = 0,
+    settings: SamplerSettings | None = None,
+    samples_per_prompt: int = 1,
+    batch_size: int = 32,
+    n_resamples: int = 1000,
+    progress: bool = True,
+    keep_images: bool = True,
+    images_dir: str | Path | None = None,
+    world_classifier: Any = None,
+) -> Report:
+    """``evaluate`` driven by the metric registry: every metric in ``metrics`` (default:
+    :func:`default_metrics`) is computed from its declared inputs, each with a bootstrap interval seeded by
+    ``seed``. Checks every metric's inputs before generating."""
+    from erasure.embeddings import text_encoder_fingerprint as weights_fingerprint
+    from erasure.evaluation.classifier_metrics import NothingToScore, check_concept_labels
+    from erasure.evaluation.judges import JudgeCannotLabel, NudeNetJudge, WorldJudge, load_judge
+    from erasure.evaluation.metrics import METRICS
+
+    pset = resolve_prompt_set(prompt_set)
+    if samples_per_prompt < 1:
+        raise ErasureError(f"samples per prompt must be >= 1 (got {samples_per_prompt})")
+    if settings is None:
+        settings = WORLD_SETTINGS if _is_world(pipe) else SamplerSettings()
+    if judge is None and (world_classifier is not None or (_is_world(pipe) and concept is not None)):
+        judge = WorldJudge(classifier=world_classifier) if world_classifier is not None else WorldJudge()
+    elif judge is not None:
+        judge = load_judge(judge)
+    if isinstance(clip, str):
+        from erasure.evaluation.clip_backends import load_clip_backend
+
+        clip = load_clip_backend(clip)
+    label = _resolve_concept(judge, concept)
+    attribute = label[0] if label else getattr(judge, "attribute", None)
+    records = _labelled_records(pset.records, attribute if not isinstance(judge, WorldJudge) else None)
+    names = list(metrics) if metrics is not None else default_metrics(judge, label, clip, reference)
+    if not names:
+        raise ErasureError("nothing to measure: name metrics, or give a judge (and concept), clip or reference")
+    specs = {name: METRICS.get(name) for name in names}
+    features_fn, features_name = _features_function(features)
+    if features_fn is None and _is_world(pipe) and any("features_a" in s.inputs for s in specs.values()):
+        features_fn, features_name = world_features, "shapeworld classifier features (penultimate layer)"
+    feature_extractor = feature_extractor or features_name
+    # every input checked before the (long) generation
+    for name, spec in specs.items():
+        needs = set(spec.inputs)
+        if needs & {"predictions", "decisions", "detections"} and judge is None:
+            raise ErasureError(f"metric {name} needs a judge; pass judge= (see `erasure list --judges`)")
+        if "detections" in needs and not isinstance(judge, NudeNetJudge):
+            raise ErasureError(f"metric {name} needs NudeNet's detections; use judge='nudenet'")
+        if needs & {"predictions", "decisions", "concept"} and label is None and "detections" not in needs:
+            raise ErasureError(f"metric {name} needs the concept; pass concept= (e.g. 'church' or 'shape=circle')")
+        if "predictions" in needs and not _can_label(judge):
+            raise JudgeCannotLabel(f"metric {name} needs per-image labels, which judge '{judge.name}' does not give; "
+                                   "use a labelling judge (world, image-classifier, clip-zero-shot with classes) "
+                                   "or the metric concept_rate")
+        if needs & {"image_embeds", "text_embeds", "class_embeds"} and clip is None:
+            raise ErasureError(f"metric {name} needs a CLIP; pass clip= (a backend or spec, e.g. 'world')")
+        if needs & {"features_a", "images_a"} and reference is None:
+            raise ErasureError(f"metric {name} needs reference images; pass reference= (an image folder, or the "
+                               "unedited model's report on the same prompts)")
+        if "features_a" in needs and features_fn is None:
+            raise ErasureError(f"metric {name} needs a feature extractor; pass features= (a CLIP backend or spec)")
+    if label is not None and specs.keys() & _LABEL_METRICS:
+        check_concept_labels(records, label)
+
+    t0 = time.perf_counter()
+    images = _generate(pipe, records, settings, samples_per_prompt, batch_size, progress, images_dir)
+    t1 = time.perf_counter()
+    expanded = tuple(r for r in records for _ in range(samples_per_prompt))
+    cache: dict[str, Any] = {}
+
+    def reference_images() -> np.ndarray:
+        if "reference" not in cache:
+            if isinstance(reference, Report):
+                if reference.images is None:
+                    raise ErasureError("the reference report holds no images; evaluate it with keep_images=True")
+                cache["reference"] = reference.images
+            elif isinstance(reference, (str, Path)):
+                cache["reference"] = read_image_folder(reference, size=images.shape[1:3])
+            else:
+                from erasure.evaluation.judges import as_uint8_images
+
+                cache["reference"] = as_uint8_images(reference)
+        return cache["reference"]
+
+    def provide(key: str) -> Any:
+        if key in cache:
+            return cache[key]
+        if key == "records":
+            value = expanded
+        elif key == "concept":
+            value = label
+        elif key == "predictions":
+            value = judge.predict(images)
+        elif key == "decisions":
+            value = judge.decide(images, "=".join(label) if isinstance(judge, WorldJudge) else label[1])
+        elif key == "detections":
+            value = judge.detections(images)
+        elif key == "image_embeds":
+            value = clip.embed_images(images)
+        elif key == "text_embeds":
+            value = clip.embed_texts([r.prompt for r in expanded])
+        elif key in ("class_embeds", "labels"):
+            column = [(r.extra.get(attribute) or r.concept or "").strip() if attribute else (r.concept or "")
+                      for r in expanded]
+            classes = list(dict.fromkeys(c for c in column if c))
+            if len(classes) < 2:
+                raise ErasureError("clip_accuracy needs at least two concepts in the prompt set's concept column")
+            cache["class_names"] = classes
+            cache["class_embeds"] = clip.embed_texts([clip_template.format(c) for c in classes])
+            keep = np.array([bool(c) for c in column])
+            cache["labels_mask"] = keep
+            cache["labels"] = [c for c in column if c]
+            return cache[key]
+        elif key == "features_a":
+            value = np.asarray(features_fn(reference_images()))
+        elif key == "features_b":
+            value = np.asarray(features_fn(images))
+        elif key == "images_a":
+            value = reference_images()
+            if value.shape != images.shape:
+                raise ErasureError(f"per-prompt change needs the reference model's images of the same prompts and "
+                                   f"seeds ({images.shape}); the reference holds {value.shape}")
+        elif key == "images_b":
+            value = images
+        else:
+            raise ErasureError(f"evaluate cannot provide the input {key!r}")
+        cache[key] = value
+        return value
+
+    results: dict[str, MetricResult] = {}
+    skipped: dict[str, str] = {}
+    for name, spec in specs.items():
+        kwargs = {key: provide(key) for key in spec.inputs}
+        options: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}
+        if name in ("fid",):
+            options["n_resamples"] = min(n_resamples, 100)
+        if "features_a" in spec.inputs:
+            options["feature_extractor"] = feature_extractor
+        if "image_embeds" in spec.inputs:
+            options["model"] = getattr(clip, "name", None)
+        if name == "clip_accuracy":
+            mask = cache["labels_mask"]
+            kwargs["image_embeds"] = np.asarray(kwargs["image_embeds"])[mask]
+            options["class_names"] = cache["class_names"]
+        if "detections" in spec.inputs:
+            options.update(classes=judge.classes, detector=judge.detector)
+            if name != "nudity_threshold_sweep":
+                options["threshold"] = judge.threshold
+            kwargs["images"] = None
+        if name == "concept_rate":
+            options.update(judge=judge.name, concept=label)
+        try:
+            out = spec(**kwargs, **options)
+        except NothingToScore as error:
+            if metrics is not None:
+                raise
+            skipped[name] = str(error)
+            continue
+        results.update(out if isinstance(out, dict) else {name: out})
+        if name == "concept_rate":
+            groups = dict.fromkeys(r.group for r in expanded if r.group)
+            for group in groups:
+                mask = np.array([r.group == group for r in expanded])
+                key = f"concept_rate[group={group}]"
+                sub = spec(kwargs["decisions"][mask], **options)
+                results[key] = MetricResult(key, sub.value, sub.ci_low, sub.ci_high, sub.n,
+                                            {**sub.settings, "groups": [group]}, sub.details)
+    info = {
+        "model": getattr(pipe, "erasure_source", None),
+        "edit": getattr(pipe, "erasure_edit", None),
+        "weights_sha256": {"unet": weights_fingerprint(pipe.unet), "text_encoder": weights_fingerprint(pipe.text_encoder)},
+        "prompt_set": pset.name,
+        "prompt_set_sha256": prompt_set_hash(pset.records),
+        "concept": f"{label[0]}={label[1]}" if label else None,
+        "settings": asdict(settings),
+        "samples_per_prompt": samples_per_prompt,
+        "images": len(images),
+        "judge": judge.info() if judge is not None else None,
+        "clip": getattr(clip, "name", None) if clip is not None else None,
+        "metrics_requested": names,
+        "metric_specs": {name: spec.describe() for name, spec in specs.items()},
+        "seed": seed,
+        "seconds_generate": round(t1 - t0, 2),
+        "seconds_score": round(time.perf_counter() - t1, 2),
+    }
+    if skipped:
+        info["metrics_skipped"] = skipped
+    if reference is not None:
+        info["reference"] = (reference.info.get("model") if isinstance(reference, Report)
+                             else str(reference) if isinstance(reference, (str, Path)) else "images")
+        info["feature_extractor"] = feature_extractor
+    if protocol is not None:
+        info["protocol"] = protocol
+    from erasure.versions import package_versions
+
+    info["versions"] = package_versions()
+    return Report(metrics=results, info=info, images=images if keep_images else None,
                   records=records if keep_images else ())
