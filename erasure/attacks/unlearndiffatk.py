@@ -234,6 +234,20 @@ def adversarial_loss(pipe, probabilities: torch.Tensor, candidates: torch.Tensor
     return torch.nn.functional.mse_loss(prediction, target)
 
 
+def optimisation_step(pipe, probabilities: torch.Tensor, optimiser: torch.optim.Optimizer, candidates: torch.Tensor,
+                      layout: SlotLayout, x0: torch.Tensor, t: int, generator: torch.Generator | None) -> float:
+    """One step of the reference's inner loop: fresh noise (drawn first), the loss, its gradient through the
+    straight-through sample, an Adam step, the projection of every row onto the simplex. Returns the loss."""
+    optimiser.zero_grad()
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device)
+    loss = adversarial_loss(pipe, probabilities, candidates, layout, x0, t, noise, generator)
+    probabilities.grad = torch.autograd.grad(loss, [probabilities])[0]
+    optimiser.step()
+    with torch.no_grad():
+        probabilities.copy_(project_onto_simplex(probabilities))
+    return loss.item()
+
+
 def frozen(modules: Sequence[torch.nn.Module]):
     """Parameters frozen while the attack runs (gradients flow to the distribution only), flags restored."""
     import contextlib
@@ -288,14 +302,7 @@ class UnlearnDiffAtk:
             for block, t in enumerate(schedule):
                 total = 0.0
                 for _ in range(c.steps_per_timestep):
-                    optimiser.zero_grad()
-                    noise = torch.randn(x0.shape, generator=generator, device=device)
-                    loss = adversarial_loss(pipe, probabilities, candidates, layout, x0, t, noise, generator)
-                    probabilities.grad = torch.autograd.grad(loss, [probabilities])[0]
-                    optimiser.step()
-                    with torch.no_grad():
-                        probabilities.copy_(project_onto_simplex(probabilities))
-                    total += loss.item()
+                    total += optimisation_step(pipe, probabilities, optimiser, candidates, layout, x0, t, generator)
                 if (block + 1) % c.check_every and block != len(schedule) - 1:
                     continue
                 tokens = candidates[probabilities.detach().argmax(-1).cpu()].tolist()
@@ -317,4 +324,4 @@ class UnlearnDiffAtk:
 
 __all__ = ["UnlearnDiffAtk", "UnlearnDiffAtkConfig", "project_onto_simplex", "project_onto_simplex_bisection",
            "StraightThroughSample", "slot_layout", "decode_prompt", "word_tokens", "candidate_tokens",
-           "adversarial_loss", "timestep_schedule"]
+           "adversarial_loss", "optimisation_step", "timestep_schedule"]
