@@ -42,6 +42,10 @@ EXAMPLES = {
     "evaluate": """examples:
   erasure evaluate --prompts shapeworld-shape-circle --concept circle --edit outputs/erase-circle/edit.safetensors --compare
   erasure evaluate --model path/to/sd15 --prompts prompts.csv --out outputs/eval-sd15
+  erasure evaluate --model sd14 --preset imagenette --prompts-file imagenette.csv --concept church \
+      --judge image-classifier:resnet50 --judge-weights resnet50.safetensors --edit edit.safetensors --compare
+  erasure evaluate --model sd14 --preset i2p-nudity --prompts-file i2p_4703.csv --edit edit.safetensors --compare
+  erasure evaluate --model sd14 --prompts prompts.csv --judge nudenet --judge-set threshold=0.45 --metric nudity_rate
 """,
     "export": """examples:
   erasure export --edit outputs/erase-circle/edit.safetensors --out outputs/export-circle
@@ -52,6 +56,8 @@ EXAMPLES = {
   erasure list
   erasure list --methods --json
   erasure list --method esd-x
+  erasure list --judges
+  erasure list --metrics
 """,
 }
 EXAMPLES["main"] = "examples:\n" + "".join(
@@ -578,27 +584,126 @@ def _prompt_set(text: str):
     raise _error(f"unknown prompt set {text!r}; see `erasure list`")
 
 
+def _registry_run(args) -> bool:
+    """Whether ``evaluate`` runs the registry-driven path (a preset, a judge, named metrics, a CLIP or a reference)."""
+    return bool(args.preset or args.judge or args.metric or args.clip or args.reference)
+
+
+def _split_values(values: list[str] | None) -> list[str]:
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+def _judge_settings(args, run, pset) -> tuple[str | None, dict]:
+    """The judge to build and its settings: the preset's, then ``--judge NAME[:ARG]``, ``--judge-set``,
+    ``--judge-weights``, ``--allow-pickle``; checked (names, values, files) without torch."""
+    from erasure.evaluation.judges import parse_judge_spec
+
+    name = args.judge or (run.judge if run is not None else None)
+    if name is None:
+        if args.judge_set or args.judge_weights:
+            raise _error("--judge-set and --judge-weights go with a judge; add --judge NAME (see `erasure list --judges`)")
+        return None, {}
+    spec, from_name = parse_judge_spec(name)
+    settings: dict[str, Any] = {}
+    if run is not None and run.judge and parse_judge_spec(run.judge)[0].name == spec.name:
+        settings.update(run.judge_settings)
+        if not args.judge:
+            settings.update(parse_judge_spec(run.judge)[1])
+    settings.update(from_name)
+    known = {s["name"] for s in spec.settings()}
+    for key, value in _parse_set(args.judge_set).items():
+        if isinstance(value, str) and key in known and spec.config.__dataclass_fields__[key].metadata.get("types") == (tuple,):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        settings[key] = value
+    if args.judge_weights:
+        if "weights" not in known:
+            raise _error(f"judge {spec.name} takes no weights file; drop --judge-weights")
+        _check_file("--judge-weights", args.judge_weights, f"the weights file of the {spec.name} judge")
+        settings["weights"] = args.judge_weights
+    if args.allow_pickle and "allow_pickle" in known:
+        settings["allow_pickle"] = True
+    if run is not None and run.options.get("judge_classes_from_file") and "classes" in known and not settings.get("classes"):
+        settings["classes"] = list(pset.concepts())
+    checked = spec.validate_settings(settings)
+    for key in ("weights", "detector"):
+        if checked.get(key):
+            _check_file(f"--judge-set {key}", checked[key], f"the {key} file of the {spec.name} judge")
+    if checked.get("labels") not in (None, "imagenet"):
+        _check_file("--judge-set labels", checked["labels"], "a label map (.json list or .txt, one name per line)")
+    return name, settings
+
+
 def check_evaluate(args) -> None:
     if not args.prompts:
+        if args.preset:
+            raise _error(f"--preset {args.preset} needs --prompts-file FILE: your copy of the protocol's prompt file")
         raise _error("no prompt set given; use --prompts NAME (see `erasure list`) or --prompts FILE.csv")
-    args.prompt_set = pset = _prompt_set(args.prompts)
+    args.run = None
+    if args.preset:
+        from erasure.evaluation.presets import protocol_run
+
+        args.run, args.prompt_set = protocol_run(args.preset, args.prompts, role=args.role, subset=args.subset)
+        pset = args.prompt_set
+    else:
+        if args.role or args.subset:
+            raise _error("--role and --subset go with --preset NAME")
+        args.prompt_set = pset = _prompt_set(args.prompts)
+    samples = args.samples_per_prompt if args.samples_per_prompt is not None else (
+        args.run.samples_per_prompt if args.run is not None else 1)
+    args.samples_per_prompt = samples
     _check_image_count(len(pset.records) * args.samples_per_prompt, "prompts x --samples-per-prompt")
     largest = max((int(r.evaluation_seed) for r in pset.records), default=0) + args.samples_per_prompt - 1
     if largest >= SEED_LIMIT:
         raise _error(f"prompt set {args.prompts} has seeds up to {largest} with --samples-per-prompt "
                      f"{args.samples_per_prompt}; seeds must be < 2^64")
+    args.judge_name, args.judge_settings = _judge_settings(args, args.run, pset)
     args.label = None
     if args.concept_label is not None:
         attribute, value = _concept_parts(args.concept_label)
-        if not _is_world(args.model):
-            raise _error("classifier metrics need a classifier: the built-in world brings its own, on your model "
-                         "drop --concept or evaluate from Python with evaluate(..., classifier=...)")
-        if attribute is None:
-            attribute = _world_attribute(value, None)
-        from erasure.evaluation.classifier_metrics import check_concept_labels
+        if args.judge_name is None or args.judge_name == "world":
+            if not _is_world(args.model):
+                raise _error("classifier metrics need a classifier: the built-in world brings its own, on your model "
+                             "pass a judge (--judge image-classifier:ARCH, clip-zero-shot, ...; see `erasure list "
+                             "--judges`) or drop --concept")
+            if attribute is None:
+                attribute = _world_attribute(value, None)
+            from erasure.evaluation.classifier_metrics import check_concept_labels
 
-        check_concept_labels(tuple(pset.records), (attribute, value))
-        args.label = (attribute, value)
+            check_concept_labels(tuple(pset.records), (attribute, value))
+            args.label = (attribute, value)
+        else:
+            args.label = f"{attribute}={value}" if attribute else value
+    elif args.run is not None and args.run.concept == "required":
+        raise _error(f"preset {args.run.preset} measures one erased concept; name it with --concept "
+                     f"(e.g. --concept {next(iter(pset.concepts()), 'NAME')})")
+    args.metric_names = _split_values(args.metric) or None
+    if args.metric_names is None and args.run is not None:
+        args.metric_names = list(args.run.metrics) + (list(args.run.reference_metrics) if args.reference else [])
+    if args.metric_names is not None:
+        from erasure.evaluation.metrics import METRICS
+
+        for name in args.metric_names:
+            METRICS.get(name)  # "unknown metric ...; did you mean"
+        clip_from_judge = (args.run is not None and args.run.options.get("clip_from_judge")
+                           and (args.judge_name or "").startswith("clip-zero-shot"))
+        needs_clip = [m for m in args.metric_names if m in ("clip_score", "clip_accuracy")]
+        if needs_clip and not args.clip and not clip_from_judge:
+            raise _error(f"{needs_clip[0]} needs a CLIP: pass --clip SPEC (open_clip:ViT-B-32 with --clip-weights FILE, "
+                         "or transformers:FOLDER)" + (f", or --metric to choose other metrics of preset {args.preset}"
+                                                      if args.preset else ""))
+        needs_reference = [m for m in args.metric_names if m in ("fid", "kid", "per_prompt_change")]
+        if needs_reference and not args.reference:
+            raise _error(f"{needs_reference[0]} needs reference images: pass --reference FOLDER (or use --compare, "
+                         "which compares with the baseline model's images)")
+    if args.reference:
+        _check_folder("--reference", args.reference, "a folder of reference images (PNG/JPEG)")
+        if not (args.features or _is_world(args.model)):
+            raise _error("FID/KID against --reference need features: pass --features SPEC (a CLIP backend)")
+    if args.scheduler is not None:
+        from erasure.evaluation.presets import SCHEDULERS
+
+        if args.scheduler not in (*SCHEDULERS, "default"):
+            raise _error(f"unknown --scheduler {args.scheduler!r}; use one of {', '.join(SCHEDULERS)} or default")
     if args.compare == UNEDITED and not args.edit:
         raise _error("--compare without a model compares with the unedited model, so it needs --edit; "
                      "or name the baseline model: --compare BASE")
@@ -611,9 +716,11 @@ def check_evaluate(args) -> None:
         _check_model("--compare", args.compare)
     _check_folder("--compare-config", args.compare_config, "the config folder of the single-file --compare model")
     _check_file("--features-weights", args.features_weights, "the weights file of the --features model")
+    _check_file("--clip-weights", args.clip_weights, "the weights file of the --clip model")
     args.out_path = _output(args, [args.prompts if Path(args.prompts).is_file() else None, args.edit, args.model,
                                    args.config, args.compare if args.compare != UNEDITED else None,
-                                   args.compare_config, args.features_weights, args.config_file])
+                                   args.compare_config, args.features_weights, args.config_file, args.judge_weights,
+                                   args.reference, args.clip_weights])
 
 
 def _comparison_features(args, pipe):
@@ -630,9 +737,66 @@ def _comparison_features(args, pipe):
     return None, None
 
 
+def cmd_evaluate_registry(args) -> int:
+    """``evaluate`` with a preset, a judge, named metrics, a CLIP or a reference: the metric registry drives it."""
+    from erasure.evaluation.evaluate import compare, evaluate
+    from erasure.evaluation.judges import ClipZeroShotJudge, parse_judge_spec
+
+    edit = _load_erasure_result(args.edit) if args.edit else None
+    run = args.run
+    pipe = _load_model(args, args.model, args.config)
+    world = getattr(pipe, "erasure_source", None) == BUILTIN_WORLD
+    if run is not None:
+        overrides = {"steps": args.steps, "guidance": args.guidance, "height": args.image_size, "width": args.image_size}
+        settings = run.sampler_settings(**overrides)
+        scheduler = args.scheduler or run.sampler.get("scheduler")
+        protocol = run.record(**overrides, scheduler=args.scheduler)
+        guidance_from_file = bool(run.sampler.get("guidance_from_file")) and args.guidance is None
+    else:
+        extra = {"height": args.image_size, "width": args.image_size} if args.image_size else {}
+        settings, scheduler, protocol, guidance_from_file = _sampler_settings(args, world, **extra), args.scheduler, None, False
+    # the settings already hold what the name's ':ARG' sets (see _judge_settings)
+    judge = parse_judge_spec(args.judge_name)[0].build(**args.judge_settings) if args.judge_name else None
+    clip = None
+    if args.clip:
+        from erasure.evaluation.clip_backends import load_clip_backend
+
+        clip = load_clip_backend(args.clip, args.clip_weights)
+    elif run is not None and run.options.get("clip_from_judge") and isinstance(judge, ClipZeroShotJudge):
+        clip = judge.backend
+    features, features_name = _comparison_features(args, pipe)
+    kw = dict(concept=args.label, judge=judge, metrics=args.metric_names, clip=clip, settings=settings,
+              samples_per_prompt=args.samples_per_prompt, scheduler=scheduler, guidance_from_file=guidance_from_file,
+              protocol=protocol, features=features, feature_extractor=features_name)
+    if judge is None and args.label is not None and not world:
+        raise _error("--concept needs a judge on this model; pass --judge (see `erasure list --judges`)")
+    baseline = None
+    if args.compare == UNEDITED:
+        _status("generating with the unedited model (baseline)")
+        baseline = evaluate(pipe, args.prompt_set, **kw)
+    elif args.compare:
+        base_pipe = _load_model(args, args.compare, args.compare_config)
+        _status(f"generating with {args.compare} (baseline)")
+        baseline = evaluate(base_pipe, args.prompt_set, **kw)
+        del base_pipe
+    if edit is not None:
+        edit.apply(pipe)
+        pipe.erasure_edit = {"file": str(args.edit), "method": edit.method, "concepts": list(edit.concepts)}
+    _status("generating with the " + ("edited model" if edit is not None else "model"))
+    report = evaluate(pipe, args.prompt_set, reference=args.reference, **kw)
+    if baseline is not None:
+        compare(report, baseline, features=features, feature_extractor=features_name)
+    out = report.save(args.out_path, force=args.force, baseline=baseline)
+    print(report.markdown(baseline))
+    print(f"wrote {out / 'report.md'}" + (f" and {out}/compare-*.png (before | after)" if baseline is not None else ""))
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from erasure.evaluation.evaluate import compare, evaluate
 
+    if _registry_run(args):
+        return cmd_evaluate_registry(args)
     edit = _load_erasure_result(args.edit) if args.edit else None  # a corrupted edit: refused before loading
     pipe = _load_model(args, args.model, args.config)
     kw = dict(concept=args.label, settings=_sampler_settings(args, getattr(pipe, "erasure_source", None) == BUILTIN_WORLD),
@@ -742,8 +906,8 @@ def check_list(args) -> None:
         from erasure.methods import METHODS
 
         args.spec = METHODS.get(args.method)
-    if args.json and not (args.methods or args.method):
-        raise _error("--json applies to --methods and --method NAME; add one of them")
+    if args.json and not (args.methods or args.method or args.judges or args.metrics):
+        raise _error("--json applies to --methods, --method NAME, --judges and --metrics; add one of them")
 
 
 def cmd_list(args) -> int:
@@ -752,6 +916,31 @@ def cmd_list(args) -> int:
     if args.method is not None:
         description = args.spec.describe()
         print(json.dumps(description, indent=1) if args.json else _describe_text(description))
+        return 0
+    if args.judges:
+        from erasure.evaluation.judges import JUDGES
+
+        judges = [JUDGES.get(name).describe() for name in JUDGES.names()]
+        if args.json:
+            print(json.dumps(judges, indent=1))
+        else:
+            width = max(len(j["name"]) for j in judges)
+            for j in judges:
+                name = j["name"] + (f":{j['argument'].upper()}" if j["argument"] else "")
+                print(f"{name:{width + 14}s}  {j['summary']}\n{'':{width + 16}s}needs: {j['needs']}; concept: {j['concept']}")
+        return 0
+    if args.metrics:
+        from erasure.evaluation.metrics import METRICS
+
+        metrics = [METRICS.get(name).describe() for name in METRICS.names()]
+        if args.json:
+            print(json.dumps(metrics, indent=1))
+        else:
+            width = max(len(m["name"]) for m in metrics)
+            arrows = {True: "higher", False: "lower", None: "depends"}
+            for m in metrics:
+                print(f"{m['name']:{width}s}  better {arrows[m['higher_is_better']]:7s}  from {', '.join(m['inputs'])}"
+                      f"  ({m['aggregation']})")
         return 0
     if args.methods:
         specs = [METHODS.get(name) for name in METHODS.names()]
@@ -763,12 +952,14 @@ def cmd_list(args) -> int:
                 trains = "resumable" if _resumable(s) else "trains" if s.trains else ""
                 print(f"{s.name:{width}s}  {s.family:14s} {s.result:8s} {trains:9s}  {s.summary}")
         return 0
+    from erasure.evaluation.judges import JUDGES
     from erasure.evaluation.metrics import METRICS
     from erasure.evaluation.presets import preset_names
     from erasure.evaluation.prompts import prompt_set_names
 
     print("methods:     " + ", ".join(METHODS.names()) + "  (erasure list --method NAME)")
-    print("metrics:     " + ", ".join(METRICS.names()))
+    print("judges:      " + ", ".join(JUDGES.names()) + "  (erasure list --judges)")
+    print("metrics:     " + ", ".join(METRICS.names()) + "  (erasure list --metrics)")
     print("prompt sets: " + ", ".join(prompt_set_names()))
     print("presets:     " + ", ".join(preset_names()))
     print("formats:     " + ", ".join(EXPORT_FORMATS) + "  (erasure export --format)")
@@ -850,7 +1041,28 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("evaluate", help="generate a prompt set and score it (report.json, report.md, grids)",
                        epilog=EXAMPLES["evaluate"], formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_args(v)
-    v.add_argument("--prompts", default=None, help="prompt set name (see `erasure list`) or a CSV file; required")
+    v.add_argument("--prompts", "--prompts-file", dest="prompts", default=None,
+                   help="prompt set name (see `erasure list`) or a CSV file (with --preset: your copy of its file); required")
+    v.add_argument("--preset", default=None, help="a published protocol (imagenette, i2p-nudity, artists, coco; "
+                   "`erasure list`): fills the sampler, judge and metrics, checks the file's columns and rows")
+    v.add_argument("--role", default=None, help="with --preset: which of its prompt files this is (default: by columns)")
+    v.add_argument("--subset", action="store_true",
+                   help="with --preset: accept a file with fewer/more rows than the published one (recorded)")
+    v.add_argument("--judge", default=None, help="what decides what an image shows: world, nudenet, clip-zero-shot[:CLIP], "
+                   "image-classifier:ARCH or :transformers:FOLDER, callable:module:function (`erasure list --judges`)")
+    v.add_argument("--judge-weights", default=None, help="the judge's local weights file (.safetensors; .pth with --allow-pickle)")
+    v.add_argument("--judge-set", action="append", default=None, metavar="KEY=VALUE",
+                   help="a judge setting (repeatable), e.g. threshold=0.45, labels=labels.txt, classes=a,b,c")
+    v.add_argument("--metric", action="append", default=None,
+                   help="metric(s) to compute, repeatable or comma-separated (`erasure list --metrics`); default: "
+                        "the preset's, or what the judge allows")
+    v.add_argument("--clip", default=None, help="CLIP for clip_score / clip_accuracy: open_clip:NAME (with --clip-weights), "
+                   "transformers:FOLDER or world")
+    v.add_argument("--clip-weights", default=None, help="weights file for --clip open_clip:NAME")
+    v.add_argument("--reference", default=None, help="a folder of reference images for FID/KID (needs --features)")
+    v.add_argument("--scheduler", default=None, help="sampler scheduler: lms, ddim, pndm, euler, euler-ancestral, "
+                   "dpm-solver++ or default (the model's); a preset sets the protocol's")
+    v.add_argument("--image-size", type=AT_LEAST_ONE, default=None, help="image height and width (a preset sets the protocol's)")
     v.add_argument("--concept", "--concept-label", dest="concept_label", default=None,
                    help="the erased concept for the classifier metrics: a name (circle, on the built-in world) or "
                         "ATTRIBUTE=VALUE (shape=circle)")
@@ -863,7 +1075,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FID/KID features: a CLIP backend (open_clip:NAME with --features-weights, transformers:FOLDER); "
                         "default on the built-in world: its classifier")
     v.add_argument("--features-weights", default=None, help="weights file for --features open_clip:NAME")
-    v.add_argument("--samples-per-prompt", type=IMAGES, default=1)
+    v.add_argument("--samples-per-prompt", type=IMAGES, default=None, help="images per prompt (default 1, or the preset's)")
     _add_sampler_args(v)
     _add_output_args(v, "outputs/evaluate")
     v.set_defaults(func=cmd_evaluate, check=check_evaluate)
@@ -889,7 +1101,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_args(li)
     li.add_argument("--methods", action="store_true", help="one line per method: family, result, whether it trains")
     li.add_argument("--method", default=None, metavar="NAME", help="one method: paper, reference, every setting")
-    li.add_argument("--json", action="store_true", help="with --methods or --method: JSON")
+    li.add_argument("--judges", action="store_true", help="one line per judge: what it needs, what a concept means")
+    li.add_argument("--metrics", action="store_true", help="one line per metric: inputs, higher is better, aggregation")
+    li.add_argument("--json", action="store_true", help="with --methods, --method, --judges or --metrics: JSON")
     li.set_defaults(func=cmd_list, check=check_list)
     parser.subcommands = {"generate": g, "erase": e, "evaluate": v, "export": x, "list": li}
     return parser

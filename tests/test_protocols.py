@@ -5,6 +5,7 @@ to local files, from Python and from the CLI."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,8 @@ import erasure.evaluation.evaluate as evaluate_module
 from erasure.errors import ErasureError
 from erasure.evaluation.evaluate import evaluate
 from erasure.evaluation.judges import CallableJudge
+from erasure.evaluation.prompts import read_prompt_set
 from erasure.generation import SamplerSettings
-
-pytestmark = pytest.mark.fast
 
 COLOURS = {"red": (230, 20, 20), "green": (20, 230, 20), "blue": (20, 20, 230)}
 FAST = SamplerSettings(steps=2, guidance=3.0)
@@ -74,6 +74,7 @@ def colour_prompts(tmp_path):
     return _write_prompts(tmp_path / "colours.csv", rows)
 
 
+@pytest.mark.fast
 def test_judge_metrics_on_known_content(monkeypatch, colour_prompts):
     # two of four red images come out blue (the erasure worked half), one green image comes out blue
     monkeypatch.setattr(evaluate_module, "generate_images", _stand_in_generator({0: "blue", 1: "blue", 4: "blue"}))
@@ -94,6 +95,7 @@ def test_judge_metrics_on_known_content(monkeypatch, colour_prompts):
     assert report.info["metric_specs"]["target_accuracy"]["higher_is_better"] is False
 
 
+@pytest.mark.fast
 def test_named_metrics_and_concept_rate_per_group(monkeypatch, colour_prompts):
     monkeypatch.setattr(evaluate_module, "generate_images", _stand_in_generator({0: "blue", 4: "red"}))
     judge = CallableJudge(dominant_colour)  # decides only: no labels
@@ -107,6 +109,7 @@ def test_named_metrics_and_concept_rate_per_group(monkeypatch, colour_prompts):
         evaluate(_Pipe(), colour_prompts, judge=judge, concept="red", metrics=["target_accuracy"], progress=False)
 
 
+@pytest.mark.fast
 def test_missing_inputs_are_refused_before_generating(monkeypatch, colour_prompts):
     generator = _stand_in_generator({})
     monkeypatch.setattr(evaluate_module, "generate_images", generator)
@@ -137,6 +140,7 @@ class ColourClip:
                          for t in texts], dtype=np.float32)
 
 
+@pytest.mark.fast
 def test_clip_score_and_clip_accuracy_on_known_content(monkeypatch, colour_prompts):
     monkeypatch.setattr(evaluate_module, "generate_images", _stand_in_generator({0: "blue"}))
     report = evaluate(_Pipe(), colour_prompts, clip=ColourClip(), clip_template="{}", n_resamples=100,
@@ -150,6 +154,7 @@ def test_clip_score_and_clip_accuracy_on_known_content(monkeypatch, colour_promp
     assert report.metrics["clip_score"].settings["model"] == "colour-clip"
 
 
+@pytest.mark.fast
 def test_fid_kid_and_pixel_change_against_a_reference(monkeypatch, colour_prompts, tmp_path):
     from PIL import Image
 
@@ -181,6 +186,7 @@ def test_fid_kid_and_pixel_change_against_a_reference(monkeypatch, colour_prompt
     assert moved.info["reference"] == str(folder)
 
 
+@pytest.mark.fast
 def test_nudenet_metrics_on_a_real_photo(monkeypatch, tmp_path):
     pytest.importorskip("nudenet")
     from PIL import Image
@@ -227,6 +233,7 @@ def constant_resnet(folder: Path, classes: int, winner: int) -> Path:
     return path
 
 
+@pytest.mark.fast
 def test_image_classifier_judge_on_a_tiny_pipeline(tiny_sd1_pipeline, tmp_path):
     from erasure.evaluation.judges import load_judge
 
@@ -254,3 +261,186 @@ def test_image_classifier_judge_on_a_tiny_pipeline(tiny_sd1_pipeline, tmp_path):
     assert again.value("worst_kept_retain_accuracy") == 0.0
     assert again.metrics["worst_kept_retain_accuracy"].details["worst_concept"] == "class=tench"
     np.testing.assert_array_equal(again.images, report.images)  # same seeds, same images
+
+
+# --- protocol presets: the real prompt files, and runs from the CLI ----------------------------------------
+
+REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "prompts"
+REAL_FILES = {  # file -> (preset, the role it must be recognised as, rows)
+    "imagenette.csv": ("imagenette", "uce-imagenette", 5000),
+    "small_imagenet_prompts.csv": ("imagenette", "esd-small-imagenet", 100),
+    "unlearndiffatk_church.csv": ("imagenette", "unlearndiffatk-church", 50),
+    "i2p_4703.csv": ("i2p-nudity", "i2p", 4703),
+    "unlearndiffatk_nudity.csv": ("i2p-nudity", "unlearndiffatk-nudity", 142),
+    "big_artist_prompts.csv": ("artists", "esd-big-artists", 100),
+    "unlearndiffatk_vangogh.csv": ("artists", "unlearndiffatk-vangogh", 50),
+    "coco_10k.csv": ("coco", "coco-10k", 9969),
+    "coco_30k.csv": ("coco", "coco-30k", 30000),
+}
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("file", sorted(REAL_FILES))
+def test_presets_recognise_the_published_files(file):
+    from erasure.evaluation.presets import protocol_run
+
+    path = REAL_DIR / file
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (the shared reference prompt files)")
+    preset, role, rows = REAL_FILES[file]
+    run, prompt_set = protocol_run(preset, path)
+    assert (run.role, run.rows, run.rows_expected, run.subset) == (role, rows, rows, False)
+    assert len(prompt_set) == rows and run.version == "1"
+    assert run.sampler["steps"] in (50, 100) and run.sampler["guidance"] == 7.5 and run.sampler["scheduler"] == "lms"
+    record = run.record(steps=None)
+    assert record["comparable_with_the_papers"] is True and record["name"] == preset
+
+
+@pytest.mark.fast
+def test_imagenette_classes_are_torchvision_imagenet_names_at_the_presets_indices():
+    from torchvision.models._meta import _IMAGENET_CATEGORIES
+
+    from erasure.evaluation.judges import _normalise_label
+    from erasure.evaluation.presets import load_preset
+
+    preset = load_preset("imagenette")
+    index = {_normalise_label(name): i for i, name in enumerate(_IMAGENET_CATEGORIES)}
+    assert {c: index[_normalise_label(c)] for c in preset.settings["concepts"]} == preset.settings["imagenet_class_index"]
+
+
+@pytest.mark.fast
+def test_preset_file_checks_are_one_line_errors(tmp_path):
+    from erasure.evaluation.presets import protocol_run
+
+    few = _write_prompts(tmp_path / "few.csv", [("an image of a church", "church", "")] * 3)
+    with pytest.raises(ErasureError, match="has 3 rows, but the protocol's uce-imagenette file has 5000.*--subset"):
+        protocol_run("imagenette", few)
+    run, _ = protocol_run("imagenette", few, subset=True)
+    assert run.subset and run.record()["comparable_with_the_papers"] is False
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("prompt,seed\na cat,1\n")
+    with pytest.raises(ErasureError, match="fit no prompt file of preset 'imagenette'"):
+        protocol_run("imagenette", wrong)
+    with pytest.raises(ErasureError, match="not runnable yet"):
+        protocol_run("unlearncanvas", few)
+
+
+def _imagenette_file(path: Path) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["case_number", "prompt", "class", "evaluation_seed"])
+        for i, cls in enumerate(["church", "church", "tench", "parachute"]):
+            writer.writerow([i, f"an image of a {cls}", cls, 7 + i])
+    return path
+
+
+@pytest.mark.slow
+def test_imagenette_protocol_from_the_cli(tiny_sd1_folder, tmp_path, capsys):
+    """The issue's command on a tiny random SD1 model, with a tiny 'ResNet' (1000 classes) whose top-1 is always
+    ImageNet 497 (church): the church prompts keep it (target accuracy 1), the other classes are lost (0)."""
+    pytest.importorskip("scipy")  # diffusers' LMS scheduler (the protocol's) needs it
+    from erasure.cli import main
+
+    weights = constant_resnet(tmp_path, 1000, winner=497)
+    prompts = _imagenette_file(tmp_path / "imagenette.csv")
+    erase = tmp_path / "erase"
+    assert main(["erase", "--model", str(tiny_sd1_folder), "--concept", "church", "--guide", "tench",
+                 "--templates", "an image of a {}", "--no-preserve", "--out", str(erase)]) == 0
+    out = tmp_path / "eval"
+    command = ["evaluate", "--model", str(tiny_sd1_folder), "--preset", "imagenette", "--prompts-file", str(prompts),
+               "--judge", "image-classifier:resnet18", "--judge-weights", str(weights), "--concept", "church",
+               "--edit", str(erase / "edit.safetensors"), "--compare", "--steps", "2", "--image-size", "64",
+               "--out", str(out)]
+    assert main(command) == 2  # 4 rows, not the published 5000
+    assert "has 4 rows" in capsys.readouterr().err and not out.exists()
+    assert main([*command, "--subset"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    metrics, info = report["metrics"], report["info"]
+    assert metrics["target_accuracy"]["value"] == 1.0 and metrics["target_accuracy"]["n"] == 2
+    assert metrics["in_domain_retain_accuracy"]["value"] == 0.0
+    assert metrics["worst_kept_retain_accuracy"]["value"] == 0.0
+    assert report["baseline"]["metrics"]["target_accuracy"]["value"] == 1.0
+    assert {"pixel_change", "changed_fraction"} <= set(metrics)
+    protocol = info["protocol"]
+    assert (protocol["name"], protocol["version"], protocol["prompt_file_role"]) == ("imagenette", "1", "uce-imagenette")
+    assert protocol["subset"] is True and protocol["comparable_with_the_papers"] is False
+    assert protocol["overrides"] == {"steps": 2, "height": 64, "width": 64}
+    assert info["scheduler"] == "LMSDiscreteScheduler" and info["settings"]["guidance"] == 7.5
+    assert info["judge"]["settings"]["resize"] == 232 and info["judge"]["settings"]["labels"] == "imagenet"
+    assert info["edit"]["method"] == "uce"
+    assert (out / "report.md").is_file() and list(out.glob("compare-*.png"))
+
+
+@pytest.mark.fast
+def test_cli_protocol_mistakes_are_one_line_errors(tiny_sd1_folder, tmp_path, capsys):
+    from erasure.cli import main
+
+    prompts = _imagenette_file(tmp_path / "imagenette.csv")
+    base = ["evaluate", "--model", str(tiny_sd1_folder), "--prompts-file", str(prompts), "--out", str(tmp_path / "o")]
+    cases = [
+        (["--preset", "imagenette", "--subset"], "measures one erased concept; name it with --concept"),
+        (["--preset", "imagenette", "--subset", "--concept", "church"], "needs its weights file"),
+        (["--preset", "imagenete"], "did you mean 'imagenette'"),
+        (["--judge", "image-classifier:resnet18", "--judge-set", "resise=3", "--concept", "church"],
+         "unknown setting 'resise'.*did you mean 'resize'"),
+        (["--judge", "nudenet", "--metric", "nudity_rat"], "did you mean 'nudity_rate'"),
+        (["--metric", "clip_score"], "needs a CLIP: pass --clip"),
+        (["--metric", "fid"], "needs reference images"),
+        (["--judge", "nudenet", "--judge-weights", str(prompts)], "takes no weights file"),
+        (["--preset", "coco", "--subset"], "fit no prompt file of preset 'coco'"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert __import__("re").search(message, err), (extra, err)
+    assert not (tmp_path / "o").exists()
+
+
+def _i2p_file(path: Path) -> Path:
+    columns = ["Unnamed: 0", "prompt", "categories", "hard", "inappropriate_percentage", "nudity_percentage",
+               "q16_percentage", "sd_safety_percentage", "prompt_toxicity", "lexica_url", "evaluation_seed",
+               "evaluation_guidance", "sd_image_width", "sd_image_height", "sd_model", "case_number"]
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for i, (prompt, guidance) in enumerate([("a portrait in a garden", 7.5), ("a beach at noon", 9.0),
+                                                ("a statue in a museum", 7.5)]):
+            writer.writerow([i, prompt, "sexual", 0, 50, 50, 0, 0, 0.1, "", 100 + i, guidance, 512, 512, "SD1.4", i])
+    return path
+
+
+@pytest.mark.slow
+def test_i2p_nudity_protocol_from_the_cli(tiny_sd1_folder, tmp_path):
+    pytest.importorskip("nudenet")
+    pytest.importorskip("scipy")
+    from erasure.cli import main
+
+    out = tmp_path / "nudity"
+    assert main(["evaluate", "--model", str(tiny_sd1_folder), "--preset", "i2p-nudity", "--prompts-file",
+                 str(_i2p_file(tmp_path / "nudity.csv")), "--subset", "--steps", "2", "--image-size", "64",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    metrics, info = report["metrics"], report["info"]
+    assert info["protocol"]["prompt_file_role"] == "unlearndiffatk-nudity"
+    assert info["judge"]["settings"]["threshold"] == 0.45  # UnlearnDiffAtk's, for its file
+    assert info["judge"]["nudenet_version"] and info["guidance_from_file"] is True
+    assert metrics["nudity_rate"]["n"] == 3 and metrics["nudity_rate"]["settings"]["threshold"] == 0.45
+    sweep = [metrics[f"nudity_rate[threshold={t:g}]"]["value"] for t in (0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.75, 0.8)]
+    assert sweep == sorted(sweep, reverse=True) and sweep[3] == metrics["nudity_rate"]["value"]
+    assert len([k for k in metrics if k.startswith("exposed[")]) == 9
+
+
+@pytest.mark.fast
+def test_per_row_guidance_generates_each_row_at_its_own_guidance(tiny_sd1_pipeline, tmp_path):
+    """guidance_from_file: each image equals the one generated alone at its row's guidance."""
+    from erasure.generation import generate_images
+
+    prompts = read_prompt_set(_i2p_file(tmp_path / "g.csv"))
+    report = evaluate(tiny_sd1_pipeline, prompts, metrics=["concept_rate"], judge=CallableJudge(dominant_colour),
+                      concept="red", settings=FAST, guidance_from_file=True, n_resamples=0, progress=False)
+    assert report.info["guidance_from_file"] is True
+    for i, record in enumerate(prompts.records):
+        alone = generate_images(tiny_sd1_pipeline, [record.prompt], [record.evaluation_seed],
+                                SamplerSettings(steps=2, guidance=record.evaluation_guidance), progress=False)
+        assert np.abs(alone[0].astype(int) - report.images[i].astype(int)).max() <= 1

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -215,6 +216,8 @@ def evaluate(
     feature_extractor: str | None = None,
     protocol: dict[str, Any] | None = None,
     seed: int = 0,
+    scheduler: str | None = None,
+    guidance_from_file: bool = False,
     settings: SamplerSettings | None = None,
     samples_per_prompt: int = 1,
     batch_size: int = 32,
@@ -243,12 +246,13 @@ def evaluate(
     from erasure.embeddings import text_encoder_fingerprint as weights_fingerprint
     from erasure.evaluation.classifier_metrics import classifier_metrics
 
-    if judge is not None or metrics is not None or clip is not None or reference is not None:
+    if (judge is not None or metrics is not None or clip is not None or reference is not None
+            or scheduler is not None or guidance_from_file or protocol is not None):
         return evaluate_metrics(
             pipe, prompt_set, concept=concept, judge=judge, metrics=metrics,
             clip=clip, clip_template=clip_template, reference=reference, features=features,
             feature_extractor=feature_extractor, protocol=protocol, seed=seed, settings=settings,
-            world_classifier=classifier,
+            world_classifier=classifier, scheduler=scheduler, guidance_from_file=guidance_from_file,
             samples_per_prompt=samples_per_prompt, batch_size=batch_size, n_resamples=n_resamples,
             progress=progress, keep_images=keep_images, images_dir=images_dir)
     pset = resolve_prompt_set(prompt_set)
@@ -317,8 +321,27 @@ def evaluate(
 # --- the registry-driven evaluation ---------------------------------------------------------------
 
 def _generate(pipe, records: Sequence[PromptRecord], settings: SamplerSettings, samples_per_prompt: int,
-              batch_size: int, progress: bool, images_dir: str | Path | None) -> np.ndarray:
-    """One image per (record, sample), seeds ``evaluation_seed + k``; resumable in ``images_dir``."""
+              batch_size: int, progress: bool, images_dir: str | Path | None,
+              guidance_from_file: bool = False) -> np.ndarray:
+    """One image per (record, sample), seeds ``evaluation_seed + k``; resumable in ``images_dir``. With
+    ``guidance_from_file``, each record's ``evaluation_guidance`` (where given) replaces ``settings.guidance``
+    (records are generated in groups of equal guidance, then put back in order)."""
+    from dataclasses import replace
+
+    guidances = [r.evaluation_guidance for r in records]
+    if guidance_from_file and any(g is not None for g in guidances):
+        groups: dict[float, list[int]] = {}
+        for i, g in enumerate(guidances):
+            groups.setdefault(float(g) if g is not None else settings.guidance, []).append(i)
+        out: np.ndarray | None = None
+        for g, idx in groups.items():
+            part = _generate(pipe, [records[i] for i in idx], replace(settings, guidance=g), samples_per_prompt,
+                             batch_size, progress, None if images_dir is None else Path(images_dir) / f"guidance-{g:g}")
+            if out is None:
+                out = np.empty((len(records) * samples_per_prompt, *part.shape[1:]), dtype=part.dtype)
+            rows = np.array([i * samples_per_prompt + k for i in idx for k in range(samples_per_prompt)])
+            out[rows] = part
+        return out
     prompts = [r.prompt for r in records for _ in range(samples_per_prompt)]
     seeds = [int(r.evaluation_seed) + k for r in records for k in range(samples_per_prompt)]
     if images_dir is None:
@@ -330,6 +353,33 @@ def _generate(pipe, records: Sequence[PromptRecord], settings: SamplerSettings, 
              f",text:{weights_fingerprint(pipe.text_encoder)[:16]}")
     return generate_to_folder(pipe, prompts, seeds, images_dir, settings, batch_size=batch_size, model=model,
                               progress=progress)
+
+
+@contextmanager
+def scheduler_swapped(pipe, name: str | None):
+    """Within the block, ``pipe`` samples with the scheduler ``name`` (a key of ``presets.SCHEDULERS``), built
+    from its own scheduler's config; None keeps the pipeline's."""
+    if name is None or name == "default":
+        yield
+        return
+    from erasure.evaluation.presets import SCHEDULERS
+
+    if name not in SCHEDULERS:
+        raise ErasureError(f"unknown scheduler '{name}'; use one of {', '.join(SCHEDULERS)} or default")
+    import diffusers
+
+    if name == "lms":
+        try:
+            import scipy  # noqa: F401  (diffusers' LMS scheduler integrates its coefficients with scipy)
+        except ImportError:
+            raise ErasureError("the LMS scheduler (the protocol's) needs scipy: pip install scipy; or pass "
+                               "--scheduler default to keep the model's own (then the run is not the paper's)") from None
+    original = pipe.scheduler
+    pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(original.config)
+    try:
+        yield
+    finally:
+        pipe.scheduler = original
 
 
 def read_image_folder(folder: str | Path, size: tuple[int, int] | None = None, limit: int | None = None) -> np.ndarray:
@@ -450,6 +500,8 @@ def evaluate_metrics(
     feature_extractor: str | None = None,
     protocol: dict[str, Any] | None = None,
     seed: int = 0,
+    scheduler: str | None = None,
+    guidance_from_file: bool = False,
     settings: SamplerSettings | None = None,
     samples_per_prompt: int = 1,
     batch_size: int = 32,
@@ -515,7 +567,10 @@ def evaluate_metrics(
         check_concept_labels(records, label)
 
     t0 = time.perf_counter()
-    images = _generate(pipe, records, settings, samples_per_prompt, batch_size, progress, images_dir)
+    with scheduler_swapped(pipe, scheduler):
+        scheduler_name = type(getattr(pipe, "scheduler", None)).__name__
+        images = _generate(pipe, records, settings, samples_per_prompt, batch_size, progress, images_dir,
+                           guidance_from_file=guidance_from_file)
     t1 = time.perf_counter()
     expanded = tuple(r for r in records for _ in range(samples_per_prompt))
     cache: dict[str, Any] = {}
@@ -625,6 +680,8 @@ def evaluate_metrics(
         "prompt_set_sha256": prompt_set_hash(pset.records),
         "concept": f"{label[0]}={label[1]}" if label else None,
         "settings": asdict(settings),
+        "scheduler": scheduler_name,
+        "guidance_from_file": guidance_from_file,
         "samples_per_prompt": samples_per_prompt,
         "images": len(images),
         "judge": judge.info() if judge is not None else None,

@@ -126,8 +126,9 @@ for _name, _metric, _better, _summary in (
     ("cross_domain_retain_accuracy", cross_domain_retain_accuracy, True, "CRA: the other named attributes"),
     ("worst_kept_retain_accuracy", worst_kept_retain_accuracy, True, "the lowest kept concept's accuracy"),
 ):
-    METRICS.register(_name, MetricSpec(_name, _metric, _LABELS, _better,
-                                       "mean over images (pooled groups), per group and per concept", _summary))
+    aggregation = ("minimum over kept concepts of their mean accuracy (in-domain and over all kept concepts)"
+                   if _name.startswith("worst") else "mean over images (pooled groups), per group and per concept")
+    METRICS.register(_name, MetricSpec(_name, _metric, _LABELS, _better, aggregation, _summary))
 METRICS.register("fid", MetricSpec("fid", fid, ("features_a", "features_b"), False,
                                    "set statistic (Frechet distance of Gaussians fitted to the features)",
                                    "FID against reference images"))

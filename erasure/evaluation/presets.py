@@ -117,3 +117,120 @@ def load_preset(name: str) -> ProtocolPreset:
     settings = {k: v for k, v in data.items() if k not in ("name", "description", "prompt_files")}
     return ProtocolPreset(name=data["name"], description=data["description"], prompt_files=tuple(files),
                           settings=settings, path=str(path))
+
+
+# --- runnable protocols: a preset's "run" block -------------------------------------------------
+
+# The schedulers a protocol may name, as diffusers classes (built from the pipeline's scheduler config).
+SCHEDULERS: dict[str, str] = {
+    "lms": "LMSDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "pndm": "PNDMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler-ancestral": "EulerAncestralDiscreteScheduler",
+    "dpm-solver++": "DPMSolverMultistepScheduler",
+}
+
+
+@dataclass(frozen=True)
+class ProtocolRun:
+    """What ``erasure evaluate --preset NAME`` runs: the published protocol's sampler, judge and metrics for
+    one of its prompt files (``role``), and what the user's file turned out to be (``rows``, ``subset``)."""
+
+    preset: str
+    version: str
+    role: str
+    sampler: dict[str, Any]
+    samples_per_prompt: int
+    judge: str | None
+    judge_settings: dict[str, Any]
+    metrics: tuple[str, ...]
+    compare_metrics: tuple[str, ...]
+    reference_metrics: tuple[str, ...]
+    concept: str  # "required" or "none"
+    rows: int
+    rows_expected: int | None
+    subset: bool
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def sampler_settings(self, **overrides: Any):
+        """The protocol's :class:`~erasure.generation.SamplerSettings` (``overrides``: values the user set)."""
+        from erasure.generation import SamplerSettings
+
+        values = {k: self.sampler[k] for k in ("steps", "guidance", "height", "width") if k in self.sampler}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return SamplerSettings(**values)
+
+    def record(self, **overrides: Any) -> dict[str, Any]:
+        """The protocol's name, version and every setting, for the report (with what the user overrode)."""
+        return {"name": self.preset, "version": self.version, "prompt_file_role": self.role, "sampler": self.sampler,
+                "samples_per_prompt": self.samples_per_prompt, "judge": self.judge,
+                "judge_settings": self.judge_settings, "metrics": list(self.metrics), "rows": self.rows,
+                "rows_expected": self.rows_expected, "subset": self.subset,
+                "overrides": {k: v for k, v in overrides.items() if v is not None},
+                "comparable_with_the_papers": not self.subset and not any(v is not None for v in overrides.values())}
+
+
+def protocol_run(preset: ProtocolPreset | str, prompts_file: str | Path, *, role: str | None = None,
+                 subset: bool = False) -> tuple[ProtocolRun, PromptSet]:
+    """The runnable protocol for the user's copy of one of the preset's prompt files, and that file read.
+
+    The role is the one whose published columns the file has (``role`` picks among several); the file must
+    have the published row count unless ``subset`` (a part of it: recorded, and the report says the numbers
+    are not the paper's)."""
+    preset = load_preset(preset) if isinstance(preset, str) else preset
+    run = preset.settings.get("run")
+    if not isinstance(run, dict):
+        raise ErasureError(f"preset '{preset.name}' is not runnable yet (no run settings); runnable: "
+                           f"{', '.join(runnable_presets()) or 'none'}")
+    path = Path(prompts_file)
+    if not path.is_file():
+        raise ErasureError(f"prompt file {path} not found; give your copy of the protocol's file "
+                           f"({'; '.join(f.reference for f in preset.prompt_files)})")
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        header = {h.strip().lower() for h in next(csv.reader(fh), [])}
+    roles = [f for f in preset.prompt_files if f.role in run.get("roles", {})]
+    if role is not None:
+        chosen = preset.prompt_file(role)
+    else:
+        fits = [f for f in roles if all(c.lower() in header for c in f.expected_columns
+                                        if c and not c.lower().startswith("unnamed:"))]
+        if not fits:
+            raise ErasureError(f"{path} has the columns {', '.join(sorted(header))}, which fit no prompt file of "
+                               f"preset '{preset.name}' ({'; '.join(f'{f.role}: ' + ', '.join(c for c in f.expected_columns if c) for f in roles)})")
+        rows_in_file = len(read_prompt_set(path).records) if len(fits) > 1 else None
+        # several fit (the I2P files differ only in their index column): the one with this many rows, then
+        # the one with the most named columns
+        fits.sort(key=lambda f: (f.rows != rows_in_file, -len([c for c in f.expected_columns if c])))
+        chosen = fits[0]
+    if chosen.role not in run.get("roles", {}):
+        raise ErasureError(f"preset '{preset.name}' has no run settings for its prompt file '{chosen.role}'")
+    prompt_set = preset.read_prompts(path, chosen.role)
+    rows = len(prompt_set.records)
+    if chosen.rows is not None and rows != chosen.rows and not subset:
+        raise ErasureError(f"{path} has {rows} rows, but the protocol's {chosen.role} file has {chosen.rows} "
+                           f"({chosen.reference}); give the full file, or pass --subset to run on this part "
+                           "(the report then says its numbers are not the paper's)")
+    sampler = dict(run["roles"][chosen.role])
+    judge_settings = {**run.get("judge_settings", {}), **run.get("role_judge_settings", {}).get(chosen.role, {})}
+    options = {k: v for k, v in run.items() if k in ("judge_classes_from_file", "clip_from_judge", "judge_note", "note")}
+    return ProtocolRun(
+        preset=preset.name, version=str(run.get("version", "1")), role=chosen.role, sampler=sampler,
+        samples_per_prompt=int(run.get("samples_per_prompt", 1)), judge=run.get("judge"),
+        judge_settings=judge_settings, metrics=tuple(run.get("metrics", ())),
+        compare_metrics=tuple(run.get("compare_metrics", ())), reference_metrics=tuple(run.get("reference_metrics", ())),
+        concept=run.get("concept", "none"), rows=rows, rows_expected=chosen.rows, subset=bool(subset) and rows != chosen.rows,
+        options=options,
+    ), prompt_set
+
+
+def runnable_presets() -> tuple[str, ...]:
+    """The presets with run settings (``erasure evaluate --preset NAME``)."""
+    out = []
+    for name in preset_names():
+        try:
+            if isinstance(load_preset(name).settings.get("run"), dict):
+                out.append(name)
+        except ErasureError:
+            continue
+    return tuple(out)
