@@ -22,7 +22,6 @@ from erasure.attacks.unlearndiffatk import (StraightThroughSample, adversarial_l
 from erasure.errors import ErasureError
 from erasure.generation import SamplerSettings, generate_images
 
-pytestmark = pytest.mark.fast
 
 DATASETS = Path("/work/shared/datasets/prompts")
 TINY = SamplerSettings(steps=2, guidance=5.0)
@@ -64,6 +63,7 @@ def uce_edit(tiny_sd1_pipeline):
 
 # --- the registry ------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_registry_lists_every_attack_with_a_kind_and_checks_settings():
     assert set(ATTACKS.names()) == {"unlearndiffatk", "ring-a-bell", "completion", "noise", "cce", "transfer"}
     for name, spec in ATTACKS.items():
@@ -84,6 +84,7 @@ def test_registry_lists_every_attack_with_a_kind_and_checks_settings():
         ATTACKS.get("unlearndifatk")
 
 
+@pytest.mark.fast
 def test_importing_the_attack_registry_does_not_import_torch():
     import subprocess
     import sys
@@ -95,11 +96,13 @@ def test_importing_the_attack_registry_does_not_import_torch():
 
 # --- UnlearnDiffAtk's optimiser ------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_schedule_is_the_references():
     assert timestep_schedule(50) == list(range(10, 1000, 20))
     assert timestep_schedule(1) == [500]
 
 
+@pytest.mark.fast
 def test_simplex_projection_equals_brute_force_and_the_references_bisection():
     rng = np.random.default_rng(0)
     for n in (1, 2, 3, 5, 6):
@@ -118,6 +121,7 @@ def test_simplex_projection_equals_brute_force_and_the_references_bisection():
     torch.testing.assert_close(project_onto_simplex(uniform), uniform)  # already on the simplex: unchanged
 
 
+@pytest.mark.fast
 def test_straight_through_sample_is_one_hot_forward_and_hardtanh_backward():
     p = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.5]], requires_grad=True)
     one_hot = StraightThroughSample.apply(p, torch.Generator().manual_seed(0))
@@ -128,6 +132,7 @@ def test_straight_through_sample_is_one_hot_forward_and_hardtanh_backward():
     torch.testing.assert_close(grad, upstream.clamp(-1, 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement", ["prefix", "suffix", "insert"])
 def test_slot_layout_and_decoded_prompt_retokenise_to_the_optimised_ids(tiny_sd1_pipeline, tiny_sd2_pipeline, placement):
     for pipe in (tiny_sd1_pipeline, tiny_sd2_pipeline):
@@ -155,6 +160,7 @@ def test_slot_layout_and_decoded_prompt_retokenise_to_the_optimised_ids(tiny_sd1
             assert tok(text, padding="max_length", max_length=77).input_ids == ids
 
 
+@pytest.mark.fast
 def test_candidates_leave_out_special_tokens_and_excluded_words(tiny_sd1_pipeline):
     tok = tiny_sd1_pipeline.tokenizer
     everything = candidate_tokens(tiny_sd1_pipeline, "all")
@@ -177,6 +183,7 @@ def _hand_text_encoder(text_encoder, token_embeddings: torch.Tensor) -> torch.Te
     return model.final_layer_norm(out[0] if isinstance(out, tuple) else out.last_hidden_state)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("kind", ["sd1", "sd2"])
 def test_optimiser_step_matches_the_reference_formula(tiny_sd1_pipeline, tiny_sd2_pipeline, kind):
     pipe = tiny_sd1_pipeline if kind == "sd1" else tiny_sd2_pipeline
@@ -223,6 +230,7 @@ def test_optimiser_step_matches_the_reference_formula(tiny_sd1_pipeline, tiny_sd
     assert not torch.allclose(p.detach(), start)  # the step moved the distribution
 
 
+@pytest.mark.fast
 def test_adversarial_loss_sees_the_spliced_tokens(tiny_sd1_pipeline):
     """Changing the distribution changes the loss; one-hot distributions give the loss of the plain prompt with
     those tokens typed in."""
@@ -243,6 +251,7 @@ def test_adversarial_loss_sees_the_spliced_tokens(tiny_sd1_pipeline):
 
 # --- probes --------------------------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_concept_vector_is_the_mean_difference(tiny_sd1_pipeline):
     from erasure.attacks.probes import concept_pairs, concept_vector
 
@@ -257,6 +266,7 @@ def test_concept_vector_is_the_mean_difference(tiny_sd1_pipeline):
     torch.testing.assert_close(v, by_hand.detach(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.fast
 def test_sampling_from_embeddings_equals_the_pipeline(tiny_sd1_pipeline):
     pipe = tiny_sd1_pipeline
     prompts, seeds = ["a cat", "a red sofa"], [3, 11]
@@ -265,6 +275,7 @@ def test_sampling_from_embeddings_equals_the_pipeline(tiny_sd1_pipeline):
     np.testing.assert_array_equal(direct, via)  # Ring-A-Bell at eta 0 and the noise probe at scale 1 are the plain image
 
 
+@pytest.mark.fast
 def test_completion_with_every_step_original_is_the_original_image(tiny_sd1_pipeline, uce_edit):
     from erasure.attacks.probes import completion_images
 
@@ -284,6 +295,7 @@ def test_completion_with_every_step_original_is_the_original_image(tiny_sd1_pipe
     assert not np.array_equal(one_step, original) and not np.array_equal(one_step, erased)
 
 
+@pytest.mark.fast
 def test_cce_token_replaces_the_concept_and_its_embedding(tiny_sd1_pipeline):
     from erasure.attacks.cce import placeholder_token, with_token
     from erasure.attacks.core import token_embeddings_replaced
@@ -320,6 +332,7 @@ def _threshold(pipe, edit) -> float:
     return float(np.median(images[..., 0].reshape(len(PROMPTS), -1).mean(1)))
 
 
+@pytest.mark.slow
 def test_unlearndiffatk_run_counts_pre_asr_asr_and_unet_passes(tiny_sd1_pipeline, uce_edit):
     pipe = tiny_sd1_pipeline
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items() if "attn2.to_k" in k}
@@ -350,6 +363,7 @@ def test_unlearndiffatk_run_counts_pre_asr_asr_and_unet_passes(tiny_sd1_pipeline
     assert "transfer_asr" not in report.metrics
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_report(tiny_sd1_pipeline, uce_edit, tmp_path):
     pipe = tiny_sd1_pipeline
     threshold = _threshold(pipe, uce_edit)
@@ -384,6 +398,7 @@ def test_an_interrupted_run_resumes_to_the_same_report(tiny_sd1_pipeline, uce_ed
         run_attack(pipe, "ring-a-bell", "cat", PROMPTS, judge=BrightnessJudge(threshold), out=out, **kw)
 
 
+@pytest.mark.slow
 def test_probes_and_inversion_run_and_keep_the_asr_definition(tiny_sd1_pipeline, uce_edit):
     pipe = tiny_sd1_pipeline
     judge = BrightnessJudge(_threshold(pipe, uce_edit))
@@ -399,6 +414,7 @@ def test_probes_and_inversion_run_and_keep_the_asr_definition(tiny_sd1_pipeline,
     assert report.info["budget"]["prepare"]["unet_forward_backward"] == 2 * 1 * 1
 
 
+@pytest.mark.fast
 def test_bad_input_is_one_line(tiny_sd1_pipeline, uce_edit):
     pipe = tiny_sd1_pipeline
     with pytest.raises(ErasureError, match="judge"):
@@ -414,13 +430,19 @@ def test_bad_input_is_one_line(tiny_sd1_pipeline, uce_edit):
 
 # --- transfer sets --------------------------------------------------------------------------------
 
+@pytest.mark.fast
 @pytest.mark.skipif(not DATASETS.is_dir(), reason="the shared prompt files are not here (../shared/datasets/prompts)")
 def test_transfer_sets_read_the_users_files_in_place():
     from erasure.attacks.transfer import TRANSFER_SETS, read_transfer_set
 
     records, path = read_transfer_set("unlearndiffatk-nudity", DATASETS.parent)
     assert len(records) == TRANSFER_SETS["unlearndiffatk-nudity"].rows == 142 and path.startswith(str(DATASETS))
-    assert records[0].evaluation_seed == 2734971755 or records[0].evaluation_seed > 0
+    import csv
+
+    with open(DATASETS / "unlearndiffatk_nudity.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r.prompt for r in records] == [row["prompt"] for row in rows]
+    assert [r.evaluation_seed for r in records] == [int(row["evaluation_seed"]) for row in rows]
     sexual, _ = read_transfer_set("i2p-sexual", DATASETS)
     assert len(sexual) == 931 and all("sexual" in r.concept for r in sexual)
     with pytest.raises(ErasureError, match="nudity-p4d.csv not found.*TRCE"):
@@ -429,6 +451,7 @@ def test_transfer_sets_read_the_users_files_in_place():
         read_transfer_set("p4d-nudity", None)
 
 
+@pytest.mark.fast
 @pytest.mark.skipif(not DATASETS.is_dir(), reason="the shared prompt files are not here (../shared/datasets/prompts)")
 def test_transfer_run_reports_only_transfer_asr(tiny_sd1_pipeline, uce_edit):
     report = attack(tiny_sd1_pipeline, "transfer", "church", "unlearndiffatk-church", result=uce_edit,
@@ -446,6 +469,7 @@ def _cli(argv):
     return cli.main(argv)
 
 
+@pytest.mark.fast
 def test_cli_checks_before_loading_anything(tmp_path, capsys):
     edit = tmp_path / "edit.safetensors"
     assert _cli(["attack", "--attack", "unlearndifatk", "--concept", "circle", "--out", str(tmp_path / "o")]) == 2
