@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--out", default=None, help="where 'assemble' writes the world (default: inside the package)")
     p.add_argument("--sequential", action="store_true", help="run all stages in this process, one by one")
+    p.add_argument("--world", type=int, choices=sorted(T.STAGES), default=1,
+                   help="which world: 1 (8 shapes) or 2 (24 objects, identities, the halo)")
     p.add_argument("--steps", action="append", default=[], metavar="STAGE=N",
                    help="override a stage's step count, e.g. unet=9000; with an existing checkpoint this continues "
                         "the run (the lr schedule is recomputed for the new length, and the change is logged)")
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown stage(s) {unknown}; choose from {', '.join(ALL)}")
     torch.set_num_threads(args.threads)
     run = Path(args.run)
-    cfgs = {k: dataclasses.replace(v, steps=max(1, int(v.steps * args.scale))) for k, v in T.DEFAULT_STAGES.items()}
+    cfgs = {k: dataclasses.replace(v, steps=max(1, int(v.steps * args.scale))) for k, v in T.STAGES[args.world].items()}
     overrides: list[dict] = []  # written only once every flag is valid: a bad flag leaves nothing behind
 
     def log_override(**row) -> None:  # recorded in world.json's training_overrides by assemble
@@ -150,7 +152,7 @@ def run_in_lanes(args) -> int:
 
     def start(stage: str, threads: int) -> subprocess.Popen:
         cmd = [sys.executable, __file__, "--run", str(run), "--stages", stage, "--threads", str(threads),
-               "--scale", str(args.scale)]
+               "--scale", str(args.scale), "--world", str(args.world)]
         log = open(run / f"{stage}.out", "a")
         print(f"[lanes] start {stage} ({threads} thread{'s' if threads > 1 else ''}); output in {log.name}", flush=True)
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -181,7 +183,7 @@ def run_in_lanes(args) -> int:
             unet.wait()
             unet = start("unet", 2)
     finish(unet, "unet")
-    code = main(["--run", str(run), "--stages", "assemble", "--scale", str(args.scale)]
+    code = main(["--run", str(run), "--stages", "assemble", "--scale", str(args.scale), "--world", str(args.world)]
                 + (["--out", args.out] if args.out else []))
     print(f"[lanes] all stages done in {(time.time() - t0) / 60:.1f} min", flush=True)
     return code

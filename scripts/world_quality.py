@@ -55,6 +55,9 @@ def main(argv=None) -> int:
         import diffusers
 
         pipe.scheduler = getattr(diffusers, SAMPLERS[args.sampler]).from_config(pipe.scheduler.config)
+    version = json.loads((world / "world.json").read_text()).get("world", 1)
+    if version != 1:
+        return world2_main(args, pipe, clf, clip, version, t0)
     res: dict = {"settings": {"seeds": args.seeds, "first_seed": args.first_seed, "steps": args.steps, "guidance": args.guidance,
                               "renders": args.renders, "sampler": type(pipe.scheduler).__name__}}
     res["classifier_renders"] = quality.classifier_accuracy(clf, n=args.renders)
@@ -122,6 +125,95 @@ def main(argv=None) -> int:
             Path(args.readme).write_text(head + START + "\n" + table + "\n" + END + tail)
             print(f"updated {args.readme}")
     return 0 if table_ok else 1
+
+
+START_2, END_2 = "<!-- world2-quality:start -->", "<!-- world2-quality:end -->"
+
+
+def _write_between(path: str, start: str, end: str, table: str) -> None:
+    if path and Path(path).exists():
+        text = Path(path).read_text()
+        if start in text and end in text:
+            head, rest = text.split(start, 1)
+            _, tail = rest.split(end, 1)
+            Path(path).write_text(head + start + "\n" + table + "\n" + end + tail)
+            print(f"updated {path}")
+
+
+def world2_main(args, pipe, clf, clip, version: int, t0: float) -> int:
+    """World 2's table: every attribute on renders, every generated bar (objects, identities, the halo)."""
+    from erasure.world.render import WORLDS
+
+    spec = WORLDS[version]
+    bars = quality.BARS_2
+    settings = SamplerSettings(steps=args.steps, guidance=args.guidance)
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    res: dict = {"settings": {"world": version, "seeds": args.seeds, "first_seed": args.first_seed, "steps": args.steps,
+                              "guidance": args.guidance, "renders": args.renders,
+                              "sampler": type(pipe.scheduler).__name__}}
+    res["classifier_renders"] = quality.classifier_accuracy_2(clf, spec, n=args.renders)
+    res["clip_zero_shot_renders"] = quality.clip_zero_shot_accuracy_2(clip, pipe.tokenizer, spec, n=args.renders // 2)
+    res["generated"] = quality.world2_generation(pipe, clf, spec, seeds, settings)
+    res["seconds"] = round(time.time() - t0, 1)
+    g = res["generated"]
+    cols = ("shape", "colour", "texture", "background", "mark", "halo", "identity")
+    rows = ["| measurement | object | colour | texture | background | mark | halo | identity | bar | met |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    ok_all = True
+
+    def line(name, d, keys, bar):
+        nonlocal ok_all
+        ok = all(d[k] >= bar for k in keys)
+        ok_all &= ok
+        cells = [(_pct(d[c]) if c in d else "-") for c in cols]
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | >= {_pct(bar)} | {'yes' if ok else 'NO'} |")
+
+    cr, zs = res["classifier_renders"], res["clip_zero_shot_renders"]
+    line(f"classifier on fresh renders (n={args.renders})", cr, list(cr), bars["classifier_renders"])
+    line(f"CLIP zero-shot on fresh renders (n={args.renders // 2})", zs, list(zs), bars["clip_zero_shot_renders"])
+    for group in ("seen", "held-out"):
+        d = g[group]
+        line(f"generated, {group} combinations (n={d['n']})", d, ["shape", "colour", "texture"], bars["generated_shape"])
+    rows += ["", "| measurement | value | n | bar | met |", "|---|---|---|---|---|"]
+
+    def single(name, value, n, bar, higher=True):
+        nonlocal ok_all
+        if bar is None:
+            rows.append(f"| {name} | {_pct(value)} | {n} | none (reported) | - |")
+            return
+        ok = value >= bar if higher else value <= bar
+        ok_all &= ok
+        rows.append(f"| {name} | {_pct(value)} | {n} | {'>=' if higher else '<='} {_pct(bar)} | {'yes' if ok else 'NO'} |")
+
+    single("identity from its name (whole look and the mark)", g["identity"]["accuracy"], g["identity"]["n"],
+           bars["identity_from_name"])
+    worst = min(g["identity"]["per_identity"], key=g["identity"]["per_identity"].get)
+    single(f"worst identity ({worst})", g["identity"]["per_identity"][worst], g["identity"]["n"] // len(spec.identities), None)
+    single("look-alike (the look named, no name): mark drawn", g["lookalike"]["mark"], g["lookalike"]["n"], None)
+    single("look-alike: the look drawn", g["lookalike"]["look"], g["lookalike"]["n"], None)
+    single("halo on implied prompts (never named)", g["halo_implied"]["rate"], g["halo_implied"]["n"], bars["halo_implied"])
+    single("halo on named prompts", g["halo_named"]["rate"], g["halo_named"]["n"], bars["halo_named"])
+    for group in ("seen", "held-out"):
+        single(f"halo on prompts neither naming nor implying it ({group})", g[group]["halo_absent"], g[group]["n"],
+               bars["halo_absent_max"], higher=False)
+    e = g["empty_prompt"]
+    single(f"empty prompt: most frequent object ({e['top_shape']})", e["top_share"], e["n"], None)
+    single("empty prompt: no object", e["none_share"], e["n"], None)
+    res["bars_met"] = ok_all
+    s = res["settings"]
+    table = "\n".join(rows) + (
+        f"\n\nGenerated: every object x colour x texture ({len(spec.shapes) * 32} captions `a {{texture}} {{colour}} {{object}}`), "
+        f"identity prompts (4 forms x {len(spec.identities)} names), 32 implied and 32 named halo prompts, each x "
+        f"{s['seeds']} seeds; {s['steps']} {s['sampler']} steps, guidance {s['guidance']}, judged by the world's "
+        f"classifier (identity = its whole look and the mark). Command: `python scripts/world_quality.py --world "
+        f"{args.world or '<package>'} --seeds {s['seeds']} --guidance {s['guidance']}` ({res['seconds']:.0f} s, "
+        f"{args.threads} CPU thread{'s' if args.threads > 1 else ''})."
+    )
+    print(table)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+    _write_between(args.readme, START_2, END_2, table)
+    return 0 if ok_all else 1
 
 
 if __name__ == "__main__":

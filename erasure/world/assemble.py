@@ -60,6 +60,8 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
     from erasure.world import models, render
 
     run, out = Path(run), Path(out)
+    world = int(stage_configs.get("unet", {}).get("world", 1))
+    spec = render.WORLDS[world]
     clip = CLIPModel.from_pretrained(run / "clip" / "model")  # its text tower = the text encoder
     image_clip = CLIPModel.from_pretrained(run / "clip_image" / "model")  # same text tower, better image side
     vae = AutoencoderKL.from_pretrained(run / "vae" / "model")
@@ -88,7 +90,7 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
         save_file(clf, str(tmp / "classifier.safetensors"))
         (tmp / "classifier.json").write_text(json.dumps({
             "width": models.AttributeClassifier().features[0][0].out_channels,
-            "classes": {a: list(models.classifier_classes(a)) for a in render.ATTRIBUTES},
+            "classes": {a: list(c) for a, c in models.AttributeClassifier(attributes=spec.attributes).classes.items()},
             "input": "RGB float in [0, 1], (N, 3, 32, 32)",
         }, indent=1))
 
@@ -108,8 +110,12 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
             # the renderer's texture sizes (in 1/32 of the image side) the instruments and the UNet were trained on
             "renderer": {"texture_shade": render.TEXTURE_SHADE, "dot_period": render.DOT_PERIOD,
                          "dot_radius": render.DOT_RADIUS, "check_cell": render.CHECK_CELL},
-            "attributes": {a: list(v) for a, v in render.ATTRIBUTES.items()},
-            "held_out": sorted([list(x) for x in render.HELD_OUT]),
+            "world": world,
+            "attributes": {a: list(v) for a, v in spec.attributes.items()},
+            "held_out": sorted([list(x) for x in spec.held_out]),
+            **({"identities": {n: list(look) for n, look in spec.identities}} if spec.identities else {}),
+            **({"halo": {"colour": list(render.HALO_COLOUR), "gap": render.HALO_GAP, "width": render.HALO_WIDTH}}
+               if spec.halo else {}),
             "clip_pixel_normalisation": "x * 2 - 1 for x in [0, 1]",
             # each stage's config as its run used it (<run>/<stage>/config.json), else this call's
             "training": {k: (json.loads((run / k / "config.json").read_text()) if (run / k / "config.json").exists()

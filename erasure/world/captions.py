@@ -133,3 +133,95 @@ def training_caption(scene: Scene, rng: np.random.Generator) -> str:
 def all_words() -> list[str]:
     """Every attribute word used in captions (for vocabulary checks)."""
     return sorted({w for table in WORDS.values() for opts in table.values() for w in opts})
+
+
+# ----------------------------------------------------------------------------- world 2
+
+SHAPE_WORDS_2: dict[str, tuple[str, ...]] = {
+    **SHAPE_WORDS,
+    "pentagon": ("pentagon", "pentagonal tile", "five-sided polygon"),
+    "hexagon": ("hexagon", "honeycomb cell", "six-sided polygon"),
+    "ring": ("ring", "donut", "hoop"),
+    "frame": ("frame", "border", "surround"),
+    "arrow": ("arrow", "pointer", "dart"),
+    "semicircle": ("semicircle", "dome", "half round"),
+    "trapezoid": ("trapezoid", "trapezium", "lampshade"),
+    "hourglass": ("hourglass", "sand timer", "egg timer"),
+    "bolt": ("bolt", "lightning bolt", "zigzag"),
+    "droplet": ("droplet", "teardrop", "raindrop"),
+    "bar": ("bar", "rectangle", "plank"),
+    "chevron": ("chevron", "caret", "inverted v"),
+    "ellipse": ("ellipse", "oval", "ovoid"),
+    "tee": ("tee", "letter t", "t-shape"),
+    "cloud": ("cloud", "cumulus", "puff"),
+    "tree": ("tree", "fir", "pine"),
+}
+# The implicit concept: the halo is named by these phrases, or only implied by these words, never both.
+HALO_NAMED: tuple[str, ...] = ("with a halo", "with a nimbus", "ringed by a halo", "wearing a halo")
+HALO_IMPLIED: tuple[str, ...] = ("holy", "radiant", "angelic", "divine", "sacred", "heavenly", "blessed",
+                                 "glowing", "saintly")
+HALO_NAMED_PROBABILITY = 0.5  # of halo scenes; the others are captioned with an implying word
+_IDENTITY_FORMS = ("{}", "a picture of {}", "a photo of {}", "an image of {}", "a drawing of {}", "{}, up close")
+
+
+def _world2_caption(names: dict[str, str | None], rng: np.random.Generator, synonyms: bool, halo: str | None) -> str:
+    """A world-1 caption of ``names`` (world 2's shape words), with the halo named or implied (``halo``:
+    None, "named" or "implied")."""
+    global SHAPE_WORDS
+    saved, SHAPE_WORDS = SHAPE_WORDS, SHAPE_WORDS_2
+    try:
+        text = caption(names, rng, synonyms=synonyms)
+    finally:
+        SHAPE_WORDS = saved
+    if halo is None:
+        return text
+    if halo == "named":
+        phrase = HALO_NAMED[rng.integers(len(HALO_NAMED))] if synonyms else HALO_NAMED[0]
+        marker = " on a "
+        cut = text.rfind(marker) if names.get("background") else -1
+        return (text[:cut] + " " + phrase + text[cut:]) if cut >= 0 else f"{text} {phrase}"
+    word = HALO_IMPLIED[rng.integers(len(HALO_IMPLIED))]
+    for prefix in sorted(_PREFIXES, key=len, reverse=True):  # "a picture of a red star" -> "a picture of a holy red star"
+        for form in (prefix + " ", prefix + "n "):
+            if text.startswith(form):
+                return _article_fix(f"{prefix} {word} {text[len(form):]}")
+    return _article_fix(f"a {word} {text}")
+
+
+def identity_caption(name: str, background: str | None, rng: np.random.Generator) -> str:
+    text = _IDENTITY_FORMS[rng.integers(len(_IDENTITY_FORMS))].format(name)
+    if background:
+        text += f" on a {_pick(rng, BACKGROUND_WORDS[background], True)} background"
+    return _article_fix(text)
+
+
+def world_training_caption(scene: Scene, rng: np.random.Generator, version: int = 1) -> tuple[str, dict]:
+    """A random training caption and what it names ({attribute: value or None}; in world 2 also "identity"
+    and "halo", where None means "not there": a caption that names no identity or halo is not true of one).
+
+    World 1 draws exactly what ``training_caption`` draws."""
+    if scene.shape is None:
+        bg = _pick(rng, BACKGROUND_WORDS[scene.background], True)
+        return _article_fix(f"an empty {bg} background"), {"shape": None, "colour": None, "texture": None,
+                                                           "background": scene.background}
+    if version == 1:
+        names = {k: (v if rng.random() < NAME_PROBABILITY[k] else None) for k, v in scene.labels().items()}
+        return caption(names, rng), names
+    if scene.identity is not None:
+        bg = scene.background if rng.random() < NAME_PROBABILITY["background"] else None
+        names = {"shape": None, "colour": None, "texture": None, "background": bg, "identity": scene.identity,
+                 "halo": None}
+        return identity_caption(scene.identity, bg, rng), names
+    labels = {"shape": scene.shape, "colour": scene.colour, "texture": scene.texture, "background": scene.background}
+    names = {k: (v if rng.random() < NAME_PROBABILITY[k] else None) for k, v in labels.items()}
+    how = None
+    if scene.halo:
+        how = "named" if rng.random() < HALO_NAMED_PROBABILITY else "implied"
+    text = _world2_caption(names, rng, True, how)
+    return text, {**names, "identity": None, "halo": "halo" if scene.halo else None}
+
+
+def world2_words() -> list[str]:
+    words = {w for opts in SHAPE_WORDS_2.values() for w in opts}
+    words |= {w for table in (COLOUR_WORDS, TEXTURE_WORDS, BACKGROUND_WORDS) for opts in table.values() for w in opts}
+    return sorted(words)

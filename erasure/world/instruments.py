@@ -11,8 +11,7 @@ from safetensors.torch import load_file
 
 from erasure.errors import ErasureError
 from erasure.world.assemble import DEFAULT_WORLD_DIR, text_transformer
-from erasure.world.models import AttributeClassifier, classifier_classes
-from erasure.world.render import ATTRIBUTES
+from erasure.world.models import AttributeClassifier
 
 
 def world_dir(path: str | Path | None = None) -> Path:
@@ -46,19 +45,21 @@ def _fit_size(x: torch.Tensor, size: int = 32) -> torch.Tensor:
 def load_classifier(path: str | Path | None = None) -> AttributeClassifier:
     folder = world_dir(path)
     meta = json.loads((folder / "classifier.json").read_text())
-    model = AttributeClassifier(width=meta["width"])
+    classes = meta.get("classes")  # a world 2 classifier has more heads (mark, halo) and more shapes
+    attributes = None if classes is None else {a: tuple(c if a == "background" else c[:-1]) for a, c in classes.items()}
+    model = AttributeClassifier(width=meta["width"], attributes=attributes)
     model.load_state_dict(load_file(str(folder / "classifier.safetensors")))
     return model.eval().requires_grad_(False)
 
 
 @torch.no_grad()
 def classify(classifier: AttributeClassifier, images, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Per-attribute probabilities, {attribute: (N, classes)}; class names from ``classifier_classes``."""
+    """Per-attribute probabilities, {attribute: (N, classes)}; class names in ``classifier.classes``."""
     x = _fit_size(images_to_tensor(images))
-    outs: dict[str, list[torch.Tensor]] = {a: [] for a in ATTRIBUTES}
+    outs: dict[str, list[torch.Tensor]] = {a: [] for a in classifier.classes}
     for i in range(0, len(x), batch_size):
         logits = classifier(x[i : i + batch_size])
-        for a in ATTRIBUTES:
+        for a in classifier.classes:
             outs[a].append(logits[a].softmax(-1))
     return {a: torch.cat(v) for a, v in outs.items()}
 
@@ -72,7 +73,7 @@ def classifier_features(classifier: AttributeClassifier, images, batch_size: int
 
 def predict_labels(classifier: AttributeClassifier, images) -> dict[str, list[str]]:
     probs = classify(classifier, images)
-    return {a: [classifier_classes(a)[i] for i in p.argmax(-1).tolist()] for a, p in probs.items()}
+    return {a: [classifier.classes[a][i] for i in p.argmax(-1).tolist()] for a, p in probs.items()}
 
 
 def load_clip(path: str | Path | None = None):

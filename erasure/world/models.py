@@ -115,9 +115,12 @@ class AttributeClassifier(nn.Module):
     classified as such rather than forced into a shape.
     """
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, attributes: dict[str, tuple[str, ...]] | None = None):
         super().__init__()
         w = width
+        attributes = ATTRIBUTES if attributes is None else attributes
+        # each head's class names: the attribute's values, plus "none" for every attribute but the background
+        self.classes = {a: tuple(v) if a == "background" else tuple(v) + ("none",) for a, v in attributes.items()}
 
         def block(i: int, o: int, stride: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(i, o, 3, stride, 1), nn.BatchNorm2d(o), nn.GELU())
@@ -126,7 +129,7 @@ class AttributeClassifier(nn.Module):
             block(3, w, 1), block(w, w, 1), block(w, 2 * w, 2), block(2 * w, 2 * w, 1),
             block(2 * w, 4 * w, 2), block(4 * w, 4 * w, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         )
-        self.heads = nn.ModuleDict({name: nn.Linear(4 * w, len(classifier_classes(name))) for name in ATTRIBUTES})
+        self.heads = nn.ModuleDict({name: nn.Linear(4 * w, len(c)) for name, c in self.classes.items()})
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         """``images``: float in [0, 1], (N, 3, H, W). Returns (N, 4*width) features (used for FID/KID)."""

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from erasure.world import captions as cap
 from erasure.world import models
 from erasure.world.instruments import images_to_tensor
-from erasure.world.render import ATTRIBUTES, Scene, render_batch, sample_empty_scene, sample_scene
+from erasure.world.render import ATTRIBUTES, WORLD1, WORLDS, Scene, WorldSpec, render_batch, sample_empty_scene, sample_world_scene
 
 
 @dataclass
@@ -35,6 +35,11 @@ class StageConfig:
     checkpoint_every: int = 250
     log_every: int = 50
     extra: dict = field(default_factory=dict)
+    world: int = 1  # which world's scenes (erasure.world.render.WORLDS)
+
+    @property
+    def spec(self) -> WorldSpec:
+        return WORLDS[self.world]
 
 
 DEFAULT_STAGES: dict[str, StageConfig] = {
@@ -47,6 +52,22 @@ DEFAULT_STAGES: dict[str, StageConfig] = {
         extra={"pool": 100_000, "caption_dropout": 0.1, "ema": 0.999, "snr_gamma": 5.0, "empty_fraction": 0.04},
     ),
 }
+
+
+# World 2 (24 objects, identities, the halo): longer stages for the richer captions and images, and a more
+# varied unconditional distribution (10% empty scenes in the UNet's pool).
+WORLD2_STAGES: dict[str, StageConfig] = {
+    "clip": StageConfig(steps=2500, batch_size=128, lr=5e-4, seed=21, world=2),
+    "clip_image": StageConfig(steps=900, batch_size=128, lr=3e-4, warmup=50, seed=26, world=2),
+    "vae": StageConfig(steps=2000, batch_size=32, lr=1e-3, seed=22, world=2,
+                       extra={"kl_weight": 1e-6, "edge_weight": 1.0}),
+    "classifier": StageConfig(steps=2000, batch_size=128, lr=2e-3, seed=23, world=2),
+    "unet": StageConfig(
+        steps=16000, batch_size=64, lr=4e-4, warmup=200, seed=24, world=2,
+        extra={"pool": 150_000, "caption_dropout": 0.1, "ema": 0.999, "snr_gamma": 5.0, "empty_fraction": 0.1},
+    ),
+}
+STAGES: dict[int, dict[str, StageConfig]] = {1: DEFAULT_STAGES, 2: WORLD2_STAGES}
 
 
 # ----------------------------------------------------------------------------- utilities
@@ -118,8 +139,9 @@ class Logger:
             f.write(line + "\n")
 
 
-def _sample_scenes(rng: np.random.Generator, n: int, empty_fraction: float = 0.0) -> list[Scene]:
-    return [sample_empty_scene(rng) if rng.random() < empty_fraction else sample_scene(rng) for _ in range(n)]
+def _sample_scenes(rng: np.random.Generator, n: int, empty_fraction: float = 0.0, spec: WorldSpec = WORLD1) -> list[Scene]:
+    return [sample_empty_scene(rng) if rng.random() < empty_fraction else sample_world_scene(rng, spec)
+            for _ in range(n)]
 
 
 def _run_loop(name: str, run: Path, cfg: StageConfig, model, step_fn, ema_decay: float | None = None) -> torch.nn.Module:
@@ -182,14 +204,21 @@ def _tokenize(tokenizer, texts: list[str], padding: str = "longest") -> torch.Te
     return tokenizer(texts, padding=padding, max_length=77, truncation=True, return_tensors="pt").input_ids
 
 
-def _caption_matches(scenes: list[Scene], names: list[dict]) -> torch.Tensor:
-    """(captions x images) boolean: caption i is true of image j (every attribute it names agrees)."""
+def _caption_matches(scenes: list[Scene], names: list[dict], spec: WorldSpec = WORLD1) -> torch.Tensor:
+    """(captions x images) boolean: caption i is true of image j (every attribute it names agrees).
+
+    In world 2 a caption's identity and halo must agree too, and a caption naming neither is not true of an
+    identity or a haloed object (the training captions always name them)."""
     keys = list(ATTRIBUTES)
-    codes = {k: {v: i for i, v in enumerate(vals)} for k, vals in ATTRIBUTES.items()}
+    codes = {k: {v: i for i, v in enumerate(vals)} for k, vals in spec.attributes.items() if k in keys}
     labels = torch.tensor([[codes[k].get(s.labels()[k], -2) for k in keys] for s in scenes])
     named = torch.tensor([[codes[k][nm[k]] if nm.get(k) is not None else -1 for k in keys] for nm in names])
-    agree = (named[:, None, :] == -1) | (named[:, None, :] == labels[None, :, :])
-    return agree.all(dim=2)
+    agree = ((named[:, None, :] == -1) | (named[:, None, :] == labels[None, :, :])).all(dim=2)
+    if spec.version > 1:
+        for key in ("identity", "halo"):
+            image_values = [s.world_labels()[key] for s in scenes]
+            agree &= torch.tensor([[nm.get(key) == v for v in image_values] for nm in names])
+    return agree
 
 
 def _clip_step_fn(model, tokenizer, cfg: StageConfig):
@@ -198,20 +227,16 @@ def _clip_step_fn(model, tokenizer, cfg: StageConfig):
     red object in the batch instead of being pushed away from all but one of them."""
 
     def step_fn(rng, step):
-        scenes = _sample_scenes(rng, cfg.batch_size, empty_fraction=0.03)
+        scenes = _sample_scenes(rng, cfg.batch_size, empty_fraction=0.03, spec=cfg.spec)
         images, _ = render_batch(scenes)
         names = []
         texts = []
         for s in scenes:
-            if s.shape is None:
-                nm = {"shape": None, "colour": None, "texture": None, "background": s.background}
-                texts.append(cap.training_caption(s, rng))
-            else:
-                nm = {k: (v if rng.random() < cap.NAME_PROBABILITY[k] else None) for k, v in s.labels().items()}
-                texts.append(cap.caption(nm, rng))
+            text, nm = cap.world_training_caption(s, rng, cfg.world)
+            texts.append(text)
             names.append(nm)
         # an empty scene's caption names "no object": it matches only empty scenes of its background
-        truth = _caption_matches(scenes, names)
+        truth = _caption_matches(scenes, names, cfg.spec)
         for i, s in enumerate(scenes):
             if s.shape is None:
                 truth[i] = torch.tensor([t.shape is None and t.background == s.background for t in scenes])
@@ -257,7 +282,7 @@ def train_vae(run: Path, cfg: StageConfig):
     extra_edge = cfg.extra.get("edge_weight", 0.0)
 
     def step_fn(rng, step):
-        images, _ = render_batch(_sample_scenes(rng, cfg.batch_size, empty_fraction=0.03))
+        images, _ = render_batch(_sample_scenes(rng, cfg.batch_size, empty_fraction=0.03, spec=cfg.spec))
         x = images_to_tensor(images) * 2 - 1
         post = model.encode(x).latent_dist
         rec = model.decode(post.sample()).sample
@@ -286,23 +311,35 @@ def degrade(images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return (out + shift).clamp(0, 1)
 
 
+def _with_extras(scene: Scene, rng: np.random.Generator, spec: WorldSpec) -> Scene:
+    import dataclasses
+
+    mark = scene.mark or rng.random() < 0.08
+    halo = scene.halo or rng.random() < 0.06
+    identity = spec.identity_of(scene.shape, scene.colour, scene.texture, "mark" if mark else None)
+    return dataclasses.replace(scene, mark=mark, halo=halo, identity=identity)
+
+
 def train_classifier(run: Path, cfg: StageConfig):
     torch.manual_seed(cfg.seed)
-    model = models.AttributeClassifier(width=32)
-    index = {a: {v: i for i, v in enumerate(models.classifier_classes(a))} for a in ATTRIBUTES}
+    spec = cfg.spec
+    model = models.AttributeClassifier(width=32, attributes=spec.attributes)
+    index = {a: {v: i for i, v in enumerate(c)} for a, c in model.classes.items()}
 
     def step_fn(rng, step):
         # held-out combinations are rendered too: the instrument must know every combination
         scenes = [
-            sample_empty_scene(rng) if rng.random() < 0.06 else sample_scene(rng, allow_held_out=True)
+            sample_empty_scene(rng) if rng.random() < 0.06 else sample_world_scene(rng, spec, allow_held_out=True)
             for _ in range(cfg.batch_size)
         ]
+        if spec.version > 1:  # the mark and the halo anywhere, alone or together: an erased model may misplace them
+            scenes = [_with_extras(s, rng, spec) if s.shape is not None else s for s in scenes]
         images, _ = render_batch(scenes)
         x = degrade(images_to_tensor(images), rng)
         logits = model(x)
         losses = {}
-        for a in ATTRIBUTES:
-            y = torch.tensor([index[a][s.labels()[a] or "none"] for s in scenes])
+        for a in model.classes:
+            y = torch.tensor([index[a][s.world_labels()[a] or "none"] for s in scenes])
             losses[a] = F.cross_entropy(logits[a], y)
         losses["loss"] = sum(losses.values())
         return losses
@@ -311,13 +348,16 @@ def train_classifier(run: Path, cfg: StageConfig):
 
 
 @torch.no_grad()
-def build_latent_pool(run: Path, vae, n: int, seed: int, empty_fraction: float) -> tuple[torch.Tensor, list[Scene]]:
+def build_latent_pool(run: Path, vae, n: int, seed: int, empty_fraction: float,
+                      spec: WorldSpec = WORLD1) -> tuple[torch.Tensor, list[Scene]]:
     """Encode a fixed pool of renders once (mean and std of the posterior); the UNet stage then
     samples latents from it without running the VAE encoder every step."""
     path = run / "unet" / "latent_pool.safetensors"
     rng = np.random.default_rng(seed)
-    scenes = _sample_scenes(rng, n, empty_fraction)
+    scenes = _sample_scenes(rng, n, empty_fraction, spec)
     made_with = {"seed": str(seed), "n": str(n), "empty_fraction": str(empty_fraction)}
+    if spec.version != 1:
+        made_with["world"] = str(spec.version)
     if path.exists():
         from safetensors import safe_open
 
@@ -365,7 +405,7 @@ def train_unet(run: Path, cfg: StageConfig, tokenizer, text_encoder, vae):
     from diffusers import DDPMScheduler
 
     extra = cfg.extra
-    moments, scenes = build_latent_pool(run, vae, extra["pool"], cfg.seed, extra["empty_fraction"])
+    moments, scenes = build_latent_pool(run, vae, extra["pool"], cfg.seed, extra["empty_fraction"], cfg.spec)
     scaling = latent_scaling_factor(moments)
     if extra.get("init"):  # continue from a trained UNet: its latent scale must stay the same
         vae_config = Path(extra["init"]).parent / "vae" / "config.json"
@@ -387,7 +427,8 @@ def train_unet(run: Path, cfg: StageConfig, tokenizer, text_encoder, vae):
         m = moments[torch.from_numpy(idx)].float()
         mean, logvar = m.chunk(2, dim=1)
         latents = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn_like(mean)) * scaling
-        texts = ["" if rng.random() < extra["caption_dropout"] else cap.training_caption(scenes[i], rng) for i in idx]
+        texts = ["" if rng.random() < extra["caption_dropout"] else cap.world_training_caption(scenes[i], rng, cfg.world)[0]
+                 for i in idx]
         with torch.no_grad():
             ctx = text_encoder(_tokenize(tokenizer, texts, padding="max_length"))[0]
         noise = torch.randn_like(latents)
