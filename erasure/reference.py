@@ -89,6 +89,7 @@ def reference_loop(pipe, concept: str, *, iterations: int, lr: float, eta: float
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(originals[n])
+            p.grad = None  # the last step's gradients would otherwise enter the next trainer's first step
             p.requires_grad_(True)
     unet.train(was_training)
     del teacher

@@ -284,7 +284,8 @@ class Checkpoint:
 
         if not self.writer:
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if not (self.folder / "config.json").is_file():
+            self.write_config()  # written with the first file of the run, so a run that failed early leaves nothing
         tensors = {f"param.{n}": v.cpu().contiguous() for n, v in precision.masters.values().items()}
         for idx, s in optimizer.state_dict()["state"].items():
             for k, v in s.items():
@@ -330,7 +331,7 @@ class TrainingOutcome:
     """What a finished run hands back: the trained values (fp32 masters, by parameter name), the loss of
     every iteration this call ran, and its counters."""
 
-    values: dict[str, Tensor]
+    values: dict[str, Tensor]  # the masters themselves (no copy): read them before the student is closed
     losses: list[float]
     start: int
     skipped_steps: int
@@ -395,6 +396,7 @@ class Trainer:
                 p.requires_grad_(True)
             if self.gradient_checkpointing:
                 unet.enable_gradient_checkpointing()
+            masters.zero_grad()  # a gradient someone left on the model must not enter the first step
             optimizer = self.optimizer(masters.parameters())
             ckpt = self.checkpoint
             if self.resume and ckpt is not None and ckpt.has_state():

@@ -7,7 +7,7 @@ import torch
 from erasure import ErasureError, load_pipeline
 from erasure.methods import erase
 from erasure.methods.esd import PassCounter, esd_loss, esd_target, original_values, training_timestep
-from erasure.modules import PARAMETER_GROUPS, cross_attention_kv, cross_attention_layers, parameter_group
+from erasure.modules import cross_attention_kv, cross_attention_layers, parameter_group
 
 FAST = dict(iterations=3, batch_size=2, ddim_steps=4, progress=False)
 

@@ -276,7 +276,6 @@ def esd_edit(
         ckpt = Checkpoint(checkpoint_dir, method=method, concepts=concepts, model=model_fingerprint(unet),
                           config=config, every=cfg.checkpoint_every, writer=state.is_main_process)
         ckpt.check(resume)
-        ckpt.write_config()
     emb_concepts = _encode(pipe, [fill_template(t, c) for c, t in concept_templates])
     emb_anchor = _encode(pipe, [fill_template(t, cfg.anchor) for _, t in concept_templates])
     emb_from = _encode(pipe, [fill_template(t, cfg.erase_from) for _, t in concept_templates]) if cfg.erase_from else None
