@@ -1,5 +1,6 @@
 """Adapter-based erasure on the built-in world: LoRA-ESD, SPM (with and without facilitated transport)
-and MACE, against the unedited model (and ESD-x) measured in the same run.
+and MACE, against the unedited model (and ESD-x) measured on the same seeds in the same run, on the package's
+experiment loop (erasure.experiments.run_experiment).
 
 1. one concept (``--concept``, default shape=circle, anchor square: ESD's best setting) with each
    variant: target / synonym / held-out accuracy, in-domain and cross-domain retain (bootstrap CIs),
@@ -9,6 +10,8 @@ and MACE, against the unedited model (and ESD-x) measured in the same run.
 
 Peak memory is the process's peak resident set (VmHWM), reset before each erasure through
 /proc/self/clear_refs, so it includes the loaded model (~the RSS before the erasure, also reported).
+Rows are kept in OUT/rows (a rerun resumes); tables go to OUT/<experiment>.md/.csv/.json, and with ``--docs``
+between the markers adapters-single / adapters-mace / adapters-scaling of docs/methods.md.
 
     python scripts/adapters_world.py --out runs/adapters_world      # ~40 min on one CPU thread
 """
@@ -16,63 +19,53 @@ Peak memory is the process's peak resident set (VmHWM), reset before each erasur
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from erasure.experiments import plot_scaling, shape_accuracy  # noqa: E402
-from erasure.experiments import REPORT_KEYS as KEYS, parse_variant  # noqa: E402
-
 from erasure import load_pipeline  # noqa: E402
-from erasure.adapters import Adapter, facilitated_transport  # noqa: E402
-from erasure.evaluation.evaluate import evaluate  # noqa: E402
+from erasure.experiments import (  # noqa: E402
+    REPORT_COLUMNS,
+    SCALING_COLUMNS,
+    Variant,
+    check_markers,
+    parse_variant,
+    plot_scaling,
+    run_experiment,
+    scaling_point,
+    shape_accuracies_measure,
+    shape_columns,
+    shape_rows,
+    value,
+    world_measure,
+    write_docs_table,
+    write_tables,
+)
+from erasure.files import write_json  # noqa: E402
 from erasure.generation import SamplerSettings  # noqa: E402
-from erasure.methods import erase  # noqa: E402
 from erasure.world.render import SHAPES  # noqa: E402
 
 DEFAULT_VARIANTS = ["esd-x:lr=3e-4,anchor=ANCHOR", "lora-esd:anchor=ANCHOR", "spm:anchor=ANCHOR"]
 MACE_SHAPES = list(SHAPES[::2])  # circle, triangle, heart, crescent: the closed-form mass-erasure split
+TABLES = {"1": "adapters-single", "2": "adapters-mace", "3": "adapters-scaling"}
 
 
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return -1
+def _erase_time(r) -> str:
+    return "" if r["seconds_erase"] is None else f"{r['seconds_erase']:.0f} s"
 
 
-def reset_peak() -> int:
-    """Reset the peak RSS (Linux) and return the current RSS in KB."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    return _rss_kb("VmRSS")
+def _size(r) -> str:
+    return "" if r["seconds_erase"] is None else f"{r['result']['size_kb']:.1f} KB"
 
 
-def timed_erase(pipe, method, concepts, **settings):
-    rss0 = reset_peak()
-    t0 = time.time()
-    result = erase(pipe, method, concepts, progress=False, **settings)
-    seconds = time.time() - t0
-    stats = {"seconds": round(seconds, 1), "peak_rss_mb": round(_rss_kb("VmHWM") / 1024, 1),
-             "rss_before_mb": round(rss0 / 1024, 1)}
-    if isinstance(result, Adapter):
-        stats["size_kb"] = round(result.size_bytes / 1024, 1)
-        stats["size_kb_per_concept"] = round(result.size_bytes / 1024 / len(result.concepts), 1)
-    else:
-        stats["size_kb"] = round(sum(t.numel() * t.element_size() for t in result.tensors.values()) / 1024, 1)
-    return result, stats
-
-
-def cells(r) -> list[str]:
-    return [f"{r.value(k):.2f} [{r.metrics[k].ci_low:.2f}, {r.metrics[k].ci_high:.2f}]" if k in r.metrics else "n/a"
-            for k in KEYS]
+def _peak(r) -> str:
+    s = r.get("result") or {}
+    if s.get("peak_rss_mb") is None:
+        return ""
+    return f"{s['peak_rss_mb']:.0f} MB (before {s['rss_before_mb']:.0f})"
 
 
 def main(argv=None) -> int:
@@ -91,17 +84,22 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip", default="", help="comma-separated experiments to skip (1,2,3)")
     p.add_argument("--out", default="runs/adapters_world")
+    p.add_argument("--docs", nargs="?", const="docs/methods.md", default=None, metavar="FILE",
+                   help="also write each table run between its markers in FILE (default docs/methods.md)")
+    p.add_argument("--restart", action="store_true", help="recompute rows already in OUT/rows")
     args = p.parse_args(argv)
+    command = "python scripts/adapters_world.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    skip = set(args.skip.split(","))
+    if args.docs:
+        check_markers(args.docs, [TABLES[e] for e in "123" if e not in skip])
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = SamplerSettings(steps=args.steps, guidance=args.guidance)
     pipe = load_pipeline(None)
-    skip = set(args.skip.split(","))
-    results: dict = {"settings": vars(args), "command": "python scripts/adapters_world.py " + " ".join(argv or sys.argv[1:])}
-    md: list[str] = []
-    t_start = time.time()
+    write_json(out / "config.json", {**vars(args), "command": command}, force=True)
     _, mace_settings = parse_variant("mace:" + args.mace)
+    mace_settings["progress"] = False
+    tables: dict[str, str] = {}
 
     def mace_for(erased: list[str]) -> dict:
         """--mace settings; anchor=KEPT: each erased shape's anchor is a kept shape, in order (cyclically)."""
@@ -111,94 +109,53 @@ def main(argv=None) -> int:
         return {**mace_settings, "anchor": [kept[i % len(kept)] for i in range(len(erased))]}
 
     if "1" not in skip:
-        attribute, value = args.concept.split("=")
-        set_name = f"shapeworld-{attribute}-{value}"
-        kw = dict(concept=(attribute, value), settings=settings, progress=False)
-        base = evaluate(pipe, set_name, **kw)
-        rows = [("unedited", base, {})]
-        runs = []
-        for variant in args.variants:
-            method, extra = parse_variant(variant)
+        attribute, concept = args.concept.split("=")
+        measures = {"single": world_measure(f"shapeworld-{attribute}-{concept}", (attribute, concept), settings)}
+        variants = [Variant("unedited", None, measure="single")]
+        for text in args.variants:
+            method, extra = parse_variant(text)
             extra = {k: (args.anchor if v == "ANCHOR" else v) for k, v in extra.items()}
-            result, stats = timed_erase(pipe, method, [value], iterations=args.iterations, **extra)
-            label = variant.replace("ANCHOR", args.anchor)
-            result.apply(pipe)
-            report = evaluate(pipe, set_name, **kw)
-            rows.append((label, report, stats))
-            runs.append({"variant": label, **stats, "metrics": report.to_dict()["metrics"]})
-            if method == "spm":
-                with facilitated_transport(pipe) as ft:
-                    report_ft = evaluate(pipe, set_name, **kw)
-                mults = [v for rec in ft["multipliers"] for m in rec.values() for v in m]
-                stats_ft = {**stats, "multiplier_mean": round(sum(mults) / max(1, len(mults)), 3),
-                            "multiplier_min": round(min(mults), 3)}
-                rows.append((label + " + facilitated transport", report_ft, stats_ft))
-                runs.append({"variant": label + " + FT", **stats_ft, "metrics": report_ft.to_dict()["metrics"]})
-            result.restore(pipe)
-            print(f"[{time.time() - t_start:.0f}s] {label}: TA {report.value('target_accuracy'):.3f} {stats}", flush=True)
-        table = ["| variant | target acc. | synonyms | held-out | in-domain retain | cross-domain retain | erase time | size | peak RSS |",
-                 "|---|---|---|---|---|---|---|---|---|"]
-        for label, r, s in rows:
-            extra = (f" | {s['seconds']:.0f} s | {s['size_kb']:.1f} KB | {s['peak_rss_mb']:.0f} MB "
-                     f"(before {s['rss_before_mb']:.0f})" if s else " | | | ")
-            table.append(f"| {label} | " + " | ".join(cells(r)) + extra + " |")
-        results["single"] = {"concept": args.concept, "runs": runs,
-                             "unedited": base.to_dict()["metrics"], "table": table}
-        md += [f"## One concept: {args.concept} (anchor {args.anchor}), {args.iterations} iterations", "", *table, ""]
-        print("\n".join(table), flush=True)
+            label = text.replace("ANCHOR", args.anchor)
+            settings_kw = {"iterations": args.iterations, "progress": False, **extra}
+            variants.append(Variant(label, method, (concept,), settings_kw, measure="single"))
+            if method == "spm":  # the same adapter, run with facilitated transport
+                variants.append(Variant(label + " + facilitated transport", method, (concept,), settings_kw,
+                                        measure="single", context="facilitated-transport"))
+        rows = run_experiment(pipe, variants, measures, out=out)
+        columns = [("variant", lambda r: r["label"]), *REPORT_COLUMNS, ("erase time", _erase_time), ("size", _size),
+                   ("peak RSS", _peak)]
+        tables["1"] = write_tables(rows, out / "single", columns, settings=vars(args))
 
     if "2" not in skip:
         erased = list(args.mace_shapes)
-        before = {s: shape_accuracy(pipe, s, settings, None) for s in SHAPES}
-        result, stats = timed_erase(pipe, "mace", erased, **mace_for(erased))
-        result.apply(pipe)
-        after = {s: shape_accuracy(pipe, s, settings, None) for s in SHAPES}
-        result.restore(pipe)
-        table = ["| shape | role | unedited | MACE | change |", "|---|---|---|---|---|"]
-        for s in SHAPES:
-            table.append(f"| {s} | {'erased' if s in erased else 'kept'} | {before[s]:.2f} | {after[s]:.2f} | "
-                         f"{after[s] - before[s]:+.2f} |")
-        met_erase = all(after[s] <= 0.15 for s in erased)
-        met_keep = all(after[s] >= before[s] - 0.10 for s in SHAPES if s not in erased)
-        results["mace"] = {"erased": erased, "before": before, "after": after, **stats,
-                           "info": dict(result.info), "bars": {"erased<=0.15": met_erase, "kept within 10": met_keep},
-                           "table": table}
-        md += [f"## MACE, {len(erased)} shapes at once ({stats['seconds']:.0f} s, {stats['size_kb']:.1f} KB, "
-               f"{stats['size_kb_per_concept']:.1f} KB per concept, peak RSS {stats['peak_rss_mb']:.0f} MB)", "",
-               *table, "", f"bars: each erased <= 15%: {met_erase}; kept within 10 points: {met_keep}", ""]
-        print("\n".join(table), flush=True)
+        measures = {"shapes": shape_accuracies_measure(SHAPES, settings, None)}
+        rows = run_experiment(pipe, [Variant("unedited", None, measure="shapes"),
+                                     Variant("MACE", "mace", tuple(erased), mace_for(erased), measure="shapes")],
+                              measures, out=out)
+        lines = shape_rows(rows[0], rows[1:], SHAPES, erased)
+        table = write_tables(lines, out / "mace", shape_columns(["MACE"], change=True), settings=vars(args))
+        met_erase = all(value(rows[1], f"accuracy[{s}]") <= 0.15 for s in erased)
+        met_keep = all(value(rows[1], f"accuracy[{s}]") >= value(rows[0], f"accuracy[{s}]") - 0.10
+                       for s in SHAPES if s not in erased)
+        tables["2"] = table + f"\n\nbars: each erased <= 15%: {met_erase}; kept within 10 points: {met_keep}"
 
     if "3" not in skip:
-        n = args.scaling_prompts
-        before = {s: shape_accuracy(pipe, s, settings, n) for s in SHAPES}
-        curve = []
-        for k in args.scaling:
-            erased, kept = list(SHAPES[:k]), list(SHAPES[k:])
-            result, stats = timed_erase(pipe, "mace", erased, **mace_for(erased))
-            result.apply(pipe)
-            acc_erased = [shape_accuracy(pipe, s, settings, n) for s in erased]
-            acc_kept = [shape_accuracy(pipe, s, settings, n) for s in kept]
-            result.restore(pipe)
-            point = {"erased": k, "erased_acc": sum(acc_erased) / k, "erased_max": max(acc_erased),
-                     "kept_acc": sum(acc_kept) / len(kept), "kept_acc_before": sum(before[s] for s in kept) / len(kept),
-                     "worst_kept_change": min(a - before[s] for s, a in zip(kept, acc_kept)), **stats}
-            curve.append(point)
-            print(f"[{time.time() - t_start:.0f}s] {point}", flush=True)
-        results["scaling"] = curve
+        measures = {"scaling": shape_accuracies_measure(SHAPES, settings, args.scaling_prompts)}
+        variants = [Variant("unedited", None, measure="scaling")]
+        variants += [Variant(f"{k} erased", "mace", tuple(SHAPES[:k]), mace_for(list(SHAPES[:k])), measure="scaling")
+                     for k in args.scaling]
+        rows = run_experiment(pipe, variants, measures, out=out)
+        curve = [scaling_point(rows[0], r, SHAPES) for r in rows[1:]]
         plot_scaling(curve, out / "mace_scaling.png")
-        table = ["| shapes erased | erased acc. (mean / max) | kept acc. (before -> after) | worst kept shape's change "
-                 "| erase time | size |", "|---|---|---|---|---|---|"]
-        for c in curve:
-            table.append(f"| {c['erased']} | {c['erased_acc']:.2f} / {c['erased_max']:.2f} | "
-                         f"{c['kept_acc_before']:.2f} -> {c['kept_acc']:.2f} | {c['worst_kept_change']:+.2f} | "
-                         f"{c['seconds']:.0f} s | {c['size_kb']:.1f} KB |")
-        md += [f"## MACE scaling (first k shapes of {', '.join(SHAPES)}; {n} target prompts per shape)", "", *table, ""]
+        columns = [*SCALING_COLUMNS, ("erase time", lambda c: f"{c['seconds']:.0f} s"),
+                   ("size", lambda c: f"{c['size_kb']:.1f} KB")]
+        tables["3"] = write_tables(curve, out / "scaling", columns, settings=vars(args))
 
-    results["seconds"] = round(time.time() - t_start, 1)
-    md = [f"# Adapter erasure on the built-in world", "", f"`{results['command']}`", "", *md]
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    (out.parent / f"{out.name}.out").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    for experiment, table in tables.items():
+        print(f"\n{TABLES[experiment]}:\n{table}")
+        if args.docs:
+            write_docs_table(args.docs, TABLES[experiment], table, command=command)
+            print(f"wrote {TABLES[experiment]} into {args.docs}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Benchmark ESD (``esd-x``, ``sampling="frozen"``) against a straightforward reference-style loop.
 
-The reference-style loop (:func:`reference_loop`, written here) does what the current diffusers ESD
+The reference-style loop (:func:`erasure.reference.reference_loop`, the package's oracle) does what the current diffusers ESD
 code does: a deep copy of the UNet is the frozen teacher (two UNets in memory), Adam trains the esd-x
 parameters of the student, and EVERY iteration samples a fresh partial DDIM trajectory with the teacher
 (CFG 3 on the concept prompt, batch 1, 50-step schedule, 50 - t_enc steps with t_enc ~ U{0..49}), then
@@ -488,7 +488,7 @@ def memory_only(args) -> int:
     # the whole erasure: pool building (no-grad batched forwards) included, text encoder in memory in both
     whole = {v: run_child(args, v) for v in ("sd15-erase-reference", "sd15-erase-ours")}
     wref, wours = whole["sd15-erase-reference"], whole["sd15-erase-ours"]
-    print(f"\n# Whole erasure peak memory, SD 1.5 shape with a ViT-L/14-shaped text encoder\n")
+    print("\n# Whole erasure peak memory, SD 1.5 shape with a ViT-L/14-shaped text encoder\n")
     print("| variant | what ran | UNet passes (fwd / bwd) | peak RSS MB | ratio to reference | seconds |")
     print("|---|---|---:|---:|---:|---:|")
     print(f"| reference-style | teacher copy; 3 iterations, each: 2 CFG steps, 2 teacher passes, student step | "

@@ -1,6 +1,7 @@
-"""Closed-form erasure (UCE / TIME family) on the built-in world: the README's quality table.
+"""Closed-form erasure (UCE / TIME family) on the built-in world: docs/methods.md's closed-form tables.
 
-Three experiments, each against the unedited model measured in the same run:
+Three experiments on the package's experiment loop (erasure.experiments.run_experiment), each against the
+unedited model measured on the same seeds in the same run:
 
 1. one shape erased (``--concept``, default circle) with each token-selection option, the guide left
    empty or set to an anchor concept: target accuracy on target / synonym / held-out prompts, in-domain
@@ -9,6 +10,9 @@ Three experiments, each against the unedited model measured in the same run:
    shape's accuracy on its own target prompts;
 3. preservation against the number of erased shapes (1..7): the kept shapes' mean accuracy (plot).
 
+Rows are kept in OUT/rows (a rerun resumes); tables go to OUT/<experiment>.md/.csv/.json, and with ``--docs``
+between the markers closed-form-single / closed-form-mass / closed-form-scaling of docs/methods.md.
+
     python scripts/closed_form_world.py --out runs/closed_form_world   # ~25 min on 2 CPU cores
     python scripts/closed_form_world.py --threads 1 --skip 2,3 --variants 3,4,5  # some rows of experiment 1
 """
@@ -16,9 +20,7 @@ Three experiments, each against the unedited model measured in the same run:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,10 +28,23 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from erasure import load_pipeline  # noqa: E402
-from erasure.evaluation.evaluate import evaluate  # noqa: E402
+from erasure.experiments import (  # noqa: E402
+    REPORT_COLUMNS,
+    SCALING_COLUMNS,
+    Variant,
+    check_markers,
+    plot_scaling,
+    run_experiment,
+    scaling_point,
+    shape_accuracies_measure,
+    shape_columns,
+    shape_rows,
+    world_measure,
+    write_docs_table,
+    write_tables,
+)
+from erasure.files import write_json  # noqa: E402
 from erasure.generation import SamplerSettings  # noqa: E402
-from erasure.experiments import plot_scaling, shape_accuracy, target_group  # noqa: E402, F401
-from erasure.methods import erase  # noqa: E402
 from erasure.world.render import SHAPES  # noqa: E402
 
 SINGLE_VARIANTS = [
@@ -48,6 +63,7 @@ SINGLE_VARIANTS = [
                                                                   "guide": "ANCHOR"}),
 ]
 MASS = {"tokens": "subject-to-end", "preserve_scale": 0.02}
+TABLES = {"1": "closed-form-single", "2": "closed-form-mass", "3": "closed-form-scaling"}
 
 
 def main(argv=None) -> int:
@@ -69,95 +85,75 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="", help="experiment 1: comma-separated row numbers (1-based) to run "
                    "(default: all)")
     p.add_argument("--out", default="runs/closed_form_world")
+    p.add_argument("--docs", nargs="?", const="docs/methods.md", default=None, metavar="FILE",
+                   help="also write each table run between its markers in FILE (default docs/methods.md)")
+    p.add_argument("--restart", action="store_true", help="recompute rows already in OUT/rows")
     args = p.parse_args(argv)
+    command = "python scripts/closed_form_world.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    skip = set(args.skip.split(","))
+    if args.docs:
+        check_markers(args.docs, [TABLES[e] for e in "123" if e not in skip])
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = SamplerSettings(steps=args.steps, guidance=args.guidance)
     pipe = load_pipeline(None)
-    results: dict = {"settings": vars(args)}
-    t0 = time.time()
-    skip = set(args.skip.split(","))
+    spp = args.samples_per_prompt
+    write_json(out / "config.json", {**vars(args), "command": command}, force=True)
+    mass = {**MASS, "tokens": args.mass_tokens, "preserve_scale": args.mass_preserve_scale,
+            **({"templates": args.mass_templates} if args.mass_templates else {})}
+    tables: dict[str, str] = {}
 
     if "1" not in skip:
-        set_name = f"shapeworld-shape-{args.concept}"
-        kw = dict(concept=("shape", args.concept), settings=settings, samples_per_prompt=args.samples_per_prompt,
-                  progress=False)
-        base = evaluate(pipe, set_name, **kw)
-        base.save(out / "single-baseline", force=True)
-        rows = [("unedited", base, None)]
+        measures = {"single": world_measure(f"shapeworld-shape-{args.concept}", ("shape", args.concept), settings,
+                                            samples_per_prompt=spp)}
         chosen = {int(v) for v in args.variants.split(",") if v.strip()}
-        for number, (label, method, settings_kw) in enumerate(SINGLE_VARIANTS, 1):
+        variants = [Variant("unedited", None, measure="single")]
+        for number, (label, method, kw) in enumerate(SINGLE_VARIANTS, 1):
             if chosen and number not in chosen:
                 continue
-            kwargs = {k: (args.anchor if v == "ANCHOR" else v) for k, v in settings_kw.items()}
-            edit = erase(pipe, method, [args.concept], **kwargs)
-            edit.apply(pipe)
-            report = evaluate(pipe, set_name, **kw)
-            edit.restore(pipe)
-            report.save(out / f"single-{len(rows)}", force=True, baseline=base)
-            rows.append((label.replace("anchor", f"anchor ({args.anchor})"), report, edit))
-            print(f"[{time.time() - t0:.0f}s] {label}: TA {report.value('target_accuracy'):.3f}", flush=True)
-        keys = ["target_accuracy", "target_accuracy[group=synonym]", "target_accuracy[group=held-out]",
-                "in_domain_retain_accuracy", "cross_domain_retain_accuracy"]
-        table = ["| variant | target acc. | synonyms | held-out | in-domain retain | cross-domain retain | rows (erase/preserve) |",
-                 "|---|---|---|---|---|---|---|"]
-        for label, r, edit in rows:
-            cells = [f"{r.value(k):.2f} [{r.metrics[k].ci_low:.2f}, {r.metrics[k].ci_high:.2f}]" for k in keys]
-            info = f"{edit.info['erase_rows']}/{edit.info['preserve_rows']}" if edit else ""
-            table.append(f"| {label} | " + " | ".join(cells) + f" | {info} |")
-        results["single"] = {label: r.to_dict()["metrics"] for label, r, _ in rows}
-        results["single_table"] = table
-        print("\n".join(table), flush=True)
+            kw = {k: (args.anchor if v == "ANCHOR" else v) for k, v in kw.items()}
+            variants.append(Variant(label.replace("anchor", f"anchor ({args.anchor})"), method, (args.concept,), kw,
+                                    measure="single"))
+        rows = run_experiment(pipe, variants, measures, out=out, resume=not args.restart)
+
+        def erase_rows(r):
+            info = r.get("result", {}).get("info", {})
+            return f"{info['erase_rows']}/{info['preserve_rows']}" if "erase_rows" in info else ""
+
+        columns = [("variant", lambda r: r["label"]), *REPORT_COLUMNS, ("rows (erase/preserve)", erase_rows)]
+        tables["1"] = write_tables(rows, out / "single", columns, settings=vars(args))
 
     if "2" not in skip:
         erased, kept = list(SHAPES[::2]), list(SHAPES[1::2])
-        spp = args.samples_per_prompt
-        before = {s: shape_accuracy(pipe, s, settings, None, spp) for s in SHAPES}
-        mass_rows = {}
-        for label, guide in (("guide empty", ""), ("guide = kept shapes", kept)):
-            edit = erase(pipe, args.mass_method, erased, guide=guide,
-                         **{**MASS, "tokens": args.mass_tokens, "preserve_scale": args.mass_preserve_scale},
-                         **({"templates": args.mass_templates} if args.mass_templates else {}))
-            edit.apply(pipe)
-            after = {s: shape_accuracy(pipe, s, settings, None, spp) for s in SHAPES}
-            edit.restore(pipe)
-            mass_rows[label] = after
-            print(f"[{time.time() - t0:.0f}s] mass {label}: {after}", flush=True)
-        table = ["| shape | role | unedited | " + " | ".join(mass_rows) + " |", "|---|---|---|" + "---|" * len(mass_rows)]
-        for s in SHAPES:
-            role = "erased" if s in erased else "kept"
-            table.append(f"| {s} | {role} | {before[s]:.2f} | " + " | ".join(f"{m[s]:.2f}" for m in mass_rows.values()) + " |")
-        results["mass"] = {"erased": erased, "kept": kept, "before": before, "after": mass_rows, "table": table}
-        print("\n".join(table), flush=True)
+        measures = {"shapes": shape_accuracies_measure(SHAPES, settings, None, spp)}
+        variants = [Variant("unedited", None, measure="shapes"),
+                    Variant("guide empty", args.mass_method, tuple(erased), {**mass, "guide": ""}, measure="shapes"),
+                    Variant("guide = kept shapes", args.mass_method, tuple(erased), {**mass, "guide": kept},
+                            measure="shapes")]
+        rows = run_experiment(pipe, variants, measures, out=out, resume=not args.restart)
+        lines = shape_rows(rows[0], rows[1:], SHAPES, erased)
+        tables["2"] = write_tables(lines, out / "mass", shape_columns([r["label"] for r in rows[1:]]),
+                                   settings=vars(args))
 
     if "3" not in skip:
-        n = args.scaling_prompts
-        before = {s: shape_accuracy(pipe, s, settings, n) for s in SHAPES}
-        curve = []
+        measures = {"scaling": shape_accuracies_measure(SHAPES, settings, args.scaling_prompts)}
+        variants = [Variant("unedited", None, measure="scaling")]
         for k in range(1, len(SHAPES)):
             erased, kept = list(SHAPES[:k]), list(SHAPES[k:])
             # experiment 2's settings; with --scaling-guide kept, each erased shape goes to a kept one (cyclically)
             guide = [kept[i % len(kept)] for i in range(k)] if args.scaling_guide == "kept" else ""
-            edit = erase(pipe, args.mass_method, erased, guide=guide,
-                         **{**MASS, "tokens": args.mass_tokens, "preserve_scale": args.mass_preserve_scale},
-                         **({"templates": args.mass_templates} if args.mass_templates else {}))
-            edit.apply(pipe)
-            acc_erased = [shape_accuracy(pipe, s, settings, n) for s in erased]
-            acc_kept = [shape_accuracy(pipe, s, settings, n) for s in kept]
-            edit.restore(pipe)
-            point = {"erased": k, "erased_acc": sum(acc_erased) / k, "kept_acc": sum(acc_kept) / len(kept),
-                     "kept_acc_before": sum(before[s] for s in kept) / len(kept),
-                     "worst_kept_change": min(a - before[s] for s, a in zip(kept, acc_kept)),
-                     "worst_erased": max(acc_erased)}
-            curve.append(point)
-            print(f"[{time.time() - t0:.0f}s] {point}", flush=True)
-        results["scaling"] = curve
+            variants.append(Variant(f"{k} erased", args.mass_method, tuple(erased), {**mass, "guide": guide},
+                                    measure="scaling"))
+        rows = run_experiment(pipe, variants, measures, out=out, resume=not args.restart)
+        curve = [scaling_point(rows[0], r, SHAPES) for r in rows[1:]]
         plot_scaling(curve, out / "preservation_vs_concepts.png")
+        tables["3"] = write_tables(curve, out / "scaling", SCALING_COLUMNS, settings=vars(args))
 
-    results["seconds"] = round(time.time() - t0, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    print(f"wrote {out / 'results.json'} ({results['seconds']} s)")
+    for experiment, table in tables.items():
+        print(f"\n{TABLES[experiment]}:\n{table}")
+        if args.docs:
+            write_docs_table(args.docs, TABLES[experiment], table, command=command)
+            print(f"wrote {TABLES[experiment]} into {args.docs}")
     return 0
 
 

@@ -1,6 +1,9 @@
 """ESD trade-off on the built-in world: target vs retain accuracy over iterations and eta, as a plot.
 
-Where no setting meets both bars (erase the concept, keep the rest), this shows what each setting buys.
+Where no setting meets both bars (erase the concept, keep the rest), this shows what each setting buys. On the
+package's experiment loop (erasure.experiments.run_experiment: rows kept in OUT/rows, a rerun resumes); writes
+OUT/tradeoff.md/.csv/.json and the plot, and with ``--docs`` the table between the ``esd-tradeoff`` markers of
+docs/methods.md.
 
     python scripts/esd_tradeoff.py --concept texture=striped --method esd-u --lr 3e-4 --out runs/esd_tradeoff
 """
@@ -8,21 +11,30 @@ Where no setting meets both bars (erase the concept, keep the rest), this shows 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from erasure.experiments import parse_variant  # noqa: E402
-
 from erasure import load_pipeline  # noqa: E402
-from erasure.evaluation.evaluate import evaluate  # noqa: E402
+from erasure.experiments import (  # noqa: E402
+    Variant,
+    check_markers,
+    parse_variant,
+    run_experiment,
+    value,
+    world_measure,
+    write_docs_table,
+    write_tables,
+)
+from erasure.files import write_json  # noqa: E402
 from erasure.generation import SamplerSettings  # noqa: E402
-from erasure.methods import erase  # noqa: E402
+
+TABLE = "esd-tradeoff"
+KEYS = {"target": "target_accuracy", "in_domain": "in_domain_retain_accuracy",
+        "cross_domain": "cross_domain_retain_accuracy"}
 
 
 def plot(points: list[dict], base: dict, path: Path, title: str) -> None:
@@ -59,40 +71,39 @@ def main(argv=None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more settings (JSON values)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/esd_tradeoff")
+    p.add_argument("--docs", nargs="?", const="docs/methods.md", default=None, metavar="FILE",
+                   help=f"also write the table between the {TABLE} markers in FILE (default docs/methods.md)")
     args = p.parse_args(argv)
+    command = "python scripts/esd_tradeoff.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.docs:
+        check_markers(args.docs, [TABLE])
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    attribute, value = args.concept.split("=")
+    attribute, concept = args.concept.split("=")
     _, extra = parse_variant(args.method + ":" + ",".join(args.set))
-    pipe = load_pipeline(None)
-    kw = dict(concept=(attribute, value), settings=SamplerSettings(steps=25, guidance=5.0), progress=False,
-              n_resamples=0, keep_images=False)
-    set_name = f"shapeworld-{attribute}-{value}"
-
-    def measure() -> dict:
-        r = evaluate(pipe, set_name, **kw)
-        return {"target": r.value("target_accuracy"), "in_domain": r.value("in_domain_retain_accuracy"),
-                "cross_domain": r.value("cross_domain_retain_accuracy")}
-
-    base = measure()
-    points = []
-    t0 = time.time()
+    measures = {"tradeoff": world_measure(f"shapeworld-{attribute}-{concept}", (attribute, concept),
+                                          SamplerSettings(steps=25, guidance=5.0), n_resamples=0)}
+    variants = [Variant("unedited", None, measure="tradeoff")]
     for eta in args.etas:
         for n in args.iterations:
-            edit = erase(pipe, args.method, [value], iterations=n, eta=eta, lr=args.lr, progress=False, **extra)
-            edit.apply(pipe)
-            point = {"eta": eta, "iterations": n, **measure()}
-            edit.restore(pipe)
-            points.append(point)
-            print(f"[{time.time() - t0:.0f}s] {point}", flush=True)
+            variants.append(Variant(f"eta {eta:g}, {n} iterations", args.method, (concept,),
+                                    {"iterations": n, "eta": eta, "lr": args.lr, "progress": False, **extra},
+                                    measure="tradeoff", extra={"eta": eta, "iterations": n}))
+    write_json(out / "config.json", {**vars(args), "command": command}, force=True)
+    rows = run_experiment(load_pipeline(None), variants, measures, out=out)
+    points = [{**r["extra"], **{k: value(r, m) for k, m in KEYS.items()}} for r in rows]
+    base, points = points[0], points[1:]
     title = f"{args.method} lr {args.lr:g} on {args.concept} {extra or ''}".strip()
     plot(points, base, out / "tradeoff.png", title)
-    (out / "results.json").write_text(json.dumps({"settings": vars(args), "unedited": base, "points": points}, indent=1))
-    print("| eta | iterations | target | in-domain retain | cross-domain retain |\n|---|---|---|---|---|")
-    print(f"| unedited | | {base['target']:.2f} | {base['in_domain']:.2f} | {base['cross_domain']:.2f} |")
-    for q in points:
-        print(f"| {q['eta']:g} | {q['iterations']} | {q['target']:.2f} | {q['in_domain']:.2f} | {q['cross_domain']:.2f} |")
+    columns = [("eta", lambda q: f"{q['eta']:g}" if "eta" in q else "unedited"),
+               ("iterations", lambda q: q.get("iterations", "")),
+               ("target", lambda q: f"{q['target']:.2f}"), ("in-domain retain", lambda q: f"{q['in_domain']:.2f}"),
+               ("cross-domain retain", lambda q: f"{q['cross_domain']:.2f}")]
+    table = write_tables([base, *points], out / "tradeoff", columns, settings=vars(args))
+    print(table)
+    if args.docs:
+        write_docs_table(args.docs, TABLE, table, command=command)
+        print(f"wrote {TABLE} into {args.docs}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """Quality at equal settings: our ESD trainer against the reference-style loop, on the built-in world.
 
 Both erase the same concept with the same method (esd-x), anchor, lr, eta and number of training
-samples; the reference-style loop (``bench_esd.reference_loop``: a deep-copied teacher and a fresh
-partial DDIM trajectory every iteration, batch 1) against ours (``sampling="frozen"``: one pool of
+samples; the reference-style loop (``erasure.reference.reference_loop``, the oracle tests/test_training.py
+checks the trainer against: a deep-copied teacher and a fresh partial DDIM trajectory every iteration, batch 1) against ours (``sampling="frozen"``: one pool of
 trajectories with cached teacher predictions), at batch 1 like the reference and at our default batch.
 Each edit is measured by the evaluator on the same prompt set, seeds and sampler, and the script says
 whether each of ours' numbers lies inside the reference's 95% bootstrap interval.

@@ -1,5 +1,7 @@
 """ESD on the built-in world: one shape and one texture erased with each parameter group, against the
-unedited model measured in the same run. Prints the README's ESD table and writes results.json.
+unedited model measured on the same seeds in the same run (erasure.experiments.run_experiment). Writes
+OUT/esd_world.md/.csv/.json (rows kept in OUT/rows: a rerun resumes) and, with ``--docs``, the table between
+the ``esd-world`` markers of docs/methods.md.
 
     python scripts/esd_world.py --out runs/esd_world            # ~15 min on 2 CPU cores
     python scripts/esd_world.py --variants esd-x:lr=1e-4,eta=2   # your own settings
@@ -8,9 +10,7 @@ unedited model measured in the same run. Prints the README's ESD table and write
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -18,13 +18,22 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from erasure import load_pipeline  # noqa: E402
-from erasure.evaluation.evaluate import evaluate  # noqa: E402
+from erasure.experiments import (  # noqa: E402
+    REPORT_COLUMNS,
+    Variant,
+    check_markers,
+    parse_variant,
+    run_experiment,
+    world_measure,
+    write_docs_table,
+    write_tables,
+)
+from erasure.files import write_json  # noqa: E402
 from erasure.generation import SamplerSettings  # noqa: E402
-from erasure.methods import erase  # noqa: E402
 
 DEFAULT_VARIANTS = ["esd-x:lr=1e-4,eta=2", "esd-x-strict:lr=1e-3,eta=2", "esd-u:lr=3e-4,eta=2",
                     "esd-x:lr=3e-4,anchor=ANCHOR", "esd-x:lr=1e-4,anchor=ANCHOR"]
-from erasure.experiments import REPORT_KEYS as KEYS, parse_variant  # noqa: E402, F401
+TABLE = "esd-world"
 
 
 def main(argv=None) -> int:
@@ -38,44 +47,37 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/esd_world")
+    p.add_argument("--docs", nargs="?", const="docs/methods.md", default=None, metavar="FILE",
+                   help=f"also write the table between the {TABLE} markers in FILE (default docs/methods.md)")
+    p.add_argument("--restart", action="store_true", help="recompute rows already in OUT/rows")
     args = p.parse_args(argv)
+    command = "python scripts/esd_world.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.docs:
+        check_markers(args.docs, [TABLE])
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = SamplerSettings(steps=args.steps, guidance=args.guidance)
-    pipe = load_pipeline(None)
-    table = ["| concept | variant | target acc. | synonyms | held-out | in-domain retain | cross-domain retain | erase time |",
-             "|---|---|---|---|---|---|---|---|"]
-    results = {"settings": vars(args), "runs": []}
+    anchors = dict(a.split("=") for a in args.anchors)
+    measures, variants = {}, []
     for concept in args.concepts:
         attribute, value = concept.split("=")
-        set_name = f"shapeworld-{attribute}-{value}"
-        kw = dict(concept=(attribute, value), settings=settings, progress=False)
-        base = evaluate(pipe, set_name, **kw)
-        rows = [("unedited", base, None)]
+        measures[concept] = world_measure(f"shapeworld-{attribute}-{value}", (attribute, value), settings)
+        variants.append(Variant("unedited", None, measure=concept, extra={"concept": concept}))
         for variant in args.variants:
             method, extra = parse_variant(variant)
-            anchors = dict(a.split("=") for a in args.anchors)
             extra = {k: (anchors[attribute] if v == "ANCHOR" else v) for k, v in extra.items()}
-            t0 = time.time()
-            edit = erase(pipe, method, [value], iterations=args.iterations, progress=False, **extra)
-            seconds = time.time() - t0
-            edit.apply(pipe)
-            report = evaluate(pipe, set_name, **kw)
-            edit.restore(pipe)
-            report.save(out / f"{value}-{variant.replace(':', '_').replace(',', '_')}", force=True, baseline=base)
-            rows.append((variant.replace("ANCHOR", extra.get("anchor", "")), report, seconds))
-            results["runs"].append({"concept": concept, "variant": variant, "seconds": round(seconds, 1),
-                                    "metrics": report.to_dict()["metrics"], "final_loss": edit.info["final_loss"]})
-            print(f"{concept} {variant}: TA {report.value('target_accuracy'):.3f} ({seconds:.0f} s)", flush=True)
-        results["runs"].append({"concept": concept, "variant": "unedited", "metrics": base.to_dict()["metrics"]})
-        for label, r, seconds in rows:
-            cells = [f"{r.value(k):.2f} [{r.metrics[k].ci_low:.2f}, {r.metrics[k].ci_high:.2f}]" if k in r.metrics else "n/a"
-                     for k in KEYS]
-            table.append(f"| {concept} | {label} | " + " | ".join(cells) + f" | {'' if seconds is None else f'{seconds:.0f} s'} |")
-    results["table"] = table
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    print("\n".join(table))
+            variants.append(Variant(variant.replace("ANCHOR", extra.get("anchor", "")), method, (value,),
+                                    {"iterations": args.iterations, "progress": False, **extra}, measure=concept,
+                                    extra={"concept": concept}))
+    write_json(out / "config.json", {**vars(args), "command": command}, force=True)
+    rows = run_experiment(load_pipeline(None), variants, measures, out=out, resume=not args.restart)
+    columns = [("concept", lambda r: r["extra"]["concept"]), ("variant", lambda r: r["label"]), *REPORT_COLUMNS,
+               ("erase time", lambda r: "" if r["seconds_erase"] is None else f"{r['seconds_erase']:.0f} s")]
+    table = write_tables(rows, out / "esd_world", columns, settings=vars(args))
+    print(table)
+    if args.docs:
+        write_docs_table(args.docs, TABLE, table, command=command)
+        print(f"wrote {TABLE} into {args.docs}")
     return 0
 
 
