@@ -1,4 +1,4 @@
-"""Write the built-in world's prompt sets to erasure/data/prompts/shapeworld/ (deterministic: same seed, same files).
+"""Write the built-in worlds' prompt sets to erasure/data/prompts/shapeworld{,2}/ (deterministic: same seed, same files).
 
     python scripts/make_world_prompts.py            # write (refuses to replace files without --force)
     python scripts/make_world_prompts.py --force    # regenerate the committed CSVs
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare with the files in --out instead of writing")
     args = parser.parse_args(argv)
 
-    sets = world_prompt_sets(seed=args.seed)
+    sets = {**world_prompt_sets(seed=args.seed, world=1), **world_prompt_sets(seed=args.seed, world=2)}
     if args.check:
         root = args.out if args.out is not None else PACKAGED_PROMPTS
         with tempfile.TemporaryDirectory() as tmp:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for relative, prompt_set in sets.items():
         prompt_set.to_csv(out / relative, overwrite=args.force)
-    print(f"wrote {len(sets)} prompt sets ({sum(len(s) for s in sets.values())} prompts) to {out / 'shapeworld'}")
+    print(f"wrote {len(sets)} prompt sets ({sum(len(s) for s in sets.values())} prompts) to {out}/shapeworld{{,2}}")
     return 0
 
 

@@ -194,7 +194,8 @@ CONCEPT_SETS = [f"shapeworld-{a}-{v}" for a, v in world_concepts()]
 
 
 def test_named_sets_are_registered():
-    assert set(prompt_set_names()) == set(CONCEPT_SETS) | {"shapeworld-all-combinations"}
+    world2 = {"shapeworld2-" + Path(r).stem for r in world_prompt_sets(world=2)}
+    assert set(prompt_set_names()) == set(CONCEPT_SETS) | {"shapeworld-all-combinations"} | world2
     assert len(CONCEPT_SETS) == 20
 
 
@@ -228,20 +229,21 @@ def test_a_users_csv_is_read_from_any_folder(tmp_path, monkeypatch):
 def test_make_world_prompts_check_reads_the_package_and_finds_a_stale_file(tmp_path):
     script = REPO / "scripts" / "make_world_prompts.py"
     fresh = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
-    assert fresh.returncode == 0 and "21/21 prompt sets up to date" in fresh.stdout, fresh.stdout + fresh.stderr
+    assert fresh.returncode == 0 and "69/69 prompt sets up to date" in fresh.stdout, fresh.stdout + fresh.stderr
     copy = tmp_path / "prompts"
     shutil.copytree(Path(str(resources.files("erasure.data") / "prompts")), copy)
     stale = copy / "shapeworld" / "colour-red.csv"
     stale.write_text(stale.read_text().replace("a red", "a crimson", 1))
     checked = subprocess.run([sys.executable, str(script), "--check", "--out", str(copy)], capture_output=True, text=True)
-    assert checked.returncode == 1 and f"differs: {stale}" in checked.stdout and "20/21" in checked.stdout
+    assert checked.returncode == 1 and f"differs: {stale}" in checked.stdout and "68/69" in checked.stdout
     refused = subprocess.run([sys.executable, str(script), "--out", str(copy)], capture_output=True, text=True)
     assert refused.returncode == 2 and "pass --force" in refused.stderr
 
 
-def test_committed_csvs_equal_a_fresh_build():
-    for relative, fresh in world_prompt_sets().items():
-        name = "shapeworld-" + Path(relative).stem
+@pytest.mark.parametrize("world", [1, 2])
+def test_committed_csvs_equal_a_fresh_build(world):
+    for relative, fresh in world_prompt_sets(world=world).items():
+        name = Path(relative).parent.name + "-" + Path(relative).stem
         committed = read_prompt_set(name)
         assert committed.name == name and committed.records == fresh.records, relative
 

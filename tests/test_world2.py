@@ -148,3 +148,37 @@ def test_world2_classifier_heads_round_trip(tmp_path):
         assert torch.allclose(v, loaded(x)[a])
     pred = instruments.predict_labels(loaded, x)
     assert set(pred) == set(W2.attributes) and all(len(v) == 3 for v in pred.values())
+
+
+def test_world2_prompt_sets():
+    from erasure.evaluation.world_prompts import world_prompt_sets
+
+    sets = world_prompt_sets(world=2)
+    assert len([k for k in sets if "/identity-" in k]) == len(W2.identities) and "shapeworld2/halo.csv" in sets
+    assert len([k for k in sets if "/shape-" in k]) == 24
+    names = [n for n, _ in W2.identities]
+    for name, look in W2.identities:
+        records = sets[f"shapeworld2/identity-{name}.csv"].records
+        groups = {r.group for r in records}
+        assert groups == {"target", "synonym", "lookalike", "neighbour", "other"}
+        for r in records:
+            mentioned = [n for n in names if n in r.prompt]
+            if r.group in ("target", "synonym"):
+                assert mentioned == [name] and r.extra["identity"] == name
+                assert (r.extra["shape"], r.extra["colour"], r.extra["texture"]) == look
+            elif r.group == "neighbour":
+                assert mentioned == [r.extra["identity"]] and r.extra["identity"] != name
+            else:
+                assert not mentioned and r.extra["identity"] == ""
+            if r.group == "lookalike":
+                assert (r.extra["shape"], r.extra["colour"], r.extra["texture"]) == look
+    for r in sets["shapeworld2/halo.csv"].records:
+        words = set(r.prompt.replace(",", " ").replace(":", " ").split())
+        named = any(p in r.prompt for p in C.HALO_NAMED)
+        implied = bool(words & set(C.HALO_IMPLIED))
+        assert (named, implied) == {"named": (True, False), "implied": (False, True), "other": (False, False)}[r.group]
+        assert r.extra["halo"] == ("" if r.group == "other" else "halo")
+    for key, ps in sets.items():
+        for r in ps.records:
+            if r.group != "held-out" and r.extra["shape"] and r.extra["colour"]:
+                assert (r.extra["shape"], r.extra["colour"]) not in W2.held_out, (key, r.prompt)

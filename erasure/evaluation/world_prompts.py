@@ -26,9 +26,11 @@ from typing import Callable
 
 import numpy as np
 
+from dataclasses import dataclass
+
 from erasure.evaluation.prompts import PromptRecord, PromptSet
 from erasure.world.captions import WORDS, caption
-from erasure.world.render import COLOURS, HELD_OUT, SHAPES, TEXTURES
+from erasure.world.render import COLOURS, SHAPES, TEXTURES, WORLD1, WORLDS, WorldSpec
 
 ERASABLE: dict[str, tuple[str, ...]] = {"shape": SHAPES, "colour": tuple(COLOURS), "texture": TEXTURES}
 LABEL_COLUMNS: tuple[str, ...] = ("shape", "colour", "texture", "background")
@@ -68,36 +70,86 @@ def attributes_named(prompt: str) -> dict[str, tuple[str, ...]]:
     return named
 
 
-def world_concepts() -> list[tuple[str, str]]:
-    """(attribute, value) for every concept an erasure can target: 8 shapes, 8 colours, 4 textures."""
-    return [(attribute, value) for attribute, values in ERASABLE.items() for value in values]
+@dataclass(frozen=True)
+class Vocabulary:
+    """What a world's prompt sets are built from: its erasable values, held-out pairs, words and caption grammar."""
+
+    spec: WorldSpec
+
+    @property
+    def prefix(self) -> str:  # the prompt sets' folder and name prefix
+        return "shapeworld" if self.spec.version == 1 else f"shapeworld{self.spec.version}"
+
+    @property
+    def erasable(self) -> dict[str, tuple[str, ...]]:
+        return {"shape": self.spec.shapes, "colour": self.spec.colours, "texture": self.spec.textures}
+
+    @property
+    def held_out(self) -> frozenset[tuple[str, str]]:
+        return self.spec.held_out
+
+    @property
+    def words(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        if self.spec.version == 1:
+            return WORDS
+        from erasure.world.captions import SHAPE_WORDS_2
+
+        return {**WORDS, "shape": SHAPE_WORDS_2}
+
+    def caption(self, names: Labels, rng: np.random.Generator, synonyms: bool = False, halo: str | None = None) -> str:
+        if self.spec.version == 1:
+            return caption(names, rng, synonyms=synonyms)
+        from erasure.world.captions import _world2_caption
+
+        return _world2_caption(names, rng, synonyms, halo)
 
 
-def world_prompt_sets(seed: int = 0) -> dict[str, PromptSet]:
-    """Every world prompt set, keyed by its path below the packaged ``prompts/`` (e.g. ``shapeworld/shape-star.csv``)."""
-    sets = {f"shapeworld/{a}-{v}.csv": concept_prompt_set(a, v, seed=seed) for a, v in world_concepts()}
-    sets["shapeworld/all-combinations.csv"] = all_combinations_prompt_set(seed=seed)
+WORLD1_VOCABULARY = Vocabulary(WORLD1)
+
+
+def world_concepts(world: int = 1) -> list[tuple[str, str]]:
+    """(attribute, value) for every object, colour and texture an erasure can target (world 1: 8 shapes,
+    8 colours, 4 textures; world 2: 24 objects; its identities and the halo have their own sets)."""
+    return [(attribute, value) for attribute, values in Vocabulary(WORLDS[world]).erasable.items() for value in values]
+
+
+def world_prompt_sets(seed: int = 0, world: int = 1) -> dict[str, PromptSet]:
+    """Every world prompt set, keyed by its path below the packaged ``prompts/`` (e.g. ``shapeworld/shape-star.csv``;
+    world 2's under ``shapeworld2/``, with one set per identity and the implicit concept's ``halo.csv``)."""
+    vocab = Vocabulary(WORLDS[world])
+    sets = {f"{vocab.prefix}/{a}-{v}.csv": concept_prompt_set(a, v, seed=seed, vocabulary=vocab)
+            for a, v in world_concepts(world)}
+    sets[f"{vocab.prefix}/all-combinations.csv"] = all_combinations_prompt_set(seed=seed, vocabulary=vocab)
+    if world != 1:
+        from erasure.evaluation.world2_prompts import halo_prompt_set, identity_prompt_set
+
+        for name, _ in vocab.spec.identities:
+            sets[f"{vocab.prefix}/identity-{name}.csv"] = identity_prompt_set(name, seed=seed, vocabulary=vocab)
+        sets[f"{vocab.prefix}/halo.csv"] = halo_prompt_set(seed=seed, vocabulary=vocab)
     return sets
 
 
-def concept_prompt_set(attribute: str, value: str, *, seed: int = 0) -> PromptSet:
+def concept_prompt_set(attribute: str, value: str, *, seed: int = 0,
+                       vocabulary: Vocabulary = WORLD1_VOCABULARY) -> PromptSet:
     """The five-group prompt set for erasing ``value`` (one of ``ERASABLE[attribute]``)."""
-    if value not in ERASABLE.get(attribute, ()):
+    v_ = vocabulary
+    if value not in v_.erasable.get(attribute, ()):
         raise ValueError(f"unknown world concept {attribute}={value!r}")
-    name = f"shapeworld-{attribute}-{value}"
+    name = f"{v_.prefix}-{attribute}-{value}"
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    others = [a for a in ERASABLE if a != attribute]
-    alternatives = [v for v in ERASABLE[attribute] if v != value]
-    pairs = sorted(p for p in HELD_OUT if attribute == "texture" or value in p)
+    others = [a for a in v_.erasable if a != attribute]
+    alternatives = [v for v in v_.erasable[attribute] if v != value]
+    pairs = sorted(p for p in v_.held_out if attribute == "texture" or value in p)
+    words_of = v_.words
 
     def target(i: int) -> tuple[str, Labels]:
-        labels = _draw(rng, {attribute: value}, others, named=None)
-        return caption(labels, rng, synonyms=False), labels
+        labels = _draw(rng, {attribute: value}, others, named=None, vocabulary=v_)
+        return v_.caption(labels, rng), labels
 
     def synonym(i: int) -> tuple[str, Labels]:
-        labels = _draw(rng, {attribute: value}, others, named=None)
-        words = {a: WORDS[a][v][0] if v else None for a, v in labels.items()}
-        words[attribute] = _choice(rng, WORDS[attribute][value][1:])
+        labels = _draw(rng, {attribute: value}, others, named=None, vocabulary=v_)
+        words = {a: words_of[a][v][0] if v else None for a, v in labels.items()}
+        words[attribute] = _choice(rng, words_of[attribute][value][1:])
         return _paraphrase(words, rng), labels
 
     def held_out(i: int) -> tuple[str, Labels]:
@@ -105,54 +157,63 @@ def concept_prompt_set(attribute: str, value: str, *, seed: int = 0) -> PromptSe
         texture = value if attribute == "texture" else (TEXTURES[i % len(TEXTURES)] if i < 12 else None)
         labels = _with_background(rng, {"shape": shape, "colour": colour, "texture": texture})
         if i % 2 == 0:
-            return caption(labels, rng, synonyms=False), labels
-        return _paraphrase({a: WORDS[a][v][0] if v else None for a, v in labels.items()}, rng), labels
+            return v_.caption(labels, rng), labels
+        return _paraphrase({a: words_of[a][v][0] if v else None for a, v in labels.items()}, rng), labels
 
     def neighbour(i: int) -> tuple[str, Labels]:
-        labels = _draw(rng, {attribute: alternatives[i % len(alternatives)]}, others, named=_some(rng, others))
-        return caption(labels, rng, synonyms=False), labels
+        labels = _draw(rng, {attribute: alternatives[i % len(alternatives)]}, others, named=_some(rng, others),
+                       vocabulary=v_)
+        return v_.caption(labels, rng), labels
 
     def other(i: int) -> tuple[str, Labels]:
-        labels = _draw(rng, {attribute: None}, others, named=_some(rng, others))
-        return caption(labels, rng, synonyms=False), labels
+        labels = _draw(rng, {attribute: None}, others, named=_some(rng, others), vocabulary=v_)
+        return v_.caption(labels, rng), labels
 
     makers: dict[str, Callable[[int], tuple[str, Labels]]] = {
         "target": target, "synonym": synonym, "held-out": held_out, "neighbour": neighbour, "other": other,
     }
     rows = [(group, *row) for group, make in makers.items() for row in _distinct_rows(make, GROUP_SIZES[group])]
+    return _records(name, value, rows, rng, seed, v_)
+
+
+def label_columns(vocabulary: Vocabulary) -> tuple[str, ...]:
+    """The label columns of a world's prompt sets (world 2 adds ``identity`` and ``halo``)."""
+    return LABEL_COLUMNS + (("identity", "halo") if vocabulary.spec.version > 1 else ())
+
+
+def _records(name: str, concept: str | None, rows, rng: np.random.Generator, seed: int,
+             vocabulary: Vocabulary) -> PromptSet:
     seeds = _distinct_seeds(rng, len(rows))
+    columns = label_columns(vocabulary)
     records = tuple(
-        PromptRecord(case_number=i, prompt=prompt, evaluation_seed=s, concept=value, group=group,
-                     extra={c: labels.get(c) or "" for c in LABEL_COLUMNS})
+        PromptRecord(case_number=i, prompt=prompt, evaluation_seed=s, concept=concept, group=group,
+                     extra={c: labels.get(c) or "" for c in columns})
         for i, ((group, prompt, labels), s) in enumerate(zip(rows, seeds))
     )
     return PromptSet(name=name, records=records, source=f"erasure.evaluation.world_prompts (seed {seed})")
 
 
-def all_combinations_prompt_set(*, seed: int = 0) -> PromptSet:
+def all_combinations_prompt_set(*, seed: int = 0, vocabulary: Vocabulary = WORLD1_VOCABULARY) -> PromptSet:
     """Every shape x colour x texture as 'a {texture} {colour} {shape}'; group ``seen`` or ``held-out``."""
-    name = "shapeworld-all-combinations"
+    v_ = vocabulary
+    name = f"{v_.prefix}-all-combinations"
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    combos = [(s, c, t) for s in SHAPES for c in COLOURS for t in TEXTURES]
-    seeds = _distinct_seeds(rng, len(combos))
-    records = tuple(
-        PromptRecord(case_number=i, prompt=f"a {t} {c} {s}", evaluation_seed=seed_, concept=None,
-                     group="held-out" if (s, c) in HELD_OUT else "seen",
-                     extra={"shape": s, "colour": c, "texture": t, "background": ""})
-        for i, ((s, c, t), seed_) in enumerate(zip(combos, seeds))
-    )
-    return PromptSet(name=name, records=records, source=f"erasure.evaluation.world_prompts (seed {seed})")
+    combos = [(s, c, t) for s in v_.spec.shapes for c in v_.spec.colours for t in v_.spec.textures]
+    rows = [("held-out" if (s, c) in v_.held_out else "seen", f"a {t} {c} {s}",
+             {"shape": s, "colour": c, "texture": t, "background": None}) for s, c, t in combos]
+    return _records(name, None, rows, rng, seed, v_)
 
 
-def _draw(rng: np.random.Generator, fixed: Labels, others: list[str], named: list[str] | None) -> Labels:
+def _draw(rng: np.random.Generator, fixed: Labels, others: list[str], named: list[str] | None,
+          vocabulary: Vocabulary = WORLD1_VOCABULARY) -> Labels:
     """Labels with ``fixed`` set and ``others`` drawn: those in ``named`` (None: each with
-    OTHER_NAME_PROBABILITY) get a uniform value; (shape, colour) pairs in HELD_OUT are redrawn."""
+    OTHER_NAME_PROBABILITY) get a uniform value; held-out (shape, colour) pairs are redrawn."""
     while True:
         labels = dict(fixed)
         for a in others:
             name_it = rng.random() < OTHER_NAME_PROBABILITY if named is None else a in named
-            labels[a] = _choice(rng, ERASABLE[a]) if name_it else None
-        if (labels.get("shape"), labels.get("colour")) not in HELD_OUT:
+            labels[a] = _choice(rng, vocabulary.erasable[a]) if name_it else None
+        if (labels.get("shape"), labels.get("colour")) not in vocabulary.held_out:
             return _with_background(rng, labels)
 
 
