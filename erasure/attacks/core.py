@@ -77,6 +77,15 @@ class ModelPair:
     pipelines. ``use("erased")`` / ``use("original")`` switch (idempotent); :meth:`pipe` gives the pipeline to run."""
 
     def __init__(self, pipe, result=None, *, original_pipe=None) -> None:
+        if result is not None and getattr(result, "kind", None) == "edit" and result.originals is None:
+            # an edit loaded from a file: keep the base values it replaces, so that restoring is exact
+            import dataclasses
+
+            from erasure.edit import pipeline_parameter
+
+            result.check_base(pipe)
+            originals = {name: pipeline_parameter(pipe, name).detach().clone() for name in result.tensors}
+            result = dataclasses.replace(result, originals=originals)
         self.result = result
         self._pipe = pipe
         self._original_pipe = original_pipe

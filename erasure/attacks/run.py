@@ -189,6 +189,7 @@ def run_attack(
                         "seconds": round(time.perf_counter() - started, 3)}
         for i in todo:
             record, prompt_images = _one_prompt(context, implementation, spec.kind, i)
+            record["process"] = state.process_index
             records[i], images[i] = record, prompt_images
             if progress_dir is not None:
                 _write_done(progress_dir, record, prompt_images)
@@ -220,6 +221,8 @@ def run_attack(
     report = AttackReport(attack=attack, kind=spec.kind, records=ordered,
                           metrics=run_metrics(spec.kind, ordered, n_resamples=n_resamples, seed=seed), info=info,
                           images=images)
+    if out_path is not None:
+        state.wait_for_everyone()  # every process has read the progress folder before it goes
     if out_path is not None and state.is_main_process:
         report.save(out_path, force=force)
         shutil.rmtree(progress_dir, ignore_errors=True)
