@@ -586,7 +586,7 @@ def _prompt_set(text: str):
 
 def _registry_run(args) -> bool:
     """Whether ``evaluate`` runs the registry-driven path (a preset, a judge, named metrics, a CLIP or a reference)."""
-    return bool(args.preset or args.judge or args.metric or args.clip or args.reference)
+    return bool(args.preset or args.judge or args.metric or args.clip or args.reference or args.images_dir)
 
 
 def _split_values(values: list[str] | None) -> list[str]:
@@ -765,6 +765,7 @@ def cmd_evaluate_registry(args) -> int:
     elif run is not None and run.options.get("clip_from_judge") and isinstance(judge, ClipZeroShotJudge):
         clip = judge.backend
     features, features_name = _comparison_features(args, pipe)
+    images = Path(args.images_dir) if args.images_dir else None
     kw = dict(concept=args.label, judge=judge, metrics=args.metric_names, clip=clip, settings=settings,
               samples_per_prompt=args.samples_per_prompt, scheduler=scheduler, guidance_from_file=guidance_from_file,
               protocol=protocol, features=features, feature_extractor=features_name)
@@ -773,17 +774,17 @@ def cmd_evaluate_registry(args) -> int:
     baseline = None
     if args.compare == UNEDITED:
         _status("generating with the unedited model (baseline)")
-        baseline = evaluate(pipe, args.prompt_set, **kw)
+        baseline = evaluate(pipe, args.prompt_set, images_dir=images and images / "baseline", **kw)
     elif args.compare:
         base_pipe = _load_model(args, args.compare, args.compare_config)
         _status(f"generating with {args.compare} (baseline)")
-        baseline = evaluate(base_pipe, args.prompt_set, **kw)
+        baseline = evaluate(base_pipe, args.prompt_set, images_dir=images and images / "baseline", **kw)
         del base_pipe
     if edit is not None:
         edit.apply(pipe)
         pipe.erasure_edit = {"file": str(args.edit), "method": edit.method, "concepts": list(edit.concepts)}
     _status("generating with the " + ("edited model" if edit is not None else "model"))
-    report = evaluate(pipe, args.prompt_set, reference=args.reference, **kw)
+    report = evaluate(pipe, args.prompt_set, reference=args.reference, images_dir=images and images / "model", **kw)
     if baseline is not None:
         compare(report, baseline, features=features, feature_extractor=features_name)
     out = report.save(args.out_path, force=args.force, baseline=baseline)
@@ -1063,6 +1064,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--scheduler", default=None, help="sampler scheduler: lms, ddim, pndm, euler, euler-ancestral, "
                    "dpm-solver++ or default (the model's); a preset sets the protocol's")
     v.add_argument("--image-size", type=AT_LEAST_ONE, default=None, help="image height and width (a preset sets the protocol's)")
+    v.add_argument("--images-dir", default=None,
+                   help="keep the images in DIR/model (and DIR/baseline) with a hashed manifest; a rerun resumes there")
     v.add_argument("--concept", "--concept-label", dest="concept_label", default=None,
                    help="the erased concept for the classifier metrics: a name (circle, on the built-in world) or "
                         "ATTRIBUTE=VALUE (shape=circle)")

@@ -444,3 +444,69 @@ def test_per_row_guidance_generates_each_row_at_its_own_guidance(tiny_sd1_pipeli
         alone = generate_images(tiny_sd1_pipeline, [record.prompt], [record.evaluation_seed],
                                 SamplerSettings(steps=2, guidance=record.evaluation_guidance), progress=False)
         assert np.abs(alone[0].astype(int) - report.images[i].astype(int)).max() <= 1
+
+
+def _tiny_transformers_clip(folder: Path) -> Path:
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from erasure.offline import clip_tokenizer
+
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         vocab_size=49408, max_position_embeddings=77, eos_token_id=49407),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    torch.manual_seed(3)
+    CLIPModel(config).save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    clip_tokenizer(folder.parent / "bpe").save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_artists_protocol_from_the_cli_equals_its_clip_oracle(tiny_sd1_folder, tmp_path):
+    """The artists preset with a tiny random CLIP folder as judge (zero-shot among the file's artists) and as the
+    CLIP score's model: every number equals the same CLIP applied by hand to the images the run kept."""
+    pytest.importorskip("scipy")
+    from PIL import Image
+
+    from erasure.cli import main
+    from erasure.evaluation.clip_backends import TransformersClipBackend
+
+    clip = _tiny_transformers_clip(tmp_path / "clip")
+    artists = ["Van Gogh", "Pablo Picasso", "Rembrandt"]
+    prompts = tmp_path / "artists.csv"
+    with prompts.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["", "case_number", "prompt", "evaluation_seed", "artist"])
+        for i, artist in enumerate(a for a in artists for _ in range(2)):
+            writer.writerow([i, i, f"a landscape by {artist}", 30 + i, artist])
+    out, images = tmp_path / "eval", tmp_path / "images"
+    assert main(["evaluate", "--model", str(tiny_sd1_folder), "--preset", "artists", "--prompts-file", str(prompts),
+                 "--subset", "--judge", f"clip-zero-shot:transformers:{clip}", "--concept", "Van Gogh",
+                 "--steps", "2", "--image-size", "64", "--images-dir", str(images), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    metrics, info = report["metrics"], report["info"]
+    kept = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((images / "model" / "images").glob("*.png"))])
+    assert kept.shape == (6, 64, 64, 3)
+    backend = TransformersClipBackend(clip)
+    image_embeds = backend.embed_images(kept)
+    texts = backend.embed_texts([f"a painting in the style of {a}" for a in artists])
+    predicted = [artists[i] for i in (image_embeds @ texts.T).argmax(1)]
+    truth = [a for a in artists for _ in range(2)]
+    assert metrics["target_accuracy"]["value"] == np.mean([p == "Van Gogh" for p in predicted[:2]])
+    assert metrics["in_domain_retain_accuracy"]["value"] == pytest.approx(np.mean([p == t for p, t in
+                                                                                 zip(predicted[2:], truth[2:])]))
+    cosine = np.einsum("ij,ij->i", image_embeds, backend.embed_texts([f"a landscape by {a}" for a in truth]))
+    assert metrics["clip_cosine"]["value"] == pytest.approx(cosine.mean(), abs=1e-6)
+    assert metrics["clip_score"]["value"] == pytest.approx((100 * np.maximum(cosine, 0)).mean(), abs=1e-4)
+    assert info["judge"]["settings"]["classes"] == artists and info["clip"] == f"transformers:{clip.name}"
+    assert info["protocol"]["name"] == "artists" and info["protocol"]["prompt_file_role"] == "esd-big-artists"
+    # a rerun resumes from the kept images: nothing is generated again, the same numbers come out
+    again = tmp_path / "again"
+    assert main(["evaluate", "--model", str(tiny_sd1_folder), "--preset", "artists", "--prompts-file", str(prompts),
+                 "--subset", "--judge", f"clip-zero-shot:transformers:{clip}", "--concept", "Van Gogh",
+                 "--steps", "2", "--image-size", "64", "--images-dir", str(images), "--out", str(again)]) == 0
+    assert json.loads((again / "report.json").read_text())["metrics"]["clip_score"] == metrics["clip_score"]

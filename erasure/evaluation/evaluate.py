@@ -349,8 +349,10 @@ def _generate(pipe, records: Sequence[PromptRecord], settings: SamplerSettings, 
     from erasure.embeddings import text_encoder_fingerprint as weights_fingerprint
     from erasure.evaluation.generate import generate_to_folder
 
+    # the recipe names the exact weights and the scheduler (a protocol may swap it), so a folder is resumed
+    # only by the same model sampling the same way
     model = (f"{getattr(pipe, 'erasure_source', 'unknown')}@unet:{weights_fingerprint(pipe.unet)[:16]}"
-             f",text:{weights_fingerprint(pipe.text_encoder)[:16]}")
+             f",text:{weights_fingerprint(pipe.text_encoder)[:16]},scheduler:{type(pipe.scheduler).__name__}")
     return generate_to_folder(pipe, prompts, seeds, images_dir, settings, batch_size=batch_size, model=model,
                               progress=progress)
 
