@@ -15,6 +15,7 @@ The safety checker is never loaded: erasure is measured on the model's own outpu
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -103,11 +104,22 @@ def load_pipeline(
     pipe.erasure_source = BUILTIN_WORLD_NAME if spec is None or str(spec) == BUILTIN_WORLD_NAME else str(spec)
     # what methods may know about this model (erasure.profiles): the built-in world has a profile
     pipe.erasure_profile = None
-    if pipe.erasure_source == BUILTIN_WORLD_NAME:
-        from erasure.world.profile import PROFILE
+    world_json = (builtin_world_path().parent if pipe.erasure_source == BUILTIN_WORLD_NAME
+                  else Path(str(spec)).parent) / "world.json"
+    if pipe.erasure_source == BUILTIN_WORLD_NAME or _is_world_folder(world_json):
+        # the built-in world, or a world trained into another folder (scripts/train_world.py --out): its profile
+        from erasure.world.profile import profile_for
 
-        pipe.erasure_profile = PROFILE
+        version = json.loads(world_json.read_text()).get("world", 1) if world_json.is_file() else 1
+        pipe.erasure_profile = profile_for(version)
     return pipe
+
+
+def _is_world_folder(world_json: Path) -> bool:
+    try:
+        return json.loads(world_json.read_text()).get("name") == "shapeworld"
+    except (OSError, ValueError):
+        return False
 
 
 def _realign_weights(pipe) -> None:

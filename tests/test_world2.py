@@ -151,9 +151,9 @@ def test_world2_classifier_heads_round_trip(tmp_path):
 
 
 def test_world2_prompt_sets():
-    from erasure.evaluation.world_prompts import world_prompt_sets
+    from erasure.evaluation.world2_prompts import world2_prompt_sets
 
-    sets = world_prompt_sets(world=2)
+    sets = world2_prompt_sets()
     assert len([k for k in sets if "/identity-" in k]) == len(W2.identities) and "shapeworld2/halo.csv" in sets
     assert len([k for k in sets if "/shape-" in k]) == 24
     names = [n for n, _ in W2.identities]

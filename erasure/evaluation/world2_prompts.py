@@ -28,13 +28,25 @@ import numpy as np
 
 from erasure.evaluation.prompts import PromptSet
 from erasure.evaluation.world_prompts import (
-    Vocabulary, _choice, _distinct_rows, _records, _some, _with_articles, _with_background,
+    Vocabulary, _choice, _distinct_rows, _records, _some, _with_articles, _with_background, world_prompt_sets,
 )
 
 IDENTITY_GROUP_SIZES = {"target": 40, "synonym": 24, "lookalike": 24, "neighbour": 36, "other": 40}
 HALO_GROUP_SIZES = {"named": 40, "implied": 48, "other": 40}
 _PARAPHRASE_FORMS = ("a sketch of {}", "an illustration of {}", "a close-up of {}", "a rendering of {}",
                      "a small portrait of {}", "{} seen from the front")
+
+
+def world2_prompt_sets(seed: int = 0) -> dict[str, PromptSet]:
+    """Every world 2 prompt set: the object/colour/texture sets, one per identity, and ``halo.csv``."""
+    from erasure.world.render import WORLD2
+
+    vocab = Vocabulary(WORLD2)
+    sets = world_prompt_sets(seed=seed, world=2)
+    for name, _ in WORLD2.identities:
+        sets[f"{vocab.prefix}/identity-{name}.csv"] = identity_prompt_set(name, seed=seed, vocabulary=vocab)
+    sets[f"{vocab.prefix}/halo.csv"] = halo_prompt_set(seed=seed, vocabulary=vocab)
+    return sets
 
 
 def identity_prompt_set(name: str, *, seed: int = 0, vocabulary: Vocabulary) -> PromptSet:

@@ -114,18 +114,13 @@ def world_concepts(world: int = 1) -> list[tuple[str, str]]:
 
 
 def world_prompt_sets(seed: int = 0, world: int = 1) -> dict[str, PromptSet]:
-    """Every world prompt set, keyed by its path below the packaged ``prompts/`` (e.g. ``shapeworld/shape-star.csv``;
-    world 2's under ``shapeworld2/``, with one set per identity and the implicit concept's ``halo.csv``)."""
+    """The world's object/colour/texture prompt sets, keyed by their path below the packaged ``prompts/`` (e.g.
+    ``shapeworld/shape-star.csv``; world 2's under ``shapeworld2/``; its identity and halo sets:
+    ``erasure.evaluation.world2_prompts.world2_prompt_sets``)."""
     vocab = Vocabulary(WORLDS[world])
     sets = {f"{vocab.prefix}/{a}-{v}.csv": concept_prompt_set(a, v, seed=seed, vocabulary=vocab)
             for a, v in world_concepts(world)}
     sets[f"{vocab.prefix}/all-combinations.csv"] = all_combinations_prompt_set(seed=seed, vocabulary=vocab)
-    if world != 1:
-        from erasure.evaluation.world2_prompts import halo_prompt_set, identity_prompt_set
-
-        for name, _ in vocab.spec.identities:
-            sets[f"{vocab.prefix}/identity-{name}.csv"] = identity_prompt_set(name, seed=seed, vocabulary=vocab)
-        sets[f"{vocab.prefix}/halo.csv"] = halo_prompt_set(seed=seed, vocabulary=vocab)
     return sets
 
 

@@ -18,14 +18,31 @@ def rendered_concept_images(pipe, concept: str, n: int, rng: np.random.Generator
     import torch
 
     from erasure.world.captions import caption
-    from erasure.world.render import render_batch, sample_scene
+    from erasure.world.render import render_batch, sample_world_scene
 
-    attribute = PROFILE.kind_of(concept)
+    profile = getattr(pipe, "erasure_profile", None) or PROFILE
+    attribute = profile.kind_of(concept)
     if attribute is None:
         return None
-    scenes = [sample_scene(rng, **{attribute: concept}) for _ in range(n)]
-    images, masks = render_batch(scenes)
-    prompts = [caption({**s.labels(), "background": None}, rng, synonyms=False) for s in scenes]
+    if attribute in ("identity", "halo"):  # world 2: an identity's renders (look + mark), haloed objects
+        from erasure.world.captions import _world2_caption, identity_caption
+        from erasure.world.render import WORLD2, sample_world_scene
+
+        kw = {"identity": concept} if attribute == "identity" else {"halo": True}
+        scenes = [sample_world_scene(rng, WORLD2, **kw) for _ in range(n)]
+        prompts = [identity_caption(concept, None, rng) if attribute == "identity" else
+                   _world2_caption({**s.labels(), "background": None}, rng, False, "named") for s in scenes]
+        images, masks = render_batch(scenes)
+        if attribute == "halo":  # the halo, not the object, is the concept's region
+            from erasure.world.render import halo_mask
+
+            masks = np.stack([halo_mask(m, m.shape[0]) for m in masks])
+    else:
+        spec = _spec_of(profile)
+        scenes = [sample_world_scene(rng, spec, **{attribute: concept}) for _ in range(n)]
+        images, masks = render_batch(scenes)
+        prompts = [caption({**s.labels(), "background": None}, rng, synonyms=False) if spec.version == 1 else
+                   _world2_names_caption(s, rng) for s in scenes]
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(pipe.vae.device, pipe.vae.dtype)
     with torch.no_grad():
         latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
@@ -82,5 +99,42 @@ def vocabulary() -> frozenset[str]:
     return frozenset(cap.all_words()) | frozenset(grammar)
 
 
+def _spec_of(profile: ModelProfile):
+    from erasure.world.render import WORLD1, WORLD2
+
+    return WORLD2 if "identity" in profile.concept_kinds else WORLD1
+
+
+def _world2_names_caption(scene, rng) -> str:
+    from erasure.world.captions import _world2_caption
+
+    labels = {"shape": scene.shape, "colour": scene.colour, "texture": scene.texture, "background": None}
+    return _world2_caption(labels, rng, False, None)
+
+
+def vocabulary_2() -> frozenset[str]:
+    """World 2's words: world 1's grammar, the 24 objects' words, the identities' names and the halo's words."""
+    from erasure.world import captions as cap
+    from erasure.world.render import IDENTITIES
+
+    words = {w for phrase in cap.world2_words() for w in phrase.split()}
+    words |= {w for phrase in (*cap.HALO_NAMED, *cap.HALO_IMPLIED, *cap._IDENTITY_FORMS) for w in
+              phrase.replace("{}", " ").replace(",", " ").split()}
+    return vocabulary() | frozenset(words) | frozenset(IDENTITIES)
+
+
 PROFILE = ModelProfile(name="shapeworld", concept_kinds=CONCEPT_KINDS, default_templates="shapeworld",
                        concept_images=rendered_concept_images, vocabulary=vocabulary())
+
+
+def profile_for(version: int) -> ModelProfile:
+    """The profile of world ``version`` (world.json's ``world``): world 2 adds its objects, identities, the halo."""
+    if version == 1:
+        return PROFILE
+    from erasure.world.render import WORLDS
+
+    spec = WORLDS[version]
+    kinds = {"shape": spec.shapes, "colour": spec.colours, "texture": spec.textures,
+             "identity": tuple(n for n, _ in spec.identities), "halo": ("halo",)}
+    return ModelProfile(name=f"shapeworld{version}", concept_kinds=kinds, default_templates="shapeworld",
+                        concept_images=rendered_concept_images, vocabulary=vocabulary_2())
