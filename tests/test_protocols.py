@@ -510,3 +510,55 @@ def test_artists_protocol_from_the_cli_equals_its_clip_oracle(tiny_sd1_folder, t
                  "--subset", "--judge", f"clip-zero-shot:transformers:{clip}", "--concept", "Van Gogh",
                  "--steps", "2", "--image-size", "64", "--images-dir", str(images), "--out", str(again)]) == 0
     assert json.loads((again / "report.json").read_text())["metrics"]["clip_score"] == metrics["clip_score"]
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_coco_protocol_from_the_cli_compares_with_the_unedited_model(tiny_sd1_folder, shapeworld_folder, tmp_path):
+    """COCO captions on a tiny SD1 model with the world's CLIP as the CLIP score's model and the FID features:
+    an edit that changes nothing measurable gives zero change and FID 0 against the unedited model."""
+    pytest.importorskip("scipy")
+    from erasure.cli import main
+
+    prompts = tmp_path / "coco.csv"
+    with prompts.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["case_number", "source", "prompt", "evaluation_seed"])
+        for i, caption in enumerate(["a red star on white", "a blue circle", "a green heart", "a striped square"]):
+            writer.writerow([i, "coco", caption, 50 + i])
+    erase = tmp_path / "erase"
+    # preserve_scale 0 and erase_scale 0: UCE leaves the weights as they are (a no-op edit)
+    assert main(["erase", "--model", str(tiny_sd1_folder), "--concept", "zebra", "--guide", "horse", "--templates", "{}",
+                 "--no-preserve", "--erase-scale", "0", "--out", str(erase)]) == 0
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(tiny_sd1_folder), "--preset", "coco", "--prompts-file", str(prompts),
+                 "--subset", "--clip", "world", "--features", "world", "--edit", str(erase / "edit.safetensors"),
+                 "--compare", "--steps", "2", "--image-size", "64", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    metrics, info = report["metrics"], report["info"]
+    assert info["protocol"]["prompt_file_role"] == "coco-10k" and info["clip"] == "world"
+    assert metrics["clip_score"]["n"] == 4 and metrics["clip_score"]["settings"]["model"] == "world"
+    assert metrics["clip_score"]["value"] == pytest.approx(report["baseline"]["metrics"]["clip_score"]["value"], abs=1e-4)
+    assert metrics["pixel_change"]["value"] <= 1 / 255 and metrics["fid"]["value"] == pytest.approx(0, abs=1e-3)
+    assert metrics["fid"]["settings"]["feature_extractor"] == "world image embeddings"
+
+
+@pytest.mark.fast
+def test_comparison_flags_kept_concepts_that_lost_more_than_ten_points(monkeypatch, colour_prompts):
+    from erasure.evaluation.evaluate import compare
+
+    judge = CallableJudge(dominant_colour, attribute="class")
+    kw = dict(judge=judge, concept="red", n_resamples=0, progress=False)
+    monkeypatch.setattr(evaluate_module, "generate_images", _stand_in_generator({}))
+    before = evaluate(_Pipe(), colour_prompts, **kw)
+    # after: red erased, two of four green images lost (-50 points), one of four blue images too (-25)
+    monkeypatch.setattr(evaluate_module, "generate_images",
+                        _stand_in_generator({0: "blue", 1: "blue", 2: "blue", 3: "blue", 4: "red", 5: "red", 8: "red"}))
+    after = evaluate(_Pipe(), colour_prompts, **kw)
+    compare(after, before, n_resamples=0)
+    assert after.info["kept_concepts_dropped"] == {
+        "class=green": {"before": 1.0, "after": 0.5, "drop": 0.5, "n": 4},
+        "class=blue": {"before": 1.0, "after": 0.75, "drop": 0.25, "n": 4}}
+    assert "class=green 1.00 -> 0.50 (n=4)" in after.markdown(before)
+    # the changed images on the retain prompts are counted too: 3 of 8
+    assert after.value("changed_fraction") == pytest.approx(3 / 8)

@@ -73,6 +73,10 @@ class Report:
             elif baseline is not None:
                 row += " | |"
             lines.append(row)
+        dropped = self.info.get("kept_concepts_dropped")
+        if dropped:
+            lines += ["", f"Kept concepts that lost more than {RETENTION_DROP_FLAG:.0%} against the baseline: "
+                      + ", ".join(f"{c} {d['before']:.2f} -> {d['after']:.2f} (n={d['n']})" for c, d in dropped.items())]
         return "\n".join(lines) + "\n"
 
     def save(self, out_dir: str | Path, *, force: bool = False, baseline: "Report | None" = None) -> Path:
@@ -161,11 +165,34 @@ def compare(
         out["fid"] = fid(fa, fb, feature_extractor=feature_extractor, n_resamples=min(n_resamples, 100))
         out["kid"] = kid(fa, fb, feature_extractor=feature_extractor, n_resamples=n_resamples)
     edited.metrics.update(out)
+    dropped = kept_concepts_dropped(edited, baseline)
+    if dropped is not None:
+        edited.info["kept_concepts_dropped"] = dropped
     edited.info["comparison"] = {"baseline_model": baseline.info.get("model"), "baseline_edit": baseline.info.get("edit"),
                                  "images": f"{int(keep.sum())} images of prompts not naming {label or 'a concept'}, "
                                            "baseline vs this model, same seeds",
                                  "metrics": sorted(out), "feature_extractor": feature_extractor}
     return out
+
+
+# A kept concept whose accuracy falls by more than this (a fraction) is flagged in the comparison.
+RETENTION_DROP_FLAG = 0.10
+
+
+def kept_concepts_dropped(edited: Report, baseline: Report, threshold: float = RETENTION_DROP_FLAG) -> dict | None:
+    """The kept concepts whose accuracy fell by more than ``threshold`` from ``baseline`` to ``edited``
+    (``{concept: {before, after, drop, n}}``), from their ``worst_kept_retain_accuracy`` details; None when
+    either report lacks that metric."""
+    after, before = edited.metrics.get("worst_kept_retain_accuracy"), baseline.metrics.get("worst_kept_retain_accuracy")
+    if after is None or before is None:
+        return None
+    out = {}
+    for concept, row in after.details.get("kept", {}).items():
+        old = before.details.get("kept", {}).get(concept)
+        if old is not None and old["accuracy"] - row["accuracy"] > threshold:
+            out[concept] = {"before": old["accuracy"], "after": row["accuracy"],
+                            "drop": round(old["accuracy"] - row["accuracy"], 6), "n": row["n"]}
+    return dict(sorted(out.items(), key=lambda item: -item[1]["drop"]))
 
 
 def world_features(images: np.ndarray) -> np.ndarray:
