@@ -147,7 +147,18 @@ def test_world2_classifier_heads_round_trip(tmp_path):
     for a, v in clf(x).items():
         assert torch.allclose(v, loaded(x)[a])
     pred = instruments.predict_labels(loaded, x)
-    assert set(pred) == set(W2.attributes) and all(len(v) == 3 for v in pred.values())
+    assert set(pred) == set(W2.attributes) | {"identity"} and all(len(v) == 3 for v in pred.values())
+    # identity = the whole look and the mark, read from the heads: force the heads to zorblax's look
+    with torch.no_grad():
+        for a, value in zip(("shape", "colour", "texture", "mark"), (*W2.identity_looks["zorblax"], "mark")):
+            head = loaded.heads[a]
+            head.weight.zero_()
+            head.bias.fill_(-10.0)
+            head.bias[loaded.classes[a].index(value)] = 10.0
+    assert instruments.predict_labels(loaded, x)["identity"] == ["zorblax"] * 3
+    with torch.no_grad():
+        loaded.heads["mark"].bias.neg_()  # the look without the mark: a look-alike, not zorblax
+    assert instruments.predict_labels(loaded, x)["identity"] == ["none"] * 3
 
 
 def test_world2_prompt_sets():

@@ -72,8 +72,16 @@ def classifier_features(classifier: AttributeClassifier, images, batch_size: int
 
 
 def predict_labels(classifier: AttributeClassifier, images) -> dict[str, list[str]]:
+    """Each head's predicted class per image; a world 2 classifier (it has a ``mark`` head) also gives
+    ``identity``: the identity whose whole look and mark the image shows, or "none"."""
     probs = classify(classifier, images)
-    return {a: [classifier.classes[a][i] for i in p.argmax(-1).tolist()] for a, p in probs.items()}
+    out = {a: [classifier.classes[a][i] for i in p.argmax(-1).tolist()] for a, p in probs.items()}
+    if "mark" in out:
+        from erasure.world.render import WORLD2
+
+        out["identity"] = [WORLD2.identity_of(s, c, t, m) or "none"
+                           for s, c, t, m in zip(out["shape"], out["colour"], out["texture"], out["mark"])]
+    return out
 
 
 def load_clip(path: str | Path | None = None):

@@ -155,8 +155,8 @@ def world_renders(n: int, seed: int, spec):
 
 def identity_predictions(pred: dict[str, list[str]], spec) -> list[str | None]:
     """The identity each classified image shows (its whole look and the mark), from the classifier's heads."""
-    return [spec.identity_of(s, c, t, m) for s, c, t, m in zip(pred["shape"], pred["colour"], pred["texture"],
-                                                                  pred["mark"])]
+    return [None if p == "none" else p for p in pred["identity"]] if "identity" in pred else [
+        spec.identity_of(s, c, t, m) for s, c, t, m in zip(pred["shape"], pred["colour"], pred["texture"], pred["mark"])]
 
 
 def classifier_accuracy_2(classifier, spec, n: int = 3000, seed: int = 12345) -> dict[str, float]:
