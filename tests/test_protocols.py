@@ -562,3 +562,51 @@ def test_comparison_flags_kept_concepts_that_lost_more_than_ten_points(monkeypat
     assert "class=green 1.00 -> 0.50 (n=4)" in after.markdown(before)
     # the changed images on the retain prompts are counted too: 3 of 8
     assert after.value("changed_fraction") == pytest.approx(3 / 8)
+
+
+def _constant_vit(folder: Path, labels: list[str], winner: int) -> Path:
+    """A tiny transformers ViT image classifier whose top-1 is always ``labels[winner]``."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    id2label = dict(enumerate(labels))
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32, num_labels=len(labels), id2label=id2label,
+                       label2id={v: k for k, v in id2label.items()})
+    torch.manual_seed(0)
+    model = ViTForImageClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.nn.functional.one_hot(torch.tensor(winner), len(labels)).float() * 3)
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.fast
+def test_unlearncanvas_style_metrics_with_a_combined_judge_from_the_cli(tiny_sd1_folder, tmp_path):
+    """UA, IRA and CRA of UnlearnCanvas with a style and an object classifier (tiny ViT folders that always say
+    Monet and Cats): erasing Van Gogh, UA 1, IRA 1 (the Monet prompts), CRA 4/6 (the Dogs prompts fail)."""
+    from erasure.cli import main
+
+    style = _constant_vit(tmp_path / "style", ["Van_Gogh", "Monet", "Seed_Images"], winner=1)
+    objects = _constant_vit(tmp_path / "object", ["Cats", "Dogs"], winner=0)
+    prompts = tmp_path / "uc.csv"
+    with prompts.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["case_number", "prompt", "evaluation_seed", "style", "object"])
+        for i, (s, o) in enumerate([("Van_Gogh", "Cats")] * 2 + [("Monet", "Dogs")] * 2 + [("Monet", "Cats")] * 2):
+            writer.writerow([i, f"A {o} image in {s} style.", 188 + i, s, o])
+    judges = json.dumps({"style": f"image-classifier:transformers:{style}",
+                         "object": f"image-classifier:transformers:{objects}"})
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(tiny_sd1_folder), "--prompts", str(prompts), "--judge", "combined",
+                 "--judge-set", f"judges={judges}", "--concept", "style=Van_Gogh", "--steps", "2",
+                 "--scheduler", "ddim", "--guidance", "9", "--out", str(out)]) == 0
+    metrics = json.loads((out / "report.json").read_text())["metrics"]
+    assert metrics["unlearning_accuracy"]["value"] == 1.0 and metrics["unlearning_accuracy"]["n"] == 2
+    assert metrics["in_domain_retain_accuracy"]["value"] == 1.0 and metrics["in_domain_retain_accuracy"]["n"] == 4
+    assert metrics["cross_domain_retain_accuracy"]["value"] == pytest.approx(4 / 6)
+    assert metrics["worst_kept_retain_accuracy"]["value"] == 0.0
+    assert metrics["worst_kept_retain_accuracy"]["details"]["worst_concept"] == "object=Dogs"
+    assert metrics["worst_kept_in_domain_retain_accuracy"]["value"] == 1.0

@@ -59,6 +59,7 @@ __all__ = [
     "JUDGES",
     "CallableJudge",
     "ClipZeroShotJudge",
+    "CombinedJudge",
     "ImageClassifierJudge",
     "Judge",
     "JudgeCannotLabel",
@@ -856,3 +857,78 @@ JUDGES.register("image-classifier", JudgeSpec(
     argument="architecture",
     needs="torchvision ARCH + --judge-weights FILE (.safetensors), or transformers:FOLDER; a label map",
     concept="a class name from the label map (case and underscores ignored) or its index"))
+
+
+# --- combined: one labelling judge per attribute (UnlearnCanvas: a style and an object classifier) ------------
+
+@dataclass
+class CombinedJudgeConfig:
+    judges: dict = setting({}, "attribute -> judge spec, e.g. {\"style\": \"image-classifier:transformers:style-vit\", "
+                               "\"object\": \"image-classifier:transformers:object-vit\"}; each labels its attribute",
+                           types=(dict,))
+
+
+class CombinedJudge(Judge):
+    """Several labelling judges, one per attribute: ``predict`` merges their labels (``{"style": ..., "object":
+    ...}``), so in-domain and cross-domain retain accuracy (UnlearnCanvas' IRA and CRA) can be computed.
+    Concepts are ``attribute=value`` (``style=Van_Gogh``); ``decide`` asks that attribute's judge."""
+
+    name = "combined"
+
+    def __init__(self, judges: Mapping[str, Any]) -> None:
+        if not judges:
+            raise ErasureError("judge 'combined' needs judges: an attribute -> judge mapping, e.g. "
+                               "--judge-set 'judges={\"style\": \"image-classifier:transformers:FOLDER\", ...}'")
+        built: dict[str, Judge] = {}
+        for attribute, judge in judges.items():
+            if isinstance(judge, str):
+                spec, from_name = parse_judge_spec(judge)
+                settings = dict(from_name)
+                if "attribute" in config_fields(spec.config):
+                    settings["attribute"] = attribute
+                judge = spec.build(**settings)
+            judge = load_judge(judge)
+            if getattr(judge, "attribute", None) not in (None, attribute):
+                raise ErasureError(f"judge 'combined': the {attribute} judge labels '{judge.attribute}'; "
+                                   f"build it with attribute='{attribute}'")
+            built[str(attribute)] = judge
+        super().__init__({"judges": {a: j.info() for a, j in built.items()}})
+        self.judges = built
+
+    def _split(self, concept: str) -> tuple[str, str]:
+        attribute, sep, value = str(concept).partition("=")
+        if not sep or attribute.strip() not in self.judges:
+            raise ErasureError(f"judge 'combined' decides attribute=value concepts with attribute one of "
+                               f"{', '.join(self.judges)}; got {concept!r}")
+        return attribute.strip(), value.strip()
+
+    def decide(self, images: Any, concept: str) -> np.ndarray:
+        attribute, value = self._split(concept)
+        return self.judges[attribute].decide(images, value)
+
+    def scores(self, images: Any, concept: str) -> np.ndarray:
+        attribute, value = self._split(concept)
+        return self.judges[attribute].scores(images, value)
+
+    def predict(self, images: Any) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for attribute, judge in self.judges.items():
+            labels = judge.predict(images)
+            out[attribute] = labels[attribute] if attribute in labels else next(iter(labels.values()))
+        return out
+
+    def concepts(self) -> tuple[str, ...] | None:
+        return None
+
+    def files(self) -> dict[str, str]:
+        return {path: digest for judge in self.judges.values() for path, digest in judge.files().items()}
+
+
+def _combined_judge(judges: dict) -> CombinedJudge:
+    return CombinedJudge(judges)
+
+
+JUDGES.register("combined", JudgeSpec(
+    name="combined", summary="one labelling judge per attribute (UnlearnCanvas: style + object classifiers)",
+    config=CombinedJudgeConfig, implementation="erasure.evaluation.judges:_combined_judge",
+    needs="the files of each judge it combines", concept="attribute=value, e.g. style=Van_Gogh"))
