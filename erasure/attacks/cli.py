@@ -110,7 +110,7 @@ def _parse_set(items: list[str] | None) -> dict[str, Any]:
 
 def check(args) -> None:
     """Everything that needs no model (no torch): a mistake is one line before anything loads."""
-    from erasure.attacks import ATTACKS
+    from erasure.attacks.catalog import ATTACKS
     from erasure.files import check_output
 
     spec = ATTACKS.get(args.attack)

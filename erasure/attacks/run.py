@@ -124,7 +124,7 @@ def run_attack(
     itself when already erased with ``original_pipe`` the unedited one. ``judge.decide(images, concept)`` says
     whether the concept came back. With ``out`` the report is written there and the run resumes after an
     interruption; under ``torchrun``/``accelerate launch`` each process takes every N-th prompt."""
-    from erasure.attacks import ATTACKS
+    from erasure.attacks.catalog import ATTACKS
     from erasure.distributed import process_state
 
     spec = ATTACKS.get(attack)
