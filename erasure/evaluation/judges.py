@@ -638,6 +638,7 @@ class ImageClassifierConfig:
     top_k: int = setting(1, "the concept is present when its class is in the top k", types=(int,), minimum=1)
     attribute: str = setting("class", "the label column predict() fills (class, style, object...)", types=(str,))
     batch_size: int = setting(32, "images per forward pass", types=(int,), minimum=1)
+    device: str = setting("cpu", "where the classifier runs (cpu, cuda, cuda:1 ...)", types=(str,))
 
 
 def _normalise_label(name: str) -> str:
@@ -657,10 +658,10 @@ class ImageClassifierJudge(Judge):
 
     def __init__(self, architecture: str = "resnet50", weights: str | None = None, labels: str | None = None,
                  allow_pickle: bool = False, resize: int = 256, crop: int = 224, top_k: int = 1,
-                 attribute: str = "class", batch_size: int = 32) -> None:
+                 attribute: str = "class", batch_size: int = 32, device: str = "cpu") -> None:
         super().__init__({"architecture": architecture, "weights": weights, "labels": labels,
                           "allow_pickle": allow_pickle, "resize": resize, "crop": crop, "top_k": top_k,
-                          "attribute": attribute, "batch_size": batch_size})
+                          "attribute": attribute, "batch_size": batch_size, "device": device})
         self.top_k, self.attribute, self.batch_size = int(top_k), attribute, int(batch_size)
         self.resize, self.crop = int(resize), int(crop)
         self._files: list[Path] = []
@@ -673,6 +674,10 @@ class ImageClassifierJudge(Judge):
             default_labels = None
         self.labels = self._read_labels(labels, default_labels)
         self._index = {_normalise_label(name): i for i, name in enumerate(self.labels)}
+        import torch
+
+        self.device = torch.device(device)
+        self.model.to(self.device)
 
     def _load_torchvision(self, architecture: str, weights: str | None, allow_pickle: bool) -> None:
         import torch
@@ -814,7 +819,7 @@ class ImageClassifierJudge(Judge):
         out = []
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):
-                pixels = self._pixels(images[start : start + self.batch_size])
+                pixels = self._pixels(images[start : start + self.batch_size]).to(self.device)
                 result = self.model(pixel_values=pixels) if self.kind == "transformers" else self.model(pixels)
                 out.append((result.logits if hasattr(result, "logits") else result).float())
         return torch.cat(out).numpy().astype(np.float64)
