@@ -725,6 +725,11 @@ def check_evaluate(args) -> None:
 
 def _comparison_features(args, pipe):
     """(features function, its name) for FID/KID: the world's classifier, or a CLIP image tower given by flags."""
+    if getattr(args, "features", None) == "inception":
+        from erasure.evaluation.distances import InceptionFeatures
+
+        extractor = InceptionFeatures(args.features_weights, allow_pickle=args.allow_pickle)
+        return extractor, extractor.name
     if getattr(args, "features", None):
         from erasure.evaluation.clip_backends import load_clip_backend
 
@@ -1075,8 +1080,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "alone, the unedited model (with --edit); with BASE, another model (folder, file, Hub id)")
     v.add_argument("--compare-config", default=None, help="config folder for a single-file --compare BASE")
     v.add_argument("--features", default=None,
-                   help="FID/KID features: a CLIP backend (open_clip:NAME with --features-weights, transformers:FOLDER); "
-                        "default on the built-in world: its classifier")
+                   help="FID/KID features: inception (pytorch-fid's InceptionV3, weights by --features-weights), a CLIP "
+                        "backend (open_clip:NAME with --features-weights, transformers:FOLDER); default on the world: its classifier")
     v.add_argument("--features-weights", default=None, help="weights file for --features open_clip:NAME")
     v.add_argument("--samples-per-prompt", type=IMAGES, default=None, help="images per prompt (default 1, or the preset's)")
     _add_sampler_args(v)

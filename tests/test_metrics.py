@@ -263,3 +263,53 @@ def test_frechet_distance_equals_pytorch_fid(n, d, tolerance):
     assert theirs > 1
     assert frechet_distance(mu_a, sigma_a, mu_b, sigma_b) == pytest.approx(theirs, abs=tolerance, rel=0)
     assert fid(a, b, n_resamples=0).value == pytest.approx(theirs, abs=tolerance, rel=0)
+
+
+@pytest.mark.slow
+def test_inception_features_equal_pytorch_fids_own_model(tmp_path, monkeypatch):
+    """Our Inception features from a local file equal pytorch-fid's InceptionV3 (pool3, 2048-d) with the same
+    weights (random here; pytorch-fid's download replaced by them), on the same images."""
+    import torch
+    from safetensors.torch import save_file
+
+    fid_inception = pytest.importorskip("pytorch_fid.inception", reason="pytorch-fid is in the dev extra")
+    from erasure.evaluation.distances import InceptionFeatures
+
+    # pytorch-fid's own FID Inception, built with its download replaced: its parameter names and shapes
+    captured = {}
+
+    class _Captured(Exception):
+        pass
+
+    original_load = torch.nn.Module.load_state_dict
+
+    def capture(self, state_dict, *args, **kwargs):
+        captured.update({k: v.clone() for k, v in self.state_dict().items()})
+        raise _Captured()
+
+    monkeypatch.setattr(fid_inception, "load_state_dict_from_url", lambda *a, **k: {})
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", capture)
+    with pytest.raises(_Captured):
+        fid_inception.fid_inception_v3()
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", original_load)
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for k, v in captured.items():
+        if "running_var" in k:
+            state[k] = torch.rand(v.shape, generator=generator) + 0.5
+        elif v.is_floating_point():
+            state[k] = torch.randn(v.shape, generator=generator) * (0.02 if v.ndim > 1 else 0.1)
+        else:
+            state[k] = v
+    path = tmp_path / "fid-inception.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 48, 3), dtype=np.uint8)
+    ours = InceptionFeatures(str(path))(images)
+    monkeypatch.setattr(fid_inception, "load_state_dict_from_url", lambda *a, **k: state)
+    theirs_model = fid_inception.InceptionV3([3]).eval()
+    with torch.no_grad():
+        theirs = theirs_model(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0)[0].flatten(1).numpy()
+    assert ours.shape == (3, 2048) and np.abs(theirs).max() > 0
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ErasureError, match="pt_inception-2015-12-05-6726825d.pth.*--features-weights"):
+        InceptionFeatures(str(tmp_path / "missing.pth"))

@@ -189,3 +189,67 @@ def _symmetric(matrix: np.ndarray) -> np.ndarray:
 def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh(matrix)
     return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+class InceptionFeatures:
+    """pytorch-fid's InceptionV3 pool features (2048-d), from a local weights file: the FID features of the
+    literature (``pt_inception-2015-12-05-6726825d.pth``, the TF-FID Inception ported by pytorch-fid).
+
+    The architecture and the forward pass (bilinear resize to 299, scale to [-1, 1]) are pytorch-fid's own
+    (``pip install pytorch-fid``, in the ``dev`` extra); only the weights come from ``weights`` instead of its
+    download: a ``.safetensors`` file, or the published ``.pth`` with ``allow_pickle=True`` (loaded with
+    ``torch.load(weights_only=True)``). Call it on uint8 ``(N, H, W, 3)`` images.
+    """
+
+    def __init__(self, weights: str | None, *, allow_pickle: bool = False, device: str = "cpu",
+                 batch_size: int = 32) -> None:
+        from pathlib import Path
+
+        import torch
+
+        try:
+            import pytorch_fid.inception as fid_inception
+        except ImportError:
+            raise ErasureError("Inception FID features need pytorch-fid: pip install pytorch-fid "
+                               "(or use --features with a CLIP)") from None
+        if weights is None or not Path(weights).is_file():
+            missing = "" if weights is None else f" (not found: {weights})"
+            raise ErasureError(f"Inception FID features need pytorch-fid's weights file{missing}: download "
+                               f"{fid_inception.FID_WEIGHTS_URL.rsplit('/', 1)[-1]} from its release page and pass "
+                               "it with --features-weights PATH (a .pth needs --allow-pickle)")
+        path = Path(weights)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        elif allow_pickle:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        else:
+            raise ErasureError(f"{path} is a pickle file; convert it to .safetensors or pass --allow-pickle")
+        original = fid_inception.load_state_dict_from_url
+        # pytorch-fid builds its FID Inception and then downloads the weights; hand it ours instead
+        fid_inception.load_state_dict_from_url = lambda *args, **kwargs: state
+        try:
+            model = fid_inception.InceptionV3([fid_inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]])
+        except RuntimeError as error:
+            raise ErasureError(f"{path} does not fit pytorch-fid's Inception ({str(error).splitlines()[0]})") from None
+        finally:
+            fid_inception.load_state_dict_from_url = original
+        self.model = model.eval().requires_grad_(False).to(device)
+        self.device, self.batch_size = torch.device(device), batch_size
+        self.name = f"pytorch-fid InceptionV3 pool3 ({path.name})"
+
+    def __call__(self, images: Any) -> np.ndarray:
+        import torch
+
+        array = np.asarray(images)
+        if array.ndim != 4 or array.shape[-1] != 3:
+            raise ErasureError(f"Inception features take (N, H, W, 3) images, got shape {array.shape}")
+        if array.dtype != np.uint8:
+            array = np.clip(np.rint(array.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(array), self.batch_size):
+                x = torch.from_numpy(array[start : start + self.batch_size]).permute(0, 3, 1, 2).float() / 255.0
+                out.append(self.model(x.to(self.device))[0].flatten(1).cpu())
+        return torch.cat(out).numpy().astype(np.float64)

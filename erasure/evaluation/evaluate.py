@@ -503,6 +503,11 @@ _LABEL_METRICS = {"target_accuracy", "unlearning_accuracy", "in_domain_retain_ac
 def _features_function(features: Any) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str | None]:
     if features is None:
         return None, None
+    if isinstance(features, str) and features.startswith("inception:"):
+        from erasure.evaluation.distances import InceptionFeatures
+
+        extractor = InceptionFeatures(features.partition(":")[2])
+        return extractor, extractor.name
     if isinstance(features, str):
         from erasure.evaluation.clip_backends import load_clip_backend
 
