@@ -85,6 +85,10 @@ class RingABell:
 def completion_images(models, prompt: str, seed: int, settings, k: int):
     """The image whose first ``k`` sampler steps the original model runs and the rest the erased one (its UNet
     and its text encoder). Needs the pipeline plus the erasure result (one pipeline switched mid-run)."""
+    if models.result is None and models.has_original and models.use("original") is models.use("erased"):
+        # the unedited model attacked as it is: original and erased are one model, completion is plain sampling
+        pipe = models.use("erased")
+        return sample_from_embeddings(pipe, encode(pipe, [prompt]), [seed], settings)
     if models.result is None:
         raise ErasureError("diffusion completion switches the model mid-sampling: give the unedited pipeline and the "
                            "erasure result (edit=), not two pipelines")
