@@ -717,6 +717,9 @@ def check_evaluate(args) -> None:
     _check_folder("--compare-config", args.compare_config, "the config folder of the single-file --compare model")
     _check_file("--features-weights", args.features_weights, "the weights file of the --features model")
     _check_file("--clip-weights", args.clip_weights, "the weights file of the --clip model")
+    if args.features == "inception" and not args.features_weights:
+        raise _error("--features inception needs pytorch-fid's weights file: download pt_inception-2015-12-05-6726825d.pth "
+                     "(pytorch-fid's release) and pass --features-weights PATH --allow-pickle")
     args.out_path = _output(args, [args.prompts if Path(args.prompts).is_file() else None, args.edit, args.model,
                                    args.config, args.compare if args.compare != UNEDITED else None,
                                    args.compare_config, args.features_weights, args.config_file, args.judge_weights,

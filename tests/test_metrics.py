@@ -313,3 +313,20 @@ def test_inception_features_equal_pytorch_fids_own_model(tmp_path, monkeypatch):
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     with pytest.raises(ErasureError, match="pt_inception-2015-12-05-6726825d.pth.*--features-weights"):
         InceptionFeatures(str(tmp_path / "missing.pth"))
+
+
+def test_worst_kept_retain_accuracy_on_crafted_labels():
+    """Kept concepts are the labels named by prompts that do not name the erased star: the lowest of their
+    accuracies, with that concept's own n (CASES above)."""
+    from erasure.evaluation.metrics import worst_kept_retain_accuracy
+
+    records, predictions = crafted()
+    out = worst_kept_retain_accuracy(records, predictions, STAR, n_resamples=0)
+    kept = out["worst_kept_retain_accuracy"].details["kept"]
+    assert kept["shape=circle"] == {"accuracy": 0.5, "n": 2} and kept["shape=heart"] == {"accuracy": 1.0, "n": 1}
+    assert kept["colour=blue"] == {"accuracy": 0.0, "n": 1}  # the 'other' blue prompt; the blue star is left out
+    assert kept["texture=plain"] == {"accuracy": 0.0, "n": 1} and "texture=dotted" in kept
+    assert out["worst_kept_retain_accuracy"].value == 0.0 and out["worst_kept_retain_accuracy"].n == 1
+    in_domain = out["worst_kept_in_domain_retain_accuracy"]
+    assert in_domain.value == 0.5 and in_domain.details["worst_concept"] == "shape=circle"
+    assert set(in_domain.details["kept"]) == {"shape=circle", "shape=square", "shape=heart"}

@@ -274,15 +274,17 @@ def kept_concept_accuracies(
     concept: Concept,
 ) -> dict[str, np.ndarray]:
     """Per kept concept ``attribute=value`` (every label a prompt names among the predicted attributes, except
-    the erased one): per-image correctness (1/0) on the images whose prompt names it, NaN elsewhere."""
+    the erased one): per-image correctness (1/0) on the images whose prompt names it and does not name the
+    erased concept (what an erasure may change there is not retention), NaN elsewhere."""
     attribute, value = _check(records, predictions, concept)
+    spared = _column(records, attribute) != value
     out: dict[str, np.ndarray] = {}
     for other in predictions:
         named = _column(records, other)
         correct = (np.asarray(predictions[other], dtype=object) == named).astype(float)
-        for kept in dict.fromkeys(named):
+        for kept in dict.fromkeys(named[spared]):
             if kept and not (other == attribute and kept == value):
-                out[f"{other}={kept}"] = np.where(named == kept, correct, np.nan)
+                out[f"{other}={kept}"] = np.where((named == kept) & spared, correct, np.nan)
     return out
 
 
@@ -299,7 +301,8 @@ def worst_kept_retain_accuracy(
     """The retention a mean hides: the lowest per-concept accuracy among the kept concepts.
 
     Every label a prompt names (``attribute=value`` among the predicted attributes), except the erased one, is a
-    kept concept; its accuracy is the fraction of the images whose prompt names it on which it is predicted.
+    kept concept; its accuracy is the fraction of the images whose prompt names it (and not the erased concept)
+    on which it is predicted.
     ``worst_kept_retain_accuracy`` is the lowest of them over all kept concepts (in-domain and cross-domain),
     ``worst_kept_in_domain_retain_accuracy`` over the other values of the erased attribute only, each with the
     bootstrap interval of that concept's own images; ``details`` names the worst concept and lists every kept
