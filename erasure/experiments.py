@@ -33,6 +33,18 @@ REPORT_KEYS = ["target_accuracy", "target_accuracy[group=synonym]", "target_accu
                "in_domain_retain_accuracy", "cross_domain_retain_accuracy"]
 
 
+def script_main(main: Callable[[], int]) -> None:
+    """Run a driver's ``main`` and exit with its status; a user's mistake (ErasureError) is one line, exit 2."""
+    import sys
+
+    try:
+        code = main()
+    except ErasureError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)
+
+
 def parse_variant(text: str) -> tuple[str, dict]:
     """``"esd-x:lr=3e-4,anchor=square"`` -> ``("esd-x", {"lr": 3e-4, "anchor": "square"})`` (JSON values, else text)."""
     method, _, rest = text.partition(":")

@@ -35,6 +35,7 @@ from erasure.experiments import (  # noqa: E402
     check_markers,
     plot_scaling,
     run_experiment,
+    script_main,
     scaling_point,
     shape_accuracies_measure,
     shape_columns,
@@ -158,4 +159,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main(main)

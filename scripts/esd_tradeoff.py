@@ -24,6 +24,7 @@ from erasure.experiments import (  # noqa: E402
     check_markers,
     parse_variant,
     run_experiment,
+    script_main,
     value,
     world_measure,
     write_docs_table,
@@ -108,4 +109,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main(main)

@@ -24,6 +24,7 @@ from erasure.experiments import (  # noqa: E402
     check_markers,
     parse_variant,
     run_experiment,
+    script_main,
     world_measure,
     write_docs_table,
     write_tables,
@@ -82,4 +83,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main(main)

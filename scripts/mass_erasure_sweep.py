@@ -30,6 +30,7 @@ from erasure.experiments import (  # noqa: E402
     check_markers,
     parse_variant,
     run_experiment,
+    script_main,
     shape_accuracies_measure,
     value,
     write_docs_table,
@@ -95,4 +96,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main(main)
