@@ -293,6 +293,10 @@ def test_completion_with_every_step_original_is_the_original_image(tiny_sd1_pipe
         models.finish()
     np.testing.assert_array_equal(all_original, original)
     assert not np.array_equal(one_step, original) and not np.array_equal(one_step, erased)
+    unedited = ModelPair(pipe, None, original_pipe=pipe)  # the model attacked as it is: plain sampling
+    np.testing.assert_array_equal(completion_images(unedited, "a cat", 4, settings, k=1), original)
+    with pytest.raises(ErasureError, match="mid-sampling"):
+        completion_images(ModelPair(pipe, None, original_pipe=object()), "a cat", 4, settings, k=1)
 
 
 @pytest.mark.fast
