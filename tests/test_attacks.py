@@ -487,4 +487,8 @@ def test_cli_checks_before_loading_anything(tmp_path, capsys):
     assert _cli(["attack", "--concept", "circle", "--out", str(tmp_path / "o")]) == 2
     assert "already exists" in capsys.readouterr().err
     assert _cli(["attack", "--concept", "circle", "--model", str(tmp_path), "--out", str(tmp_path / "p")]) == 2
-    assert "judge" in capsys.readouterr().err
+    assert "--judge NAME" in capsys.readouterr().err
+    assert _cli(["attack", "--concept", "circle", "--judge", "nudenett", "--out", str(tmp_path / "p")]) == 2
+    assert "did you mean 'nudenet'" in capsys.readouterr().err
+    assert _cli(["attack", "--concept", "circle", "--judge-set", "threshold=0.5", "--out", str(tmp_path / "p")]) == 2
+    assert "goes with a judge" in capsys.readouterr().err

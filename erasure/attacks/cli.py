@@ -72,6 +72,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--attack", default="unlearndiffatk",
                    help="unlearndiffatk (default), ring-a-bell, completion, noise, cce, transfer")
     p.add_argument("--concept", default=None, help="the erased concept the judge looks for (circle, shape=circle); required")
+    p.add_argument("--judge", default=None,
+                   help="who decides whether the concept came back: a judge NAME[:ARG] (see `erasure list --judges`, "
+                        "e.g. nudenet, image-classifier:resnet50); default on the built-in world: its classifier")
+    p.add_argument("--judge-set", action="append", default=None, help="a judge setting KEY=VALUE, repeatable")
     p.add_argument("--edit", default=None,
                    help="the edit file or adapter `erasure erase` wrote; without it the model is attacked as it is")
     p.add_argument("--prompts", default=None,
@@ -126,14 +130,23 @@ def check(args) -> None:
     if args.edit is not None and not Path(args.edit).exists():
         raise ErasureError(f"--edit {args.edit} not found; give the edit.safetensors (or adapter) that `erasure erase` wrote")
     world = args.model in (None, BUILTIN_WORLD)
-    if not world:
-        if not Path(args.model).expanduser().exists():
-            raise ErasureError(f"--model {args.model!r} not found: no such file or folder")
-        raise ErasureError("on your own model an attack needs a judge: run it from Python with "
-                           "erasure.attacks.attack(..., judge=...) (the built-in world brings its own)")
-    from erasure.attacks.judging import WorldClassifierJudge
+    if not world and not Path(args.model).expanduser().exists():
+        raise ErasureError(f"--model {args.model!r} not found: no such file or folder")
+    args.judge_settings = {}
+    if args.judge is not None:
+        from erasure.evaluation.judges import parse_judge_spec
 
-    WorldClassifierJudge.attribute_of(str(args.concept))
+        spec_judge, from_name = parse_judge_spec(args.judge)
+        args.judge_settings = spec_judge.validate_settings({**from_name, **_parse_set(args.judge_set)})
+    elif args.judge_set:
+        raise ErasureError("--judge-set goes with a judge; add --judge NAME (see `erasure list --judges`)")
+    elif not world:
+        raise ErasureError("on your own model an attack needs a judge: add --judge NAME (see `erasure list --judges`, "
+                           "e.g. --judge nudenet); the built-in world brings its own")
+    if world and args.judge is None:
+        from erasure.attacks.judging import WorldClassifierJudge
+
+        WorldClassifierJudge.attribute_of(str(args.concept))
     if args.device is not None and not _DEVICE.match(str(args.device).strip().lower()):
         raise ErasureError(f"unknown device {args.device!r}; use cpu, cuda or cuda:N")
     if args.dtype is not None and str(args.dtype).lower() not in DTYPE_NAMES:
@@ -143,7 +156,7 @@ def check(args) -> None:
     from erasure.attacks.prompting import resolve_prompts
 
     class _World:
-        erasure_source = BUILTIN_WORLD
+        erasure_source = BUILTIN_WORLD if world else None
 
     args.resolved = resolve_prompts(args.prompts, str(args.concept), transfer=spec.kind == "transfer",
                                     datasets_dir=args.datasets_dir, limit=args.limit, pipe=_World())
@@ -170,7 +183,12 @@ def run(args) -> int:
     base = WORLD_SETTINGS if getattr(pipe, "erasure_source", None) == BUILTIN_WORLD else SamplerSettings()
     settings = SamplerSettings(steps=args.steps or base.steps, guidance=base.guidance if args.guidance is None else args.guidance)
     prompts, seeds, source = args.resolved
-    report = run_attack(pipe, args.attack, str(args.concept), prompts, seeds, result=result,
+    judge = None
+    if args.judge is not None:
+        from erasure.evaluation.judges import load_judge
+
+        judge = load_judge(args.judge.partition(":")[0], **args.judge_settings)
+    report = run_attack(pipe, args.attack, str(args.concept), prompts, seeds, result=result, judge=judge,
                         original_pipe=pipe if result is None else None, settings=settings,
                         attack_settings=args.attack_settings, seed=args.seed, out=args.out_path, force=args.force,
                         resume=not args.no_resume, n_resamples=args.n_resamples, prompt_source=source,
