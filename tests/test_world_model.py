@@ -1,11 +1,9 @@
 """The trained built-in world: loads with plain diffusers, SD module names, instruments that measure."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from erasure.world.assemble import DEFAULT_WORLD_DIR, sha256
 
