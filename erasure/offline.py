@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -51,8 +52,16 @@ def write_clip_tokenizer_files(folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = _clip_bpe()
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    # each file replaced atomically: processes that build the same folder at once (the world's training lanes
+    # start two stages together) never read a half-written vocabulary
+    for name, text in (("vocab.json", json.dumps(vocab, ensure_ascii=False)),
+                       ("merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")):
+        target = folder / name
+        if target.is_file() and target.read_text(encoding="utf-8") == text:
+            continue
+        tmp = folder / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
     return folder
 
 
