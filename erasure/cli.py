@@ -1116,7 +1116,10 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--metrics", action="store_true", help="one line per metric: inputs, higher is better, aggregation")
     li.add_argument("--json", action="store_true", help="with --methods, --method, --judges or --metrics: JSON")
     li.set_defaults(func=cmd_list, check=check_list)
-    parser.subcommands = {"generate": g, "erase": e, "evaluate": v, "export": x, "list": li}
+    from erasure.attacks.cli import add_parser as add_attack_parser  # torch-free, like the other parsers
+
+    a = add_attack_parser(sub)
+    parser.subcommands = {"generate": g, "erase": e, "evaluate": v, "export": x, "list": li, "attack": a}
     return parser
 
 
@@ -1229,7 +1232,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         if not getattr(args, "func", None):
             build_parser().print_help(sys.stderr)
-            print("error: choose a command: generate, erase, evaluate, export or list", file=sys.stderr)
+            print("error: choose a command: generate, erase, evaluate, export, list or attack", file=sys.stderr)
             return 2
         args.check(args)  # everything that needs no model, before torch is imported
         return args.func(args)

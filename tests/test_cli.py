@@ -33,7 +33,7 @@ def test_config_file_fills_flags_and_the_command_line_wins(tiny_sd1_folder, tmp_
 
 
 def test_help_shows_examples_for_every_command(capsys):
-    for command in ("generate", "erase", "evaluate", "export", "list"):
+    for command in ("generate", "erase", "evaluate", "export", "list", "attack"):
         with pytest.raises(SystemExit) as stop:
             main([command, "--help"])
         assert stop.value.code == 0
@@ -137,3 +137,11 @@ def test_the_printed_export_command_of_an_adapter_on_a_single_file_runs_as_print
     assert words[words.index("--edit") + 1] == "lora/adapter"  # as the user named --out: run from the same folder
     assert main(words[1:]) == 0, capsys.readouterr().err
     assert (tmp_path / "lora-export" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+@pytest.mark.fast
+def test_attack_is_a_subcommand_with_one_line_errors(tmp_path, capsys):
+    assert main(["attack", "--attack", "nosuch", "--concept", "circle", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown attack 'nosuch'" in err and "unlearndiffatk" in err
+    assert not (tmp_path / "a").exists()
