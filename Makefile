@@ -6,8 +6,8 @@ STAMP := $(VENV)/.erasure-installed
 OLDEST ?= .venv-oldest
 OLDEST_STAMP := $(OLDEST)/.erasure-installed
 TORCH := torch==2.14.1 torchvision==0.29.1
-# The fast tests: everything not marked world (needs the trained world), slow or distributed.
-FAST := fast
+# The inner loop: the tests marked fast, except those also marked slow (they run in `make test`).
+FAST := fast and not slow
 # the oldest-versions job runs more than the quick loop: everything but the trained world, slow and multi-process
 OLDEST_TESTS := not world and not slow and not distributed
 export HF_HUB_OFFLINE := 1

@@ -160,7 +160,7 @@ def test_slot_layout_and_decoded_prompt_retokenise_to_the_optimised_ids(tiny_sd1
             assert tok(text, padding="max_length", max_length=77).input_ids == ids
 
 
-@pytest.mark.fast
+@pytest.mark.slow  # 13 s (the full-vocabulary candidate set): in `make test`, not the inner loop
 def test_candidates_leave_out_special_tokens_and_excluded_words(tiny_sd1_pipeline):
     tok = tiny_sd1_pipeline.tokenizer
     everything = candidate_tokens(tiny_sd1_pipeline, "all")

@@ -237,6 +237,7 @@ def test_clip_zero_shot_decides_among_the_concept_and_its_alternatives():
         ClipZeroShotJudge(ColourClip(), template="a photo of {}").decide(images, "red")
 
 
+@pytest.mark.slow  # 5 s: in `make test`, not the inner loop
 def test_clip_zero_shot_on_a_transformers_folder_matches_its_embeddings(tmp_path):
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel

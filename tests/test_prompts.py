@@ -228,6 +228,7 @@ def test_a_users_csv_is_read_from_any_folder(tmp_path, monkeypatch):
     assert packaged.name == "shape-star" and packaged.records == read_prompt_set("shapeworld-shape-star").records
 
 
+@pytest.mark.slow  # 5 s (rebuilds all 69 prompt sets, three times): in `make test`, not the inner loop
 def test_make_world_prompts_check_reads_the_package_and_finds_a_stale_file(tmp_path):
     script = REPO / "scripts" / "make_world_prompts.py"
     fresh = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
