@@ -26,8 +26,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from erasure.errors import ErasureError
-from erasure.methods.spec import _jsonable, _type_name, check_value, config_fields
+from erasure.methods.spec import check_settings, config_fields, describe_settings
 
 ATTACK_KINDS = ("adaptive", "probe", "inversion", "transfer")
 
@@ -69,28 +68,11 @@ class AttackSpec:
 
     def settings(self) -> list[dict[str, Any]]:
         """Every setting with its effective default, allowed kinds, choices, range and help."""
-        out = []
-        for name, f in config_fields(self.config).items():
-            meta = f.metadata
-            entry = {"name": name, "default": _jsonable(self.default(name)),
-                     "type": " or ".join(_type_name(t) for t in meta.get("types", ())), "help": meta.get("help", "")}
-            for key in ("choices", "minimum", "maximum"):
-                if meta.get(key) is not None:
-                    entry[key] = _jsonable(meta[key])
-            out.append(entry)
-        return out
+        return describe_settings(self.config, self.default)
 
     def validate_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """``settings`` checked and converted (without torch); an unknown name or bad value is one line."""
-        known = config_fields(self.config)
-        unknown = [k for k in settings if k not in known]
-        if unknown:
-            import difflib
-
-            close = difflib.get_close_matches(unknown[0], list(known), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ErasureError(f"unknown setting {unknown[0]!r} for attack {self.name}; {hint}valid: {', '.join(known)}")
-        return {k: check_value(self.name, k, v, known[k].metadata) for k, v in settings.items()}
+        return check_settings(self.config, settings, f"attack {self.name}", self.name)
 
     def make_config(self, settings: Mapping[str, Any] | None = None):
         """The config dataclass filled with this attack's defaults and ``settings`` (validated)."""

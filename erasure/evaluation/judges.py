@@ -52,7 +52,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from erasure.errors import ErasureError
-from erasure.methods.spec import check_value, config_fields, setting
+from erasure.methods.spec import check_settings, config_fields, setting
 from erasure.registry import Registry
 
 __all__ = [
@@ -191,16 +191,8 @@ class JudgeSpec:
 
     def validate_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """Every setting, checked (unknown name or bad value: one-line ErasureError), defaults filled in."""
-        known = config_fields(self.config)
-        unknown = [k for k in settings if k not in known]
-        if unknown:
-            import difflib
-
-            close = difflib.get_close_matches(unknown[0], list(known), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ErasureError(f"unknown setting {unknown[0]!r} for judge {self.name}; {hint}valid: {', '.join(known)}")
-        checked = {k: check_value(f"judge {self.name}", k, v, known[k].metadata) for k, v in settings.items()}
-        return {**{k: self.default(k) for k in known}, **checked}
+        checked = check_settings(self.config, settings, f"judge {self.name}")
+        return {**{k: self.default(k) for k in config_fields(self.config)}, **checked}
 
     def build(self, **settings: Any) -> Judge:
         """The judge, with ``settings`` validated first (nothing loads before the check)."""

@@ -119,6 +119,36 @@ def config_fields(config: type) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(config)}
 
 
+def describe_settings(config: type, default: Callable[[str], Any]) -> list[dict[str, Any]]:
+    """Every setting of ``config`` with its effective default (``default(name)``), allowed kinds, choices, range
+    and help: what ``erasure list`` prints for methods, attacks and judges."""
+    out = []
+    for name, f in config_fields(config).items():
+        meta = f.metadata
+        entry = {"name": name, "default": _jsonable(default(name)),
+                 "type": " or ".join(_type_name(t) for t in meta.get("types", ())), "help": meta.get("help", "")}
+        for key in ("choices", "minimum", "maximum"):
+            if meta.get(key) is not None:
+                entry[key] = _jsonable(meta[key])
+        out.append(entry)
+    return out
+
+
+def check_settings(config: type, settings: Mapping[str, Any], owner: str, label: str | None = None) -> dict[str, Any]:
+    """``settings`` checked against ``config``'s fields and converted (without torch): an unknown name (with a
+    close match suggested) or a bad value is a one-line ErasureError naming ``owner`` (e.g. "attack cce");
+    ``label`` is the name check_value reports (default ``owner``). Returns only the given settings."""
+    known = config_fields(config)
+    unknown = [k for k in settings if k not in known]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], list(known), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ErasureError(f"unknown setting {unknown[0]!r} for {owner}; {hint}valid: {', '.join(known)}")
+    return {k: check_value(label or owner, k, v, known[k].metadata) for k, v in settings.items()}
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """One registered erasure method: what it is, what it takes, what it returns.
@@ -172,31 +202,14 @@ class MethodSpec:
 
     def settings(self) -> list[dict[str, Any]]:
         """Every setting with its effective default, allowed kinds, choices, range and help."""
-        out = []
-        for name, f in config_fields(self.config).items():
-            meta = f.metadata
-            entry = {"name": name, "default": _jsonable(self.default(name)),
-                     "type": " or ".join(_type_name(t) for t in meta.get("types", ())), "help": meta.get("help", "")}
-            for key in ("choices", "minimum", "maximum"):
-                if meta.get(key) is not None:
-                    entry[key] = _jsonable(meta[key])
-            out.append(entry)
-        return out
+        return describe_settings(self.config, self.default)
 
     def validate_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
         """``settings`` checked and converted (without torch): an unknown name or a bad value is a one-line
         ErasureError. Returns only the given settings (defaults are applied by the method)."""
-        known = config_fields(self.config)
-        unknown = [k for k in settings if k not in known]
-        if unknown:
-            import difflib
-
-            close = difflib.get_close_matches(unknown[0], list(known), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ErasureError(f"unknown setting {unknown[0]!r} for {self.name}; {hint}valid: {', '.join(known)}")
-        out = {k: check_value(self.name, k, v, known[k].metadata) for k, v in settings.items()}
+        out = check_settings(self.config, settings, self.name)
         if self.cross_field_check is not None:
-            self.cross_field_check({**{k: self.default(k) for k in known}, **out})
+            self.cross_field_check({**{k: self.default(k) for k in config_fields(self.config)}, **out})
         return out
 
     def describe(self) -> dict[str, Any]:
