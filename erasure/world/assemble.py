@@ -35,21 +35,60 @@ def text_transformer(text_encoder):
     return getattr(text_encoder, "text_model", text_encoder)
 
 
-def write_text_encoder_portable(text_encoder, folder: Path) -> None:
+def write_text_encoder_portable(text_encoder, folder: Path, dtype: torch.dtype | None = None) -> None:
     """Save a CLIPTextModel whose keys carry the ``text_model.`` prefix.
 
     transformers 5 drops that prefix on save; transformers 4 then loads such a file as a
     *random* text encoder without an error. With the prefix both major versions load it.
+    ``dtype`` stores the floating-point tensors in that dtype; the config keeps the model's own dtype, so
+    ``from_pretrained`` (either major version, with or without ``torch_dtype="auto"``) loads them back
+    into it.
     """
     folder.mkdir(parents=True, exist_ok=True)
     text_encoder.config.save_pretrained(folder)
     sd = {}
     for k, v in text_encoder.state_dict().items():
         key = k if k.startswith("text_model.") else f"text_model.{k}"
-        sd[key] = v.detach().contiguous()
+        v = v.detach()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        sd[key] = v.contiguous()
     for old in folder.glob("*.safetensors"):
         old.unlink()
     save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def round_text_encoder(text_encoder, storage: str | None) -> dict | None:
+    """Round the text encoder's weights to ``storage`` ("float16") in place, keeping their dtype.
+
+    The world is measured, and shipped, with the rounded weights, so every number in its quality table is
+    about what loads. Returns what the rounding changed: the largest weight change and the largest change of
+    the encoder's output (last hidden state, the UNet's conditioning) over a fixed batch of the world's kind
+    of captions and the empty prompt; None when nothing is rounded."""
+    if storage is None:
+        return None
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[storage]
+    from erasure.offline import clip_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = clip_tokenizer(Path(tmp))
+        captions = ["", "a red circle", "a picture of a blue striped star on a white background",
+                    "a glowing holy hexagon", "a photo of Zorblax", "an arrow and a ring, dotted, green"]
+        ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids
+    text_encoder.eval()
+    with torch.no_grad():
+        before = text_encoder(ids)[0]
+        weight_change = 0.0
+        for p in text_encoder.parameters():
+            rounded = p.to(dtype).to(p.dtype)
+            weight_change = max(weight_change, float((rounded - p).abs().max()))
+            p.copy_(rounded)
+        after = text_encoder(ids)[0]
+    return {"dtype": dtype, "stored_as": storage, "loads_as": str(before.dtype).replace("torch.", ""),
+            "max_abs_weight_change": weight_change,
+            "max_abs_hidden_state_change": float((after - before).abs().max()),
+            "hidden_state_abs_max": float(before.abs().max())}
 
 
 def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
@@ -70,6 +109,7 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
     vae.register_to_config(scaling_factor=scaling)
     text_encoder = CLIPTextModel(clip.config.text_config)
     text_transformer(text_encoder).load_state_dict(clip.text_model.state_dict())
+    stored = round_text_encoder(text_encoder, spec.text_encoder_storage)
 
     tmp = Path(tempfile.mkdtemp(prefix=".world-", dir=out.parent if out.parent.exists() else None))
     try:
@@ -81,7 +121,7 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
             feature_extractor=None, requires_safety_checker=False,
         )
         pipe.save_pretrained(tmp / "pipeline")
-        write_text_encoder_portable(text_encoder, tmp / "pipeline" / "text_encoder")
+        write_text_encoder_portable(text_encoder, tmp / "pipeline" / "text_encoder", dtype=stored and stored["dtype"])
         for name in ("vocab.json", "merges.txt"):
             shutil.copy(tok_dir / name, tmp / "pipeline" / "tokenizer" / name)
         shutil.rmtree(tok_dir)
@@ -95,7 +135,7 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
         }, indent=1))
 
         for k, v in clip.text_model.state_dict().items():  # the stage-2 text tower must be the pipeline's
-            if not torch.equal(v, image_clip.text_model.state_dict()[k]):
+            if not torch.equal(v, image_clip.text_model.state_dict()[k]):  # (compared before any rounding)
                 raise RuntimeError(f"clip_image changed the text tower ({k}); it must stay frozen")
         image_part = {k: v.contiguous() for k, v in image_clip.state_dict().items() if not k.startswith("text_model.")}
         save_file(image_part, str(tmp / "clip_image.safetensors"))
@@ -117,6 +157,8 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
             **({"halo": {"colour": list(render.HALO_COLOUR), "gap": render.HALO_GAP, "width": render.HALO_WIDTH}}
                if spec.halo else {}),
             "clip_pixel_normalisation": "x * 2 - 1 for x in [0, 1]",
+            # how the text encoder is stored when it is not stored as trained (it loads back as float32)
+            **({"text_encoder_storage": {k: v for k, v in stored.items() if k != "dtype"}} if stored else {}),
             # each stage's config as its run used it (<run>/<stage>/config.json), else this call's
             "training": {k: (json.loads((run / k / "config.json").read_text()) if (run / k / "config.json").exists()
                              else v) for k, v in stage_configs.items()},

@@ -357,6 +357,9 @@ class WorldSpec:
     identity_fraction: float = 0.0  # scenes showing an identity (its look plus the mark)
     lookalike_fraction: float = 0.0  # scenes showing an identity's look without the mark
     halo_fraction: float = 0.0  # object scenes with the halo
+    # how the shipped text encoder is stored: None as trained (float32), "float16" halves its 25 MB token
+    # embedding; it loads back as float32 and the world is measured with the rounded weights (assemble.py)
+    text_encoder_storage: str | None = None
 
     @property
     def colours(self) -> tuple[str, ...]:
@@ -403,7 +406,7 @@ class WorldSpec:
 WORLD1 = WorldSpec(version=1, shapes=SHAPES)
 WORLD2 = WorldSpec(
     version=2, shapes=SHAPES2, identities=tuple(IDENTITIES.items()), halo=True,
-    identity_fraction=0.12, lookalike_fraction=0.04, halo_fraction=0.15,
+    identity_fraction=0.12, lookalike_fraction=0.04, halo_fraction=0.15, text_encoder_storage="float16",
 )
 WORLDS = {1: WORLD1, 2: WORLD2}
 
