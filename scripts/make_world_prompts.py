@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from erasure.evaluation.phrasing import phrasing_prompt_sets
 from erasure.evaluation.prompts import PACKAGED_PROMPTS
 from erasure.evaluation.world2_prompts import world2_prompt_sets
 from erasure.evaluation.world_prompts import world_prompt_sets
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare with the files in --out instead of writing")
     args = parser.parse_args(argv)
 
-    sets = {**world_prompt_sets(seed=args.seed, world=1), **world2_prompt_sets(seed=args.seed)}
+    sets = {**world_prompt_sets(seed=args.seed, world=1), **phrasing_prompt_sets(seed=args.seed, world=1),
+            **world2_prompt_sets(seed=args.seed)}
     if args.check:
         root = args.out if args.out is not None else PACKAGED_PROMPTS
         with tempfile.TemporaryDirectory() as tmp:

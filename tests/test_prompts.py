@@ -197,7 +197,8 @@ def test_named_sets_are_registered():
     from erasure.evaluation.world2_prompts import world2_prompt_sets
 
     world2 = {"shapeworld2-" + Path(r).stem for r in world2_prompt_sets()}
-    assert set(prompt_set_names()) == set(CONCEPT_SETS) | {"shapeworld-all-combinations"} | world2
+    phrasing = {f"{name}-phrasing" for name in CONCEPT_SETS}
+    assert set(prompt_set_names()) == set(CONCEPT_SETS) | phrasing | {"shapeworld-all-combinations"} | world2
     assert len(CONCEPT_SETS) == 20
 
 
@@ -228,17 +229,17 @@ def test_a_users_csv_is_read_from_any_folder(tmp_path, monkeypatch):
     assert packaged.name == "shape-star" and packaged.records == read_prompt_set("shapeworld-shape-star").records
 
 
-@pytest.mark.slow  # 5 s (rebuilds all 69 prompt sets, three times): in `make test`, not the inner loop
+@pytest.mark.slow  # 5 s (rebuilds all 125 prompt sets, three times): in `make test`, not the inner loop
 def test_make_world_prompts_check_reads_the_package_and_finds_a_stale_file(tmp_path):
     script = REPO / "scripts" / "make_world_prompts.py"
     fresh = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
-    assert fresh.returncode == 0 and "69/69 prompt sets up to date" in fresh.stdout, fresh.stdout + fresh.stderr
+    assert fresh.returncode == 0 and "125/125 prompt sets up to date" in fresh.stdout, fresh.stdout + fresh.stderr
     copy = tmp_path / "prompts"
     shutil.copytree(Path(str(resources.files("erasure.data") / "prompts")), copy)
     stale = copy / "shapeworld" / "colour-red.csv"
     stale.write_text(stale.read_text().replace("a red", "a crimson", 1))
     checked = subprocess.run([sys.executable, str(script), "--check", "--out", str(copy)], capture_output=True, text=True)
-    assert checked.returncode == 1 and f"differs: {stale}" in checked.stdout and "68/69" in checked.stdout
+    assert checked.returncode == 1 and f"differs: {stale}" in checked.stdout and "124/125" in checked.stdout
     refused = subprocess.run([sys.executable, str(script), "--out", str(copy)], capture_output=True, text=True)
     assert refused.returncode == 2 and "pass --force" in refused.stderr
 
@@ -247,7 +248,10 @@ def test_make_world_prompts_check_reads_the_package_and_finds_a_stale_file(tmp_p
 def test_committed_csvs_equal_a_fresh_build(world):
     from erasure.evaluation.world2_prompts import world2_prompt_sets
 
-    for relative, fresh in (world_prompt_sets() if world == 1 else world2_prompt_sets()).items():
+    from erasure.evaluation.phrasing import phrasing_prompt_sets
+
+    sets = {**world_prompt_sets(), **phrasing_prompt_sets()} if world == 1 else world2_prompt_sets()
+    for relative, fresh in sets.items():
         name = Path(relative).parent.name + "-" + Path(relative).stem
         committed = read_prompt_set(name)
         assert committed.name == name and committed.records == fresh.records, relative
@@ -400,3 +404,52 @@ def test_bad_files_give_one_line_errors(tmp_path, case):
 def test_missing_file_and_folder(tmp_path):
     assert "no such file" in str(pytest.raises(ErasureError, read_prompt_set, tmp_path / "nope.csv").value)
     assert "it is a folder" in str(pytest.raises(ErasureError, read_prompt_set, tmp_path).value)
+
+
+# --- held-out phrasing sets (erasure/evaluation/phrasing.py) ---------------------------------------------------
+
+_TRAINING_LEADS = ("a picture of a", "an image of a", "a drawing of a", "a photo of a", "there is a")
+
+
+def _named_in(prompt: str, words: dict[str, dict[str, tuple[str, ...]]]) -> dict[str, set[str]]:
+    """Canonical values whose words (any synonym) occur in ``prompt`` as whole words, per attribute."""
+    import re
+
+    found: dict[str, set[str]] = {a: set() for a in words}
+    for attribute, table in words.items():
+        for value, ws in table.items():
+            if any(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", prompt) for w in ws):
+                found[attribute].add(value)
+    return found
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_phrasing_sets_name_exactly_their_labels_in_held_out_forms(world):
+    from erasure.evaluation.phrasing import FORMS, PHRASING_GROUP_SIZES
+    from erasure.evaluation.world_prompts import Vocabulary
+    from erasure.world.render import WORLDS
+
+    vocab = Vocabulary(WORLDS[world])
+    words = vocab.words
+    for attribute, value in world_concepts(world):
+        s = read_prompt_set(f"{vocab.prefix}-{attribute}-{value}-phrasing")
+        main = read_prompt_set(f"{vocab.prefix}-{attribute}-{value}")
+        assert collections.Counter(r.group for r in s) == PHRASING_GROUP_SIZES
+        assert len(set(s.prompts)) == len(s) and len(set(s.seeds)) == len(s)
+        assert not set(s.prompts) & set(main.prompts)
+        for group in PHRASING_GROUP_SIZES:  # every form in every group
+            assert {r.extra["phrasing"] for r in s.filter(group=group)} == set(FORMS), (attribute, value, group)
+        for r in s:
+            assert not r.prompt.startswith(_TRAINING_LEADS), r
+            named = _named_in(r.prompt, words)
+            for a in ("shape", "colour", "texture", "background"):
+                assert named[a] == ({r.extra[a]} if r.extra[a] else set()), (r.prompt, a)
+            assert (r.extra["shape"], r.extra["colour"]) not in vocab.held_out, r
+            if r.group == "target":
+                assert r.extra[attribute] == value
+            elif r.group == "neighbour":
+                assert r.extra[attribute] not in ("", value)
+            else:
+                assert r.extra[attribute] == ""
+        neighbours = {r.extra[attribute] for r in s.filter(group="neighbour")}
+        assert neighbours == set(vocab.erasable[attribute]) - {value}

@@ -166,7 +166,8 @@ def test_world2_prompt_sets():
 
     sets = world2_prompt_sets()
     assert len([k for k in sets if "/identity-" in k]) == len(W2.identities) and "shapeworld2/halo.csv" in sets
-    assert len([k for k in sets if "/shape-" in k]) == 24
+    assert len([k for k in sets if "/shape-" in k and not k.endswith("-phrasing.csv")]) == 24
+    assert len([k for k in sets if "/shape-" in k and k.endswith("-phrasing.csv")]) == 24
     names = [n for n, _ in W2.identities]
     for name, look in W2.identities:
         records = sets[f"shapeworld2/identity-{name}.csv"].records

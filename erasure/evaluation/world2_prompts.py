@@ -38,11 +38,13 @@ _PARAPHRASE_FORMS = ("a sketch of {}", "an illustration of {}", "a close-up of {
 
 
 def world2_prompt_sets(seed: int = 0) -> dict[str, PromptSet]:
-    """Every world 2 prompt set: the object/colour/texture sets, one per identity, and ``halo.csv``."""
+    """Every world 2 prompt set: the object/colour/texture sets and their held-out phrasing companions,
+    one per identity, and ``halo.csv``."""
+    from erasure.evaluation.phrasing import phrasing_prompt_sets
     from erasure.world.render import WORLD2
 
     vocab = Vocabulary(WORLD2)
-    sets = world_prompt_sets(seed=seed, world=2)
+    sets = {**world_prompt_sets(seed=seed, world=2), **phrasing_prompt_sets(seed=seed, world=2)}
     for name, _ in WORLD2.identities:
         sets[f"{vocab.prefix}/identity-{name}.csv"] = identity_prompt_set(name, seed=seed, vocabulary=vocab)
     sets[f"{vocab.prefix}/halo.csv"] = halo_prompt_set(seed=seed, vocabulary=vocab)

@@ -177,9 +177,9 @@ def label_columns(vocabulary: Vocabulary) -> tuple[str, ...]:
 
 
 def _records(name: str, concept: str | None, rows, rng: np.random.Generator, seed: int,
-             vocabulary: Vocabulary) -> PromptSet:
+             vocabulary: Vocabulary, extra_columns: tuple[str, ...] = ()) -> PromptSet:
     seeds = _distinct_seeds(rng, len(rows))
-    columns = label_columns(vocabulary)
+    columns = label_columns(vocabulary) + extra_columns
     records = tuple(
         PromptRecord(case_number=i, prompt=prompt, evaluation_seed=s, concept=concept, group=group,
                      extra={c: labels.get(c) or "" for c in columns})
