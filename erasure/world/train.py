@@ -55,8 +55,8 @@ DEFAULT_STAGES: dict[str, StageConfig] = {
 
 
 # World 2 (24 objects, identities, the halo): longer stages for the richer captions and images, and a more
-# varied unconditional distribution (10% empty scenes in the UNet's pool). The UNet's 13,000 steps fit the
-# 2.5-hour budget on 2 cores (about 0.6 s a step on one thread while lane A runs, 0.4 s on two after).
+# varied unconditional distribution (10% empty scenes in the UNet's pool). The UNet's 11,000 steps fit the
+# 2.5-hour budget on 2 cores (about 0.6 s a step on one thread while lane A runs, 0.5 s on two after).
 WORLD2_STAGES: dict[str, StageConfig] = {
     "clip": StageConfig(steps=2500, batch_size=128, lr=5e-4, seed=21, world=2),
     "clip_image": StageConfig(steps=900, batch_size=128, lr=3e-4, warmup=50, seed=26, world=2),
@@ -64,7 +64,7 @@ WORLD2_STAGES: dict[str, StageConfig] = {
                        extra={"kl_weight": 1e-6, "edge_weight": 1.0}),
     "classifier": StageConfig(steps=2000, batch_size=128, lr=2e-3, seed=23, world=2),
     "unet": StageConfig(
-        steps=13000, batch_size=64, lr=4e-4, warmup=200, seed=24, world=2,
+        steps=11000, batch_size=64, lr=4e-4, warmup=200, seed=24, world=2,
         extra={"pool": 150_000, "caption_dropout": 0.1, "ema": 0.999, "snr_gamma": 5.0, "empty_fraction": 0.1},
     ),
 }
