@@ -60,6 +60,11 @@ EXAMPLES = {
   erasure list --metrics
 """,
 }
+EXAMPLES["benchmark"] = """examples:
+  erasure benchmark --methods uce,esd-x --concepts shape=circle,texture=striped --out outputs/benchmark
+  erasure benchmark --methods uce --concepts circle --set uce.guide=square --limit 4 --out outputs/quick
+  erasure benchmark --methods uce,esd-x,spm --concepts circle --shard 1/2 --out outputs/bench   # and --shard 2/2, then --merge
+"""
 EXAMPLES["main"] = "examples:\n" + "".join(
     line + "\n" for text in EXAMPLES.values() for line in text.splitlines()[1:2])
 
@@ -908,6 +913,55 @@ def cmd_export(args) -> int:
     return 0
 
 
+# --- benchmark -------------------------------------------------------------------------------
+
+def check_benchmark(args) -> None:
+    """Methods, concepts, settings, shard, attack and the output, checked without torch."""
+    from erasure.benchmark import check_out, parse_settings, parse_shard, plan
+    from erasure.files import check_output
+
+    if args.merge and (args.shard or args.force):
+        raise _error("--merge assembles the rows already there; drop --shard and --force")
+    _check_device_dtype(args)
+    _check_model("--model", args.model)
+    _check_folder("--config", args.config, "the local config folder of the single-file checkpoint")
+    sampler = None
+    if args.steps is not None or args.guidance is not None:  # the world's 25 steps, guidance 5 otherwise
+        sampler = {"steps": 25 if args.steps is None else args.steps,
+                   "guidance": 5.0 if args.guidance is None else args.guidance,
+                   "eta": 0.0, "negative_prompt": None, "height": None, "width": None}
+    attack_settings = _parse_set(args.attack_set)
+    if attack_settings and not args.attack:
+        raise _error("--attack-set goes with an attack; add --attack NAME (see `erasure attack --help`)")
+    args.plan = plan(args.methods, args.concepts, settings=parse_settings(args.set),
+                     samples_per_prompt=args.samples_per_prompt, sampler=sampler, limit=args.limit,
+                     attack=args.attack, attack_settings=attack_settings,
+                     model=None if _is_world(args.model) else args.model)
+    args.shard_pair = parse_shard(args.shard)
+    args.out_path, _ = check_out(args.out, args.plan, force=args.force, resume=args.resume or args.merge)
+    check_output(args.out, force=True, inputs=[args.model, args.config, args.config_file],
+                 replaceable=("benchmark.json",))  # and never a folder holding an input
+
+
+def cmd_benchmark(args) -> int:
+    from erasure.benchmark import markdown, run_benchmark
+
+    p = args.plan
+    pipe = _load_model(args, args.model, args.config)
+    board = run_benchmark(pipe, p.methods, [f"{a}={v}" for a, v in p.concepts], out=args.out_path,
+                          settings=p.settings, samples_per_prompt=p.samples_per_prompt, sampler=p.sampler,
+                          limit=p.limit, shard=args.shard_pair, merge=args.merge, force=args.force,
+                          resume=args.resume, attack=p.attack, attack_settings=p.attack_settings, model=p.model,
+                          log=lambda line: print(line, file=sys.stderr, flush=True))
+    if board is None:
+        print(f"shard {args.shard}: rows written to {args.out_path / 'rows'}; when every shard is done, run the "
+              "same command without --shard (or with --merge) to write the leaderboard")
+        return 0
+    print(markdown(board))
+    print(f"wrote {args.out_path / 'leaderboard.md'} (.csv, .json), target.png and tradeoff.png")
+    return 0
+
+
 # --- list ------------------------------------------------------------------------------------
 
 def check_list(args) -> None:
@@ -1119,7 +1173,30 @@ def build_parser() -> argparse.ArgumentParser:
     from erasure.attacks.cli import add_parser as add_attack_parser  # torch-free, like the other parsers
 
     a = add_attack_parser(sub)
-    parser.subcommands = {"generate": g, "erase": e, "evaluate": v, "export": x, "list": li, "attack": a}
+    b = sub.add_parser("benchmark", help="methods x concepts on one model: one leaderboard (md, csv, json) and plots",
+                       epilog=EXAMPLES["benchmark"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_model_args(b)
+    b.add_argument("--methods", action="append", default=None,
+                   help="methods, comma-separated or repeated (`erasure list --methods`); the unedited model is always in")
+    b.add_argument("--concepts", action="append", default=None,
+                   help="concepts of the built-in world, comma-separated or repeated: shape=circle,texture=striped")
+    b.add_argument("--set", action="append", default=None, metavar="METHOD.KEY=VALUE",
+                   help="a method setting over its spec default (VALUE as JSON), repeatable: --set uce.guide=square")
+    b.add_argument("--samples-per-prompt", type=IMAGES, default=2, help="images per prompt (default 2)")
+    b.add_argument("--limit", type=AT_LEAST_ONE, default=None,
+                   help="only the first N prompts of each group of each prompt set (a quick run)")
+    b.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only every N-th cell from the I-th (1-based); then run without --shard (or --merge)")
+    b.add_argument("--merge", action="store_true", help="compute nothing: write the leaderboard from the shards' rows")
+    b.add_argument("--attack", default=None, help="also attack every cell (pre-ASR, ASR): an attack of `erasure attack`")
+    b.add_argument("--attack-set", action="append", default=None, metavar="KEY=VALUE", help="an attack setting, repeatable")
+    _add_sampler_args(b)
+    _add_output_args(b, "outputs/benchmark")
+    b.add_argument("--resume", action="store_true",
+                   help="continue the benchmark in --out (the default when --out holds this same benchmark)")
+    b.set_defaults(func=cmd_benchmark, check=check_benchmark)
+    parser.subcommands = {"generate": g, "erase": e, "evaluate": v, "export": x, "list": li, "attack": a,
+                          "benchmark": b}
     return parser
 
 

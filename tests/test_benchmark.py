@@ -1,0 +1,258 @@
+"""The benchmark (erasure.benchmark, `erasure benchmark`): methods x concepts through the experiment loop, one
+leaderboard whose numbers are the loop's rows, resumed without recomputing, sharded and merged to the same
+leaderboard, and one-line errors. The loop's mechanics run on a tiny random pipeline with a cheap measurement;
+the world's protocol (judge, prompt sets, seeds) on the built-in world with a prompt limit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from erasure import ErasureError
+from erasure.benchmark import check_out, parse_settings, parse_shard, plan, run_benchmark
+from erasure.experiments import Measure
+from erasure.methods import METHODS
+
+CELL_KEYS = ("target_accuracy", "in_domain_retain_accuracy", "size_kb", "unet_passes")
+
+
+@pytest.fixture(scope="module")
+def sd1(built_pipeline):
+    return built_pipeline("sd1")
+
+
+def _output(pipe, word: str) -> float:
+    """A deterministic number in (0, 1) from the UNet's prediction for ``word`` on fixed noise."""
+    from erasure.text import encode_prompts
+
+    x = torch.randn(1, pipe.unet.config.in_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        eps = pipe.unet(x, torch.tensor([500]), encoder_hidden_states=encode_prompts(pipe, [word])).sample
+    norm = float(eps.norm())
+    return norm / (1.0 + norm)
+
+
+class _Cheap:
+    """measure(plan, concept): a Measure of two 'accuracies' (with n and an interval), counting its runs."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, the_plan, concept):
+        def run(pipe):
+            self.calls += 1
+            t = _output(pipe, concept[1])
+            return {"target_accuracy": {"value": t, "ci_low": t - 0.1, "ci_high": t + 0.1, "n": 8},
+                    "in_domain_retain_accuracy": {"value": _output(pipe, "square"), "ci_low": None, "ci_high": None,
+                                                  "n": 8}}
+        return Measure({"kind": "cheap", "concept": list(concept)}, run)
+
+
+SETTINGS = {"uce": {"preserve": []}, "esd-x": dict(METHODS.get("esd-x").test_settings)}
+
+
+def _run(pipe, out, measure, **kw):
+    return run_benchmark(pipe, ["uce", "esd-x"], ["shape=circle", "texture=striped"], out=out, settings=SETTINGS,
+                         measure=measure, log=None, **kw)
+
+
+def _measured(board):
+    return {(e["method"], e["concept"]): {k: e["metrics"].get(k) for k in CELL_KEYS} for e in board["entries"]}
+
+
+@pytest.mark.fast
+def test_leaderboard_files_hold_the_rows_numbers_and_a_rerun_recomputes_nothing(sd1, tmp_path, monkeypatch):
+    import erasure.methods as methods
+
+    real, erased = methods.erase, []
+
+    def counting_erase(*args, **kwargs):
+        erased.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(methods, "erase", counting_erase)
+    before = {n: p.detach().clone() for n, p in sd1.unet.named_parameters()}
+    measure = _Cheap()
+    board = _run(sd1, tmp_path / "b", measure)
+    assert erased == ["uce", "esd-x", "uce", "esd-x"] and measure.calls == 6  # 2 methods x 2 concepts + 2 unedited
+    assert all(torch.equal(p, before[n]) for n, p in sd1.unet.named_parameters())
+    out = tmp_path / "b"
+    for name in ("leaderboard.md", "leaderboard.csv", "leaderboard.json", "target.png", "tradeoff.png", "benchmark.json"):
+        assert (out / name).is_file(), name
+    rows = {json.loads(f.read_text())["label"]: json.loads(f.read_text()) for f in (out / "rows").glob("*.json")}
+    assert len(rows) == 6
+    written = json.loads((out / "leaderboard.json").read_text())
+    assert [(e["method"], e["concept"]) for e in written["entries"]] == [
+        (m, c) for c in ("shape=circle", "texture=striped") for m in ("unedited", "uce", "esd-x")]
+    for e in written["entries"]:
+        row = rows[e["label"]]
+        assert e["metrics"]["target_accuracy"] == row["metrics"]["target_accuracy"]
+        assert e["metrics"]["in_domain_retain_accuracy"] == row["metrics"]["in_domain_retain_accuracy"]
+        if e["method"] == "unedited":
+            assert "size_kb" not in e["metrics"] and "erase_seconds" not in e["metrics"]
+            continue
+        assert e["metrics"]["size_kb"]["value"] == row["result"]["size_kb"] > 0
+        assert e["metrics"]["erase_seconds"]["value"] == row["seconds_erase"]
+        assert e["metrics"]["peak_rss_mb"]["value"] == row["result"]["peak_rss_mb"]
+        info = row["result"]["info"]
+        if e["method"] == "esd-x":  # ESD counts its UNet passes; UCE runs none and records none
+            assert e["metrics"]["unet_passes"]["value"] == info["unet_forward_passes"] + info["unet_backward_passes"] > 0
+        else:
+            assert "unet_passes" not in e["metrics"]
+    # an erased cell differs from its unedited row; the md and csv show the same numbers
+    md, csv = (out / "leaderboard.md").read_text(), (out / "leaderboard.csv").read_text()
+    circle = {e["method"]: e for e in written["entries"] if e["concept"] == "shape=circle"}
+    assert circle["uce"]["metrics"]["target_accuracy"]["value"] != circle["unedited"]["metrics"]["target_accuracy"]["value"]
+    t = circle["uce"]["metrics"]["target_accuracy"]
+    assert f"{t['value']:.2f} [{t['ci_low']:.2f}, {t['ci_high']:.2f}]" in md
+    assert "images per number" in md and "target_accuracy 8" in md
+    assert csv.splitlines()[0].startswith("method,concept,target_accuracy,target_accuracy_ci_low")
+    assert str(t["value"]) in csv
+    from PIL import Image
+
+    assert Image.open(out / "target.png").size[0] >= 420 and Image.open(out / "tradeoff.png").format == "PNG"
+
+    # the rerun reads every row back: no erase, no measurement, the same leaderboard
+    again = _run(sd1, out, measure)
+    assert erased == ["uce", "esd-x", "uce", "esd-x"] and measure.calls == 6
+    assert _measured(again) == _measured(board)
+
+
+@pytest.mark.fast
+def test_shards_then_merge_equal_the_unsharded_leaderboard(sd1, tmp_path):
+    whole = _run(sd1, tmp_path / "whole", _Cheap())
+    out = tmp_path / "sharded"
+    assert _run(sd1, out, _Cheap(), shard=(1, 2)) is None
+    assert not (out / "leaderboard.md").exists() and len(list((out / "rows").glob("*.json"))) == 3
+    with pytest.raises(ErasureError, match="3 of 6 cells are not done yet"):
+        _run(sd1, out, _Cheap(), merge=True)
+    measure = _Cheap()
+    assert _run(sd1, out, measure, shard="2/2") is None and measure.calls == 3  # the other three cells only
+    merge = _Cheap()
+    merged = _run(sd1, out, merge, merge=True)
+    assert merge.calls == 0  # assembled from the rows
+    assert _measured(merged) == _measured(whole)
+    assert (out / "leaderboard.md").is_file()
+
+
+@pytest.mark.fast
+def test_another_benchmark_in_the_folder_is_refused_without_force(sd1, tmp_path):
+    out = tmp_path / "b"
+    _run(sd1, out, _Cheap(), shard=(1, 3))
+    other = plan(["uce"], ["circle"])
+    with pytest.raises(ErasureError, match="holds another benchmark .*differs in .*methods.*--force"):
+        check_out(out, other)
+    with pytest.raises(ErasureError, match="--resume: .* holds another benchmark"):
+        check_out(out, other, resume=True)
+    assert check_out(out, other, force=True) == (out, False)
+    yours = tmp_path / "yours"
+    yours.mkdir()
+    (yours / "notes.txt").write_text("mine")
+    with pytest.raises(ErasureError, match="holds no benchmark"):
+        check_out(yours, other)
+    with pytest.raises(ErasureError, match="erasure did not write"):
+        check_out(yours, other, force=True)
+    assert (yours / "notes.txt").read_text() == "mine"
+    # --force replaces the benchmark's own files and starts over
+    measure = _Cheap()
+    run_benchmark(sd1, ["uce"], ["circle"], out=out, settings={"uce": {"preserve": []}}, measure=measure, force=True,
+                  log=None)
+    assert measure.calls == 2 and len(list((out / "rows").glob("*.json"))) == 2
+
+
+@pytest.mark.fast
+def test_plan_checks_names_with_the_registries():
+    p = plan("uce,esd-x", "circle,texture=striped", settings=parse_settings(["uce.guide=square", "esd-x.lr=3e-4"]))
+    assert p.methods == ("uce", "esd-x") and p.concepts == (("shape", "circle"), ("texture", "striped"))
+    assert p.settings == {"uce": {"guide": "square"}, "esd-x": {"lr": 3e-4}}
+    assert [c[0] for c in p.cells()] == ["unedited", "uce", "esd-x"] * 2
+    assert parse_shard("2/3") == (2, 3)
+    for bad, message in [
+        (lambda: plan("uce,nope", "circle"), "unknown method 'nope'"),
+        (lambda: plan("uce", "blob"), "not a concept of the built-in world"),
+        (lambda: plan("uce", "colour=circle"), "circle is a shape"),
+        (lambda: plan("uce", "circle", settings={"uce": {"gide": 1}}), "did you mean 'guide'"),
+        (lambda: plan("uce", "circle", settings={"esd-x": {"lr": 1}}), "not among the methods"),
+        (lambda: plan("esd-x", "circle", settings={"esd-x": {"lr": float("nan")}}), "finite"),
+        (lambda: plan("uce", "circle", attack="nope"), "unknown attack"),
+        (lambda: plan("uce", "circle", attack_settings={"a": 1}), "add --attack"),
+        (lambda: plan("", "circle"), "no methods given"),
+        (lambda: parse_settings(["guide=square"]), "METHOD.KEY=VALUE"),
+        (lambda: parse_shard("0/2"), "1 <= I <= N"),
+        (lambda: parse_shard("x"), "I/N"),
+    ]:
+        with pytest.raises(ErasureError, match=message):
+            bad()
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "uce,nope", "--concepts", "circle"], "unknown method 'nope'"),
+    (["--methods", "uce", "--concepts", "blob"], "not a concept of the built-in world"),
+    (["--methods", "uce", "--concepts", "circle", "--set", "uce.gide=square"], "did you mean 'guide'"),
+    (["--methods", "uce", "--concepts", "circle", "--set", "uce.lamb=NaN"], "finite"),
+    (["--methods", "uce", "--concepts", "circle", "--shard", "3/2"], "1 <= I <= N"),
+    (["--methods", "uce", "--concepts", "circle", "--shard", "1/2", "--merge"], "drop --shard"),
+    (["--methods", "uce", "--concepts", "circle", "--resume"], "holds no benchmark to resume"),
+    (["--methods", "uce", "--concepts", "circle", "--attack", "nope"], "unknown attack"),
+    (["--methods", "uce", "--concepts", "circle", "--attack-set", "tokens=3"], "add --attack"),
+    (["--concepts", "circle"], "no methods given"),
+    (["--methods", "uce", "--concepts", "circle", "--limit", "0"], "--limit must be >= 1"),
+])
+def test_cli_mistakes_are_one_line_exit_2(tmp_path, capsys, argv, message):
+    from erasure.cli import main
+
+    code = main(["benchmark", *argv, "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.fast
+def test_cli_refuses_another_benchmark_and_your_folder(tmp_path, capsys):
+    from erasure.cli import main
+
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "benchmark.json").write_text(json.dumps({"config": plan(["uce"], ["circle"]).config()}))
+    code = main(["benchmark", "--methods", "esd-x", "--concepts", "circle", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "holds another benchmark" in err[0] and "--force" in err[0]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.txt").write_text("x")
+    code = main(["benchmark", "--methods", "uce", "--concepts", "circle", "--out", str(tmp_path / "mine"), "--force"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "erasure did not write" in err[0]
+    assert (tmp_path / "mine" / "a.txt").read_text() == "x"
+
+
+# --------------------------------------------------------------------------- on the built-in world
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_world_benchmark_unedited_row_is_evaluate_on_the_same_seeds(shapeworld_pipeline, tmp_path):
+    from erasure.benchmark import EVAL_METRICS, limited
+    from erasure.evaluation.evaluate import evaluate
+    from erasure.generation import SamplerSettings
+
+    sampler = SamplerSettings(steps=4, guidance=5.0)
+    board = run_benchmark(shapeworld_pipeline, ["uce"], ["shape=circle"], out=tmp_path / "w",
+                          settings={"uce": {"guide": "square"}}, samples_per_prompt=1, sampler=sampler, limit=2,
+                          n_resamples=50, log=None)
+    cells = {e["method"]: e["metrics"] for e in board["entries"]}
+    assert set(cells) == {"unedited", "uce"}
+    for key in ("target_accuracy", "in_domain_retain_accuracy", "cross_domain_retain_accuracy",
+                "worst_kept_retain_accuracy", "phrasing:target_accuracy", "phrasing:worst_kept_retain_accuracy"):
+        assert cells["unedited"][key]["value"] is not None and cells["unedited"][key]["n"] >= 1, key
+    assert cells["unedited"]["worst_kept_retain_accuracy"]["concept"]
+    report = evaluate(shapeworld_pipeline, limited("shapeworld-shape-circle", 2), concept=("shape", "circle"),
+                      settings=sampler, samples_per_prompt=1, n_resamples=50, progress=False, keep_images=False)
+    assert cells["unedited"]["target_accuracy"]["value"] == report.value("target_accuracy")
+    assert cells["unedited"]["target_accuracy"]["n"] == report.metrics["target_accuracy"].n == 2
+    assert cells["unedited"]["in_domain_retain_accuracy"]["value"] == report.value("in_domain_retain_accuracy")
+    assert cells["uce"]["size_kb"]["value"] > 0 and "worst_kept_retain_accuracy" in EVAL_METRICS
+    md = (tmp_path / "w" / "leaderboard.md").read_text()
+    assert "`uce`" in md and "shape=circle: images per number: target_accuracy 2" in md
