@@ -549,22 +549,17 @@ def _erase_summary(edit) -> str:
 
 
 def _evaluate_erased(args, pipe, edit, label: tuple[str, str], folder: Path) -> list[str]:
-    """``erase --evaluate``: the concept's world prompt set on the base and the erased model, compared."""
-    from erasure.evaluation.evaluate import compare, evaluate, world_features
+    """``erase --evaluate``: the concept's world prompt set on the base and the erased model, compared (the
+    experiment loop, :func:`erasure.experiments.evaluate_result`, does the base / apply / measure / restore)."""
+    from erasure import experiments
+    from erasure.evaluation.evaluate import compare, world_features
 
     attribute, value = label
     set_name = f"shapeworld-{attribute}-{value}"
-    kw = dict(concept=label, settings=_sampler_settings(args, True), samples_per_prompt=args.samples_per_prompt)
-    _status(f"evaluating {value}: generating with the base model")
-    base = evaluate(pipe, set_name, **kw)
-    edit.apply(pipe)
-    try:
-        pipe.erasure_edit = {"method": edit.method, "concepts": list(edit.concepts), "config": dict(edit.config)}
-        _status(f"evaluating {value}: generating with the erased model")
-        report = evaluate(pipe, set_name, **kw)
-    finally:
-        edit.restore(pipe)
-        pipe.erasure_edit = None
+    _status(f"evaluating {value}: generating with the base model, then the erased one")
+    base, report = experiments.evaluate_result(
+        pipe, edit, set_name, concept=label, settings=_sampler_settings(args, True),
+        samples_per_prompt=args.samples_per_prompt, log=lambda line: _status(f"evaluating {value}: {line}"))
     compare(report, base, features=world_features, feature_extractor="shapeworld classifier features (penultimate layer)")
     report.save(folder / f"eval-{value}", baseline=base)
     return [f"  {value}: {key} {base.value(key):.3f} -> {report.value(key):.3f}"

@@ -13,6 +13,10 @@ every row that names it), apply, measure, restore (exactly: the result protocol)
 method's config and the measurement's, to ``out/rows/<key>.json`` (atomic). ``key`` is a hash of the row's
 whole config (model, method, concepts, settings, measurement), so an interrupted run resumes: rows already
 done are read back, not recomputed. The unedited model's row of a measurement is just a row without a method.
+
+The loop itself is :func:`run_variants` (``run_experiment`` is it with an output folder); a result made
+elsewhere goes through it too: :func:`evaluate_result` (base and result, the same prompts and seeds, whole
+reports back) is what ``erasure erase --evaluate`` and the quickstart notebook use.
 """
 
 from __future__ import annotations
@@ -132,20 +136,25 @@ def report_metrics(report, keys: Sequence[str] | None = None) -> dict[str, dict[
 
 
 def world_measure(prompt_set: str, concept: tuple[str, str] | str, settings, *, samples_per_prompt: int = 1,
-                  n_resamples: int = 1000, seed: int = 0, keys: Sequence[str] | None = None) -> Measure:
-    """:func:`erasure.evaluation.evaluate` on ``prompt_set`` for ``concept`` (same seeds for every row)."""
+                  n_resamples: int = 1000, seed: int = 0, keys: Sequence[str] | None = None,
+                  per_group: int | None = None) -> Measure:
+    """:func:`erasure.evaluation.evaluate` on ``prompt_set`` for ``concept`` (same seeds for every row); with
+    ``per_group``, on the first ``per_group`` prompts of each of its groups (``PromptSet.head``)."""
     from dataclasses import asdict
 
     def run(pipe):
-        from erasure.evaluation.evaluate import evaluate
+        from erasure.evaluation.evaluate import evaluate, resolve_prompt_set
 
-        report = evaluate(pipe, prompt_set, concept=concept, settings=settings, samples_per_prompt=samples_per_prompt,
+        prompts = prompt_set if per_group is None else resolve_prompt_set(prompt_set).head(per_group)
+        report = evaluate(pipe, prompts, concept=concept, settings=settings, samples_per_prompt=samples_per_prompt,
                           n_resamples=n_resamples, seed=seed, progress=False, keep_images=False)
         return report_metrics(report, keys)
 
     config = {"kind": "evaluate", "prompt_set": prompt_set, "concept": list(concept) if isinstance(concept, tuple)
               else concept, "sampler": asdict(settings), "samples_per_prompt": samples_per_prompt,
               "n_resamples": n_resamples, "seed": seed, "keys": list(keys) if keys else None}
+    if per_group is not None:  # only then: the rows of whole sets keep their keys
+        config["per_group"] = per_group
     return Measure(config=config, run=run)
 
 
@@ -220,17 +229,35 @@ def run_experiment(pipe, variants: Sequence[Variant], measures: Mapping[str, Mea
     """Run every variant (see the module docstring); returns the rows in the variants' order.
 
     Every row is written to ``out/rows/<key>.json`` as soon as it is measured; with ``resume`` rows already
-    there are read back instead of recomputed. The pipeline is left as it was."""
+    there are read back instead of recomputed. The pipeline is left as it was. (The loop is
+    :func:`run_variants`.)"""
+    return run_variants(pipe, variants, measures, out=out, resume=resume, log=log)
+
+
+def run_variants(pipe, variants: Sequence[Variant], measures: Mapping[str, Measure], *,
+                 results: Mapping[str, Any] | None = None, out: str | Path | None = None, resume: bool = True,
+                 log: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
+    """The one loop behind :func:`run_experiment` and :func:`evaluate_result`: per variant, erase (or take the
+    result already made), apply, measure, restore, and make the row; returns the rows in the variants' order.
+
+    ``results`` maps a variant's label to a result made elsewhere (the CLI's ``erase --evaluate`` has one):
+    that row applies it as it is instead of erasing. With ``out=None`` the rows stay in memory (nothing is
+    written or read back); otherwise as :func:`run_experiment`. While a result is applied,
+    ``pipe.erasure_edit`` describes it (an evaluation report records it); the pipeline is left as it was."""
     from erasure.files import write_json
     from erasure.methods import erase
 
+    results = dict(results or {})
     unknown = sorted({v.measure for v in variants} - set(measures))
     if unknown:
         raise ErasureError(f"no measurement named {unknown[0]!r}; the experiment defines {', '.join(sorted(measures))}")
     bad = sorted({v.context for v in variants if v.context is not None} - set(CONTEXTS))
     if bad:
         raise ErasureError(f"unknown context {bad[0]!r}; choose from {', '.join(sorted(CONTEXTS))}")
-    folder = Path(out) / "rows"
+    stray = sorted(set(results) - {v.label for v in variants if v.method is not None})
+    if stray:
+        raise ErasureError(f"a result is given for {stray[0]!r}, which is no variant with a method")
+    folder = None if out is None else Path(out) / "rows"
     model = model_identity(pipe)
     rows: list[dict[str, Any]] = []
     made: dict[str, tuple[Any, float]] = {}  # one result per (method, concepts, settings), shared by its rows
@@ -238,8 +265,8 @@ def run_experiment(pipe, variants: Sequence[Variant], measures: Mapping[str, Mea
     for variant in variants:
         measure = measures[variant.measure]
         key = row_key(model, variant, measure)
-        path = folder / f"{key[:20]}.json"
-        if resume and path.is_file():
+        path = None if folder is None else folder / f"{key[:20]}.json"
+        if resume and path is not None and path.is_file():
             row = json.loads(path.read_text())
             if row.get("key") == key:
                 rows.append({**row, "label": variant.label, "extra": dict(variant.extra)})
@@ -255,30 +282,67 @@ def run_experiment(pipe, variants: Sequence[Variant], measures: Mapping[str, Mea
             metrics = measure.run(pipe)
             row.update(metrics=metrics, seconds_measure=round(time.perf_counter() - t0, 1), seconds_erase=None)
         else:
-            rkey = variant.result_key()
-            if rkey not in made:
-                rss_before = reset_peak_memory()
-                t0 = time.perf_counter()
-                result = erase(pipe, variant.method, list(variant.concepts), **dict(variant.settings))
-                made[rkey] = (result, round(time.perf_counter() - t0, 1),
-                              {"rss_before_mb": rss_before, "peak_rss_mb": _status_mb("VmHWM")})
-            result, seconds, memory = made[rkey]
+            if variant.label in results:
+                result, seconds, memory = results[variant.label], None, {}
+            else:
+                rkey = variant.result_key()
+                if rkey not in made:
+                    rss_before = reset_peak_memory()
+                    t0 = time.perf_counter()
+                    result = erase(pipe, variant.method, list(variant.concepts), **dict(variant.settings))
+                    made[rkey] = (result, round(time.perf_counter() - t0, 1),
+                                  {"rss_before_mb": rss_before, "peak_rss_mb": _status_mb("VmHWM")})
+                result, seconds, memory = made[rkey]
             t0 = time.perf_counter()
-            result.apply(pipe)
-            try:
-                with (CONTEXTS[variant.context](pipe) if variant.context else contextlib.nullcontext()):
-                    metrics = measure.run(pipe)
-            finally:
-                result.restore(pipe)
+            metrics = _measure_applied(pipe, result, measure, variant.context)
             row.update(metrics=metrics, seconds_measure=round(time.perf_counter() - t0, 1), seconds_erase=seconds,
                        result={**result_stats(result), **memory}, result_config=json.loads(json.dumps(dict(result.config),
                                                                                         default=str)))
-        write_json(path, row, force=True)
+        if path is not None:
+            write_json(path, row, force=True)
         rows.append(row)
         if log:
             first = next(iter(row["metrics"].items()), (None, {}))
             log(f"[{time.perf_counter() - t_start:.0f}s] {variant.label}: {first[0]} {first[1].get('value')}")
     return rows
+
+
+def _measure_applied(pipe, result, measure: Measure, context: str | None):
+    """``measure`` of the pipeline with ``result`` applied (in ``context``); restored exactly afterwards."""
+    previous = getattr(pipe, "erasure_edit", None)
+    result.apply(pipe)
+    try:
+        pipe.erasure_edit = {"method": result.method, "concepts": list(result.concepts), "config": dict(result.config)}
+        with (CONTEXTS[context](pipe) if context else contextlib.nullcontext()):
+            return measure.run(pipe)
+    finally:
+        result.restore(pipe)
+        pipe.erasure_edit = previous
+
+
+def evaluate_result(pipe, result, prompt_set, *, label: str = "erased", log: Callable[[str], None] | None = None,
+                    **evaluate_kwargs):
+    """The unedited model and ``result`` (already made) evaluated alike through :func:`run_variants`: the same
+    prompts and seeds, :func:`erasure.evaluation.evaluate.evaluate` with ``evaluate_kwargs``, the pipeline
+    restored. Returns ``(base, after)``, the two whole Reports (images included: for ``compare``, grids and
+    ``Report.save``). Nothing is written."""
+    reports: list[Any] = []
+
+    def run(p):
+        from erasure.evaluation.evaluate import evaluate
+
+        report = evaluate(p, prompt_set, **evaluate_kwargs)
+        reports.append(report)
+        return report_metrics(report)
+
+    name = prompt_set if isinstance(prompt_set, (str, Path)) else getattr(prompt_set, "name", str(prompt_set))
+    measure = Measure(config={"kind": "evaluate-reports", "prompt_set": str(name),
+                              **{k: v for k, v in evaluate_kwargs.items() if isinstance(v, (str, int, float, bool, tuple))
+                                 or v is None}}, run=run)
+    variants = [Variant("unedited", None), Variant(label, result.method, tuple(result.concepts))]
+    run_variants(pipe, variants, {"default": measure}, results={label: result}, out=None, log=log)
+    base, after = reports
+    return base, after
 
 
 # --------------------------------------------------------------------------- tables

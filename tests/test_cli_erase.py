@@ -192,3 +192,39 @@ def test_sigint_during_erase_exits_130_and_writes_nothing(tiny_sd1_folder, tmp_p
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp")]
     assert (checkpoints / "state.safetensors").exists()  # kept for --resume
+
+
+@pytest.mark.world
+@pytest.mark.slow
+def test_erase_evaluate_runs_through_the_experiment_loop(shapeworld_folder, tmp_path, capsys, monkeypatch):
+    """``erase --evaluate`` on the built-in world: base and erased model measured by the package's experiment loop
+    (erasure.experiments.run_variants, here spied on), the report written with its baseline, the concept gone."""
+    import erasure.experiments as experiments
+
+    calls = []
+    real = experiments.run_variants
+
+    def spy(pipe, variants, measures, **kwargs):
+        calls.append(([v.method for v in variants], dict(kwargs.get("results") or {}), kwargs.get("out")))
+        return real(pipe, variants, measures, **kwargs)
+
+    monkeypatch.setattr(experiments, "run_variants", spy)
+    out = tmp_path / "erase"
+    code = main(["erase", "--method", "uce", "--concept", "circle", "--guide", "square", "--tokens", "subject-to-end",
+                 "--preserve-scale", "0.02", "--evaluate", "--steps", "10", "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert len(calls) == 1
+    methods, results, written = calls[0]
+    assert methods == [None, "uce"] and [r.method for r in results.values()] == ["uce"] and written is None
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "edit.safetensors", "eval-circle", "run.json"]
+    report = json.loads((out / "eval-circle" / "report.json").read_text())
+    base, after = report["baseline"]["metrics"], report["metrics"]
+    assert report["info"]["edit"]["method"] == "uce" and report["info"]["edit"]["concepts"] == ["circle"]
+    assert report["baseline"]["info"]["edit"] is None
+    line = f"  circle: target_accuracy {base['target_accuracy']['value']:.3f} -> {after['target_accuracy']['value']:.3f}"
+    assert line in stdout.splitlines()
+    assert base["target_accuracy"]["value"] >= 0.75  # the world draws circles ...
+    assert after["target_accuracy"]["value"] < base["target_accuracy"]["value"] - 0.3  # ... and after UCE it does not
+    assert after["in_domain_retain_accuracy"]["value"] >= base["in_domain_retain_accuracy"]["value"] - 0.2
+    assert "fid" in after and list((out / "eval-circle").glob("compare-*.png"))

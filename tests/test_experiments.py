@@ -146,3 +146,75 @@ def test_docs_table_replaced_between_markers_only(tmp_path):
     experiments.check_markers(doc, ["t", "u"])
     with pytest.raises(ErasureError, match="v:start"):
         experiments.check_markers(doc, ["t", "v"])
+
+
+def test_a_result_made_elsewhere_goes_through_the_same_loop(sd1, tmp_path, monkeypatch):
+    """run_variants with ``results``: the given result is applied as it is (never erased again), measured like
+    run_experiment's rows, the pipeline restored; with out=None nothing is written."""
+    import erasure.methods as methods
+
+    edit = methods.erase(sd1, "uce", [CONCEPT], guide="", preserve=())
+    before = {n: p.detach().clone() for n, p in sd1.unet.named_parameters()}
+    unedited = _output_norm(sd1)
+    edit.apply(sd1)
+    try:
+        expected = _output_norm(sd1)
+    finally:
+        edit.restore(sd1)
+
+    def no_erase(*args, **kwargs):
+        raise AssertionError("a given result must not be erased again")
+
+    monkeypatch.setattr(methods, "erase", no_erase)
+    seen = []
+
+    def measure(pipe):
+        seen.append(getattr(pipe, "erasure_edit", None))
+        return {"norm": {"value": _output_norm(pipe), "ci_low": None, "ci_high": None}}
+
+    monkeypatch.chdir(tmp_path)
+    variants = [Variant("unedited", None), Variant("given", "uce", (CONCEPT,))]
+    rows = experiments.run_variants(sd1, variants, {"default": Measure({"kind": "norm"}, measure)},
+                                    results={"given": edit}, out=None, log=None)
+    assert [r["metrics"]["norm"]["value"] for r in rows] == [unedited, expected]
+    assert expected != unedited
+    assert seen[0] is None and seen[1] == {"method": "uce", "concepts": [CONCEPT], "config": dict(edit.config)}
+    assert getattr(sd1, "erasure_edit", None) is None
+    assert rows[1]["seconds_erase"] is None and rows[1]["result"]["size_kb"] > 0
+    assert rows[1]["result_config"]["guide"] == ""
+    assert all(torch.equal(p, before[n]) for n, p in sd1.unet.named_parameters())
+    assert list(tmp_path.iterdir()) == []  # out=None: no row files anywhere
+    with pytest.raises(ErasureError, match="no variant with a method"):
+        experiments.run_variants(sd1, variants, {"default": Measure({}, measure)}, results={"unedited": edit}, log=None)
+
+
+def test_evaluate_result_gives_whole_reports_of_base_and_result(sd1, tmp_path, monkeypatch):
+    """evaluate_result (the CLI's ``erase --evaluate``): the two reports equal plain evaluate calls on the base
+    and on the applied result, and it runs through run_variants, the one loop."""
+    from erasure.evaluation.evaluate import evaluate
+    from erasure.generation import SamplerSettings
+    from erasure.methods import erase
+
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("case_number,prompt,evaluation_seed,concept\n0,a red star,1,star\n1,a blue circle,2,circle\n")
+    kw = dict(settings=SamplerSettings(steps=2, guidance=5.0), progress=False, n_resamples=0)
+    edit = erase(sd1, "uce", [CONCEPT], guide="blue circle", preserve=())
+    calls = []
+    real = experiments.run_variants
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("results"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiments, "run_variants", spy)
+    base, after = experiments.evaluate_result(sd1, edit, prompts, **kw)
+    assert len(calls) == 1 and list(calls[0].values()) == [edit]
+    direct = evaluate(sd1, prompts, **kw)
+    assert base.images.shape == (2, *base.images.shape[1:]) and (base.images == direct.images).all()
+    edit.apply(sd1)
+    try:
+        applied = evaluate(sd1, prompts, **kw)
+    finally:
+        edit.restore(sd1)
+    assert (after.images == applied.images).all() and not (after.images == base.images).all()
+    assert after.info["edit"]["method"] == "uce" and base.info["edit"] is None
