@@ -300,6 +300,7 @@ def test_completion_with_every_step_original_is_the_original_image(tiny_sd1_pipe
 
 
 @pytest.mark.fast
+@pytest.mark.slow  # 6 s: make test runs it, make test-fast does not
 def test_cce_token_replaces_the_concept_and_its_embedding(tiny_sd1_pipeline):
     from erasure.attacks.cce import placeholder_token, with_token
     from erasure.attacks.core import token_embeddings_replaced

@@ -93,8 +93,14 @@ def folder_of(saved_folder):
     return saved_folder
 
 
-@pytest.mark.parametrize("name", METHOD_NAMES)
-@pytest.mark.parametrize("kind", [pytest.param("sd1", marks=pytest.mark.fast), "sd2"])  # make test-fast: SD 1.x
+# make test-fast: SD 1.x, without the five slowest trained methods (3-8 s each; one of each family stays fast):
+# those are marked slow there and run in make test
+SLOW_SD1 = ("esd", "esd-full", "esd-u", "mace", "spm")
+
+
+@pytest.mark.parametrize("kind, name", [
+    pytest.param("sd1", n, id=f"sd1-{n}", marks=[pytest.mark.fast, *([pytest.mark.slow] if n in SLOW_SD1 else [])])
+    for n in METHOD_NAMES] + [pytest.param("sd2", n, id=f"sd2-{n}") for n in METHOD_NAMES])
 def test_result_kind_changes_and_pipeline_left_alone(folder_of, name, kind):
     pipe = _pipe(folder_of, kind, "fp32")
     before_values = {n: p.detach().clone() for n, p in pipe.unet.named_parameters()}

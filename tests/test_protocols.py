@@ -234,6 +234,7 @@ def constant_resnet(folder: Path, classes: int, winner: int) -> Path:
 
 
 @pytest.mark.fast
+@pytest.mark.slow  # 6-7 s: make test runs it, make test-fast does not
 def test_image_classifier_judge_on_a_tiny_pipeline(tiny_sd1_pipeline, tmp_path):
     from erasure.evaluation.judges import load_judge
 
@@ -584,6 +585,7 @@ def _constant_vit(folder: Path, labels: list[str], winner: int) -> Path:
 
 
 @pytest.mark.fast
+@pytest.mark.slow  # 6-7 s: make test runs it, make test-fast does not
 def test_unlearncanvas_style_metrics_with_a_combined_judge_from_the_cli(tiny_sd1_folder, tmp_path):
     """UA, IRA and CRA of UnlearnCanvas with a style and an object classifier (tiny ViT folders that always say
     Monet and Cats): erasing Van Gogh, UA 1, IRA 1 (the Monet prompts), CRA 4/6 (the Dogs prompts fail)."""
