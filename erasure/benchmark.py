@@ -302,12 +302,17 @@ def concept_measure(the_plan: Plan, concept: tuple[str, str]):
             metrics.update({prefix + k: _metric_dict(m) for k, m in report.metrics.items() if "[" not in k})
         if the_plan.attack:
             from erasure.attacks import attack
+            from erasure.attacks.judging import WorldClassifierJudge
 
             original = _STATE.get("original")
             if original is None:
                 raise ErasureError("an attack in the benchmark needs the unedited model; run it through run_benchmark")
-            report = attack(pipe, the_plan.attack, f"{attribute}={value}", None, original_pipe=original,
-                            settings=sampler(), attack_settings=dict(the_plan.attack_settings), seed=the_plan.seed,
+            if _STATE.get("attack_judge") is None:
+                _STATE["attack_judge"] = WorldClassifierJudge(judge.classifier)
+            # the concept's prompt set, rows naming it (as `erasure attack` on the world), the world's classifier
+            report = attack(pipe, the_plan.attack, f"{attribute}={value}", sets[""], original_pipe=original,
+                            judge=_STATE["attack_judge"], settings=sampler(),
+                            attack_settings=dict(the_plan.attack_settings), seed=the_plan.seed,
                             n_resamples=the_plan.n_resamples, limit=the_plan.limit)
             metrics.update({f"{ATTACK}:{k}": _metric_dict(m) for k, m in report.metrics.items()})
             b = report.info.get("budget", {})
@@ -491,7 +496,7 @@ def markdown(board: Mapping[str, Any]) -> str:
     table = markdown_table(board["entries"], [("method", lambda e: f"`{e['method']}`"), ("concept", lambda e: e["concept"]),
                                               *[(h, f) for h, _, f in cols]])
     cfg = board["config"]
-    lines = [table, "", f"Values with 95% bootstrap intervals; {cfg['samples_per_prompt']} images per prompt"
+    lines = [table, "", f"Values with 95% bootstrap intervals; images per prompt: {cfg['samples_per_prompt']}"
              + (f", the first {cfg['limit']} prompts of each group" if cfg.get("limit") else "")
              + ". Worst kept concept: the lowest accuracy among the kept concepts (its name and n in brackets); "
                "phrasing: the concept's held-out phrasing prompt set. Erase cost: seconds, UNet forward+backward "

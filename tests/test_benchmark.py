@@ -237,6 +237,7 @@ def test_world_benchmark_unedited_row_is_evaluate_on_the_same_seeds(shapeworld_p
     from erasure.benchmark import EVAL_METRICS, limited
     from erasure.evaluation.evaluate import evaluate
     from erasure.generation import SamplerSettings
+    from erasure.world.instruments import load_classifier
 
     sampler = SamplerSettings(steps=4, guidance=5.0)
     board = run_benchmark(shapeworld_pipeline, ["uce"], ["shape=circle"], out=tmp_path / "w",
@@ -249,7 +250,8 @@ def test_world_benchmark_unedited_row_is_evaluate_on_the_same_seeds(shapeworld_p
         assert cells["unedited"][key]["value"] is not None and cells["unedited"][key]["n"] >= 1, key
     assert cells["unedited"]["worst_kept_retain_accuracy"]["concept"]
     report = evaluate(shapeworld_pipeline, limited("shapeworld-shape-circle", 2), concept=("shape", "circle"),
-                      settings=sampler, samples_per_prompt=1, n_resamples=50, progress=False, keep_images=False)
+                      settings=sampler, samples_per_prompt=1, n_resamples=50, progress=False, keep_images=False,
+                      classifier=load_classifier())  # the fixture loads the world by path: name its classifier
     assert cells["unedited"]["target_accuracy"]["value"] == report.value("target_accuracy")
     assert cells["unedited"]["target_accuracy"]["n"] == report.metrics["target_accuracy"].n == 2
     assert cells["unedited"]["in_domain_retain_accuracy"]["value"] == report.value("in_domain_retain_accuracy")
