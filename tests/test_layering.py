@@ -19,7 +19,7 @@ LAYERS = {
     2: ("edit", "adapters", "results", "training"),
     3: ("methods",),
     4: ("evaluation",),
-    5: ("export", "experiments", "reference", "attacks"),
+    5: ("export", "experiments", "reference", "attacks", "benchmark"),
     6: ("cli", "__main__"),
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
