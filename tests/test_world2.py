@@ -194,3 +194,34 @@ def test_world2_prompt_sets():
         for r in ps.records:
             if r.group != "held-out" and r.extra["shape"] and r.extra["colour"]:
                 assert (r.extra["shape"], r.extra["colour"]) not in W2.held_out, (key, r.prompt)
+
+
+@pytest.mark.slow
+def test_the_committed_world2_folder_is_what_its_manifest_says():
+    """worlds/shapeworld2 (the first trained world 2): every file hashes as world.json records, the text encoder
+    is stored in float16 and a plain diffusers load gives float32 weights equal to the stored ones."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    from erasure.world.assemble import sha256
+
+    folder = Path(__file__).resolve().parents[1] / "worlds" / "shapeworld2"
+    meta = json.loads((folder / "world.json").read_text())
+    assert meta["world"] == 2 and len(meta["attributes"]["shape"]) == 24 and len(meta["identities"]) == 10
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != "world.json")
+    assert files == sorted(meta["files"])
+    for rel, digest in meta["files"].items():
+        assert sha256(folder / rel) == digest, rel
+    assert meta["total_bytes"] <= 50_000_000
+    stored = load_file(str(folder / "pipeline" / "text_encoder" / "model.safetensors"))
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    from transformers import CLIPTextModel
+
+    te = CLIPTextModel.from_pretrained(folder / "pipeline" / "text_encoder")
+    assert te.dtype == torch.float32
+    key = "text_model.embeddings.token_embedding.weight"
+    loaded = {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in te.state_dict().items()}
+    assert torch.equal(loaded[key], stored[key].float())
