@@ -58,24 +58,20 @@ def write_text_encoder_portable(text_encoder, folder: Path, dtype: torch.dtype |
     save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
 
-def round_text_encoder(text_encoder, storage: str | None) -> dict | None:
-    """Round the text encoder's weights to ``storage`` ("float16") in place, keeping their dtype.
+STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}  # WorldSpec.text_encoder_storage
+
+
+def round_text_encoder(text_encoder, dtype: torch.dtype, tokenizer) -> dict:
+    """Round the text encoder's weights to ``dtype`` in place, keeping their own dtype.
 
     The world is measured, and shipped, with the rounded weights, so every number in its quality table is
     about what loads. Returns what the rounding changed: the largest weight change and the largest change of
     the encoder's output (last hidden state, the UNet's conditioning) over a fixed batch of the world's kind
-    of captions and the empty prompt; None when nothing is rounded."""
-    if storage is None:
-        return None
-    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}[storage]
-    from erasure.offline import clip_tokenizer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tok = clip_tokenizer(Path(tmp))
-        captions = ["", "a red circle", "a picture of a blue striped star on a white background",
-                    "a glowing holy hexagon", "a photo of Zorblax", "an arrow and a ring, dotted, green"]
-        ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
+    of captions and the empty prompt."""
+    captions = ["", "a red circle", "a picture of a blue striped star on a white background",
+                "a glowing holy hexagon", "a photo of Zorblax", "an arrow and a ring, dotted, green"]
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
     text_encoder.eval()
     with torch.no_grad():
         before = text_encoder(ids)[0]
@@ -85,7 +81,7 @@ def round_text_encoder(text_encoder, storage: str | None) -> dict | None:
             weight_change = max(weight_change, float((rounded - p).abs().max()))
             p.copy_(rounded)
         after = text_encoder(ids)[0]
-    return {"dtype": dtype, "stored_as": storage, "loads_as": str(before.dtype).replace("torch.", ""),
+    return {"stored_as": str(dtype).replace("torch.", ""), "loads_as": str(before.dtype).replace("torch.", ""),
             "max_abs_weight_change": weight_change,
             "max_abs_hidden_state_change": float((after - before).abs().max()),
             "hidden_state_abs_max": float(before.abs().max())}
@@ -109,19 +105,20 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
     vae.register_to_config(scaling_factor=scaling)
     text_encoder = CLIPTextModel(clip.config.text_config)
     text_transformer(text_encoder).load_state_dict(clip.text_model.state_dict())
-    stored = round_text_encoder(text_encoder, spec.text_encoder_storage)
+    storage = STORAGE_DTYPES[spec.text_encoder_storage] if spec.text_encoder_storage else None
 
     tmp = Path(tempfile.mkdtemp(prefix=".world-", dir=out.parent if out.parent.exists() else None))
     try:
         tok_dir = tmp / "tok"
         tokenizer = clip_tokenizer(tok_dir)
+        stored = round_text_encoder(text_encoder, storage, tokenizer) if storage is not None else None
         pipe = StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
             scheduler=models.build_inference_scheduler(), safety_checker=None,
             feature_extractor=None, requires_safety_checker=False,
         )
         pipe.save_pretrained(tmp / "pipeline")
-        write_text_encoder_portable(text_encoder, tmp / "pipeline" / "text_encoder", dtype=stored and stored["dtype"])
+        write_text_encoder_portable(text_encoder, tmp / "pipeline" / "text_encoder", dtype=storage)
         for name in ("vocab.json", "merges.txt"):
             shutil.copy(tok_dir / name, tmp / "pipeline" / "tokenizer" / name)
         shutil.rmtree(tok_dir)
@@ -158,7 +155,7 @@ def assemble_world(run: Path, out: Path, stage_configs: dict) -> Path:
                if spec.halo else {}),
             "clip_pixel_normalisation": "x * 2 - 1 for x in [0, 1]",
             # how the text encoder is stored when it is not stored as trained (it loads back as float32)
-            **({"text_encoder_storage": {k: v for k, v in stored.items() if k != "dtype"}} if stored else {}),
+            **({"text_encoder_storage": stored} if stored else {}),
             # each stage's config as its run used it (<run>/<stage>/config.json), else this call's
             "training": {k: (json.loads((run / k / "config.json").read_text()) if (run / k / "config.json").exists()
                              else v) for k, v in stage_configs.items()},
