@@ -19,7 +19,7 @@ names exactly its labels. Everything is a pure function of ``seed`` (``scripts/m
 
 from __future__ import annotations
 
-import zlib
+import functools
 from typing import Callable
 
 import numpy as np
@@ -31,10 +31,9 @@ from erasure.evaluation.world_prompts import (
     Vocabulary,
     _choice,
     _distinct_rows,
-    _draw,
     _records,
-    _some,
     _with_articles,
+    concept_label_draws,
     world_concepts,
 )
 from erasure.world.render import WORLDS
@@ -122,25 +121,17 @@ def phrasing_prompt_set(attribute: str, value: str, *, seed: int = 0,
                         vocabulary: Vocabulary = WORLD1_VOCABULARY) -> PromptSet:
     """The held-out phrasing companion of ``concept_prompt_set(attribute, value)`` (module docstring)."""
     v_ = vocabulary
-    if value not in v_.erasable.get(attribute, ()):
-        raise ValueError(f"unknown world concept {attribute}={value!r}")
     name = f"{v_.prefix}-{attribute}-{value}-phrasing"
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    others = [a for a in v_.erasable if a != attribute]
-    alternatives = [v for v in v_.erasable[attribute] if v != value]
+    rng, draws = concept_label_draws(attribute, value, name, seed, v_)
     form_names = tuple(FORMS)
 
-    def phrase(i: int, labels: Labels) -> tuple[str, Labels]:
+    def phrase(group: str, i: int) -> tuple[str, Labels]:
+        labels = draws[group](i)
         form = form_names[i % len(form_names)]
         words = {a: v_.words[a][v][0] if v else None for a, v in labels.items()}
         return FORMS[form](words, rng), {**labels, "phrasing": form}
 
-    makers: dict[str, Callable[[int], tuple[str, Labels]]] = {
-        "target": lambda i: phrase(i, _draw(rng, {attribute: value}, others, named=None, vocabulary=v_)),
-        "neighbour": lambda i: phrase(i, _draw(rng, {attribute: alternatives[i % len(alternatives)]}, others,
-                                                named=_some(rng, others), vocabulary=v_)),
-        "other": lambda i: phrase(i, _draw(rng, {attribute: None}, others, named=_some(rng, others), vocabulary=v_)),
-    }
+    makers = {group: functools.partial(phrase, group) for group in PHRASING_GROUP_SIZES}
     rows = [(group, *row) for group, make in makers.items()
             for row in _distinct_rows(make, PHRASING_GROUP_SIZES[group])]
     return _records(name, value, rows, rng, seed, v_, extra_columns=("phrasing",))

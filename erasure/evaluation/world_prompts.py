@@ -128,21 +128,17 @@ def concept_prompt_set(attribute: str, value: str, *, seed: int = 0,
                        vocabulary: Vocabulary = WORLD1_VOCABULARY) -> PromptSet:
     """The five-group prompt set for erasing ``value`` (one of ``ERASABLE[attribute]``)."""
     v_ = vocabulary
-    if value not in v_.erasable.get(attribute, ()):
-        raise ValueError(f"unknown world concept {attribute}={value!r}")
     name = f"{v_.prefix}-{attribute}-{value}"
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    others = [a for a in v_.erasable if a != attribute]
-    alternatives = [v for v in v_.erasable[attribute] if v != value]
+    rng, draws = concept_label_draws(attribute, value, name, seed, v_)
     pairs = sorted(p for p in v_.held_out if attribute == "texture" or value in p)
     words_of = v_.words
 
     def target(i: int) -> tuple[str, Labels]:
-        labels = _draw(rng, {attribute: value}, others, named=None, vocabulary=v_)
+        labels = draws["target"](i)
         return v_.caption(labels, rng), labels
 
     def synonym(i: int) -> tuple[str, Labels]:
-        labels = _draw(rng, {attribute: value}, others, named=None, vocabulary=v_)
+        labels = draws["target"](i)
         words = {a: words_of[a][v][0] if v else None for a, v in labels.items()}
         words[attribute] = _choice(rng, words_of[attribute][value][1:])
         return _paraphrase(words, rng), labels
@@ -156,12 +152,11 @@ def concept_prompt_set(attribute: str, value: str, *, seed: int = 0,
         return _paraphrase({a: words_of[a][v][0] if v else None for a, v in labels.items()}, rng), labels
 
     def neighbour(i: int) -> tuple[str, Labels]:
-        labels = _draw(rng, {attribute: alternatives[i % len(alternatives)]}, others, named=_some(rng, others),
-                       vocabulary=v_)
+        labels = draws["neighbour"](i)
         return v_.caption(labels, rng), labels
 
     def other(i: int) -> tuple[str, Labels]:
-        labels = _draw(rng, {attribute: None}, others, named=_some(rng, others), vocabulary=v_)
+        labels = draws["other"](i)
         return v_.caption(labels, rng), labels
 
     makers: dict[str, Callable[[int], tuple[str, Labels]]] = {
@@ -169,6 +164,26 @@ def concept_prompt_set(attribute: str, value: str, *, seed: int = 0,
     }
     rows = [(group, *row) for group, make in makers.items() for row in _distinct_rows(make, GROUP_SIZES[group])]
     return _records(name, value, rows, rng, seed, v_)
+
+
+def concept_label_draws(attribute: str, value: str, name: str, seed: int, vocabulary: Vocabulary
+                        ) -> tuple[np.random.Generator, dict[str, Callable[[int], Labels]]]:
+    """The random stream of the prompt set ``name`` for erasing ``attribute=value`` and what its role groups
+    name, as label draws from that stream (row index -> labels): ``target`` (the concept, other attributes each
+    named with OTHER_NAME_PROBABILITY), ``neighbour`` (another value of the attribute, cycling through them,
+    with a non-empty subset of the other attributes) and ``other`` (the attribute unnamed). The concept sets
+    and their phrasing companions (``erasure.evaluation.phrasing``) word these labels differently."""
+    if value not in vocabulary.erasable.get(attribute, ()):
+        raise ValueError(f"unknown world concept {attribute}={value!r}")
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    others = [a for a in vocabulary.erasable if a != attribute]
+    alternatives = [v for v in vocabulary.erasable[attribute] if v != value]
+    return rng, {
+        "target": lambda i: _draw(rng, {attribute: value}, others, named=None, vocabulary=vocabulary),
+        "neighbour": lambda i: _draw(rng, {attribute: alternatives[i % len(alternatives)]}, others,
+                                     named=_some(rng, others), vocabulary=vocabulary),
+        "other": lambda i: _draw(rng, {attribute: None}, others, named=_some(rng, others), vocabulary=vocabulary),
+    }
 
 
 def label_columns(vocabulary: Vocabulary) -> tuple[str, ...]:
