@@ -1,9 +1,9 @@
 """Robustness table on the built-in world: pre-ASR and ASR of every attack against each method's erasure of each
-concept, with 95% bootstrap CIs, as a markdown table (docs/attacks.md holds the one this produced, with its
-command).
+concept, with 95% bootstrap CIs, as a markdown table (with ``--docs``, between the ``attacks-world`` markers of
+docs/attacks.md, with its command; each attack's seconds are printed after the table).
 
     python scripts/attack_table_world.py --threads 1 --methods uce --concepts circle --prompts 12 \\
-        --set unlearndiffatk:timesteps=3 --set unlearndiffatk:steps_per_timestep=5 --set cce:steps=50
+        --set unlearndiffatk:timesteps=3 --set unlearndiffatk:steps_per_timestep=5 --set cce:steps=50 [--docs]
 
 The unedited model's row is its baseline: its pre-ASR is how often the concept comes out at all. Each method
 erases with its spec's world-test settings (a short run that erases on the world) and the anchor below.
@@ -14,15 +14,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from erasure.experiments import check_markers, markdown_table, script_main, write_docs_table  # noqa: E402
+
+TABLE = "attacks-world"
 ANCHORS = {"circle": "square", "striped": "plain"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def with_ci(m) -> str:
+    return f"{m.value:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}]"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--methods", nargs="+", default=["uce"])
     parser.add_argument("--concepts", nargs="+", default=["circle", "striped"])
     parser.add_argument("--attacks", nargs="+", default=["unlearndiffatk", "ring-a-bell", "completion", "cce"])
@@ -31,7 +41,12 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the unedited model's row")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--docs", nargs="?", const="docs/attacks.md", default=None, metavar="FILE",
+                        help=f"also write the table between the {TABLE} markers in FILE (default docs/attacks.md)")
+    args = parser.parse_args(argv)
+    command = "python scripts/attack_table_world.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.docs:
+        check_markers(args.docs, [TABLE])
     import torch
 
     if args.threads:
@@ -52,12 +67,14 @@ def main() -> None:
     rows = []
     for concept in args.concepts:
         for method in ([None] if not args.no_baseline else []) + list(args.methods):
-            result = None
+            result, label = None, method or "unedited"
             if method is not None:
                 spec = METHODS.get(method)
                 kwargs = dict(spec.world_test_settings)
                 if spec.anchor_setting and concept in ANCHORS:
                     kwargs.setdefault(spec.anchor_setting, ANCHORS[concept])
+                if spec.anchor_setting in kwargs:
+                    label = f"{method} ({spec.anchor_setting} {kwargs[spec.anchor_setting]})"
                 result = erase(pipe, method, [concept], **kwargs)
             cells, seconds = {}, {}
             for name in args.attacks:
@@ -66,18 +83,23 @@ def main() -> None:
                                 original_pipe=pipe if result is None else None, attack_settings=settings.get(name, {}))
                 cells[name] = report
                 seconds[name] = time.perf_counter() - start
-            rows.append((concept, method or "unedited", cells, seconds))
+            rows.append({"concept": concept, "method": label, "cells": cells, "seconds": seconds})
     print(f"Built-in world, first {args.prompts} prompts naming the concept, judge: the world's classifier. "
           f"Attack settings: {settings}")
-    header = "| concept | method | pre-ASR | " + " | ".join(f"{a} ASR" for a in args.attacks) + " |"
-    print(header)
-    print("|" + "---|" * (3 + len(args.attacks)))
-    for concept, method, cells, seconds in rows:
-        first = next(iter(cells.values())).metrics["pre_asr"]
-        values = " | ".join(f"{r.metrics['asr'].value:.2f} [{r.metrics['asr'].ci_low:.2f}, {r.metrics['asr'].ci_high:.2f}] "
-                            f"({seconds[a]:.0f} s)" for a, r in cells.items())
-        print(f"| {concept} | {method} | {first.value:.2f} [{first.ci_low:.2f}, {first.ci_high:.2f}] | {values} |")
+    # pre-ASR: the first attack's (every attack starts from the same prompts and seeds)
+    columns = [("concept", lambda r: r["concept"]), ("method", lambda r: r["method"]),
+               ("pre-ASR", lambda r: with_ci(next(iter(r["cells"].values())).metrics["pre_asr"]))]
+    columns += [(f"{a} ASR", lambda r, a=a: with_ci(r["cells"][a].metrics["asr"])) for a in args.attacks]
+    table = markdown_table(rows, columns)
+    print(table)
+    for r in rows:
+        print(f"seconds, {r['concept']} / {r['method']}: "
+              + ", ".join(f"{a} {s:.0f}" for a, s in r["seconds"].items()))
+    if args.docs:
+        write_docs_table(args.docs, TABLE, table, command=command)
+        print(f"wrote {TABLE} into {args.docs}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -5,9 +5,10 @@ judge (the world's classifier) and the same attack seed. The reference schedule 
 (``--ref-timesteps`` blocks x ``--ref-steps`` Adam steps, a full-length generation after every block; 50 x 40 at
 ``--full``); the cheap one keeps the blocks but takes ``--fast-steps`` steps per block and checks with
 ``--fast-check-steps`` sampler steps. Prints pre-ASR and ASR with 95% CIs and the UNet rows per prompt (forward,
-forward+backward) and seconds of each, and the ratios reference / cheap.
+forward+backward) and seconds of each as a markdown table, and the ratios reference / cheap; with ``--docs``
+both go between the ``attacks-cost`` markers of docs/attacks.md.
 
-    python scripts/bench_attacks.py --threads 1 --prompts 6 --ref-timesteps 5
+    python scripts/bench_attacks.py --threads 1 --prompts 6 --ref-timesteps 5 [--docs]
     python scripts/bench_attacks.py --full --prompts 40 --device cuda      # the reference's 50 x 40
 """
 
@@ -15,13 +16,31 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from erasure.experiments import check_markers, markdown_table, script_main, write_docs_table  # noqa: E402
+
+TABLE = "attacks-cost"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def with_ci(m) -> str:
+    return f"{m.value:.2f} [{m.ci_low:.2f}, {m.ci_high:.2f}]"
+
+
+def settings_text(settings: dict, sampler_steps: int) -> str:
+    """"timesteps 5, steps_per_timestep 40, checks at 25 steps": the run's settings, and the checks' steps
+    where they are the sampler's."""
+    text = ", ".join(f"{k} {v}" for k, v in settings.items())
+    return text if "check_steps" in settings else f"{text}, checks at {sampler_steps} steps"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concept", default="circle")
     parser.add_argument("--prompts", type=int, default=6, help="first N prompts of the concept's world prompt set")
     parser.add_argument("--ref-timesteps", type=int, default=5, help="timestep blocks of the reference run")
@@ -32,7 +51,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--docs", nargs="?", const="docs/attacks.md", default=None, metavar="FILE",
+                        help=f"also write the table between the {TABLE} markers in FILE (default docs/attacks.md)")
+    args = parser.parse_args(argv)
+    command = "python scripts/bench_attacks.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.docs:
+        check_markers(args.docs, [TABLE])
     import torch
 
     if args.threads:
@@ -57,25 +81,37 @@ def main() -> None:
                         attack_settings=settings, seed=args.seed, n_resamples=1000)
         results[name] = (report, time.perf_counter() - start)
     print(f"UnlearnDiffAtk vs UCE({args.concept}) on the built-in world, {args.prompts} prompts, device {args.device}")
-    print("| run | settings | pre-ASR [95% CI] | ASR [95% CI] | fwd rows/prompt | fwd+bwd rows/prompt | s/prompt |")
-    print("|---|---|---|---|---|---|---|")
-    for name, (report, seconds) in results.items():
-        b = report.info["budget"]
-        pre, asr = report.metrics["pre_asr"], report.metrics["asr"]
-        print(f"| {name} | {runs[name]} | {pre.value:.2f} [{pre.ci_low:.2f}, {pre.ci_high:.2f}] | {asr.value:.2f} "
-              f"[{asr.ci_low:.2f}, {asr.ci_high:.2f}] | {b['unet_forward_per_prompt']:.0f} | "
-              f"{b['unet_forward_backward_per_prompt']:.0f} | {seconds / args.prompts:.1f} |")
+    rows = [{"run": name, "report": report, "seconds": seconds} for name, (report, seconds) in results.items()]
+    columns = [("run", lambda r: r["run"]),
+               ("settings", lambda r: settings_text(runs[r["run"]], r["report"].info["sampler"]["steps"])),
+               ("pre-ASR [95% CI]", lambda r: with_ci(r["report"].metrics["pre_asr"])),
+               ("ASR [95% CI]", lambda r: with_ci(r["report"].metrics["asr"])),
+               ("fwd rows/prompt", lambda r: f"{r['report'].info['budget']['unet_forward_per_prompt']:.0f}"),
+               ("fwd+bwd rows/prompt",
+                lambda r: f"{r['report'].info['budget']['unet_forward_backward_per_prompt']:.0f}"),
+               ("s/prompt", lambda r: f"{r['seconds'] / args.prompts:.1f}")]
     (ref, ref_s), (cheap, cheap_s) = results["reference"], results["cheap"]
     rb, cb = ref.info["budget"], cheap.info["budget"]
 
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.2f}x" if b else "n/a"
 
-    print(f"\nratio reference / cheap: fwd+bwd rows {ratio(rb['unet_forward_backward_per_prompt'], cb['unet_forward_backward_per_prompt'])}, "
-          f"all UNet rows {ratio(rb['unet_forward_per_prompt'] + rb['unet_forward_backward_per_prompt'], cb['unet_forward_per_prompt'] + cb['unet_forward_backward_per_prompt'])}, "
-          f"seconds {ratio(ref_s, cheap_s)}; ASR {ref.value('asr'):.2f} vs {cheap.value('asr'):.2f} "
-          f"(within the reference's CI: {ref.metrics['asr'].ci_low <= cheap.value('asr') <= ref.metrics['asr'].ci_high})")
+    ref_asr, cheap_asr = ref.metrics["asr"], cheap.value("asr")
+    if f"{ref_asr.value:.2f}" == f"{cheap_asr:.2f}":
+        asr_text = "the same ASR"
+    else:
+        where = "within" if ref_asr.ci_low <= cheap_asr <= ref_asr.ci_high else "outside"
+        asr_text = f"ASR {ref_asr.value:.2f} vs {cheap_asr:.2f} (the cheap one {where} the reference's 95% CI)"
+    sentence = (f"Ratio reference / cheap: {ratio(rb['unet_forward_backward_per_prompt'], cb['unet_forward_backward_per_prompt'])} "
+                f"fewer forward+backward rows, {ratio(rb['unet_forward_per_prompt'] + rb['unet_forward_backward_per_prompt'], cb['unet_forward_per_prompt'] + cb['unet_forward_backward_per_prompt'])} "
+                f"fewer UNet rows in all, {ratio(ref_s, cheap_s)} fewer seconds, {asr_text}.")
+    text = markdown_table(rows, columns) + "\n\n" + sentence
+    print(text)
+    if args.docs:
+        write_docs_table(args.docs, TABLE, text, command=command)
+        print(f"wrote {TABLE} into {args.docs}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    script_main(main)

@@ -21,6 +21,11 @@ originals of the esd-x parameters + one student step with Adam, and (iii) the no
 that ours' pool building runs (measured at two batch sizes, extrapolated to the batch sizes esd.py uses).
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_esd.py [--threads 1] [--quick]
+
+``--memory-only`` measures the peak memory alone (a training step, then a whole short erasure); with ``--docs``
+it writes the summary table between the ``esd-memory`` markers of docs/methods.md:
+
+    python scripts/bench_esd.py --memory-only --threads 1 --docs
 """
 
 from __future__ import annotations
@@ -82,6 +87,9 @@ def _setup_torch(threads: int):
 
 
 from erasure.reference import reference_loop  # noqa: E402  (the reference-style oracle lives in the package)
+from erasure.experiments import check_markers, markdown_table, script_main, write_docs_table  # noqa: E402  (no torch)
+
+TABLE = "esd-memory"  # --memory-only's summary table
 
 
 # --------------------------------------------------------------------------- SD 1.5-shaped models
@@ -469,9 +477,31 @@ def part2(args, counts: dict) -> dict:
             "pool_peak_frozen": pool_peak(FROZEN_BATCH), "pool_peak_sampler": pool_peak(SAMPLER_BATCH)}
 
 
-def memory_only(args) -> int:
+def memory_table(step_ref: dict, step_ours: dict, step_no_gc: dict, whole_ref: dict, whole_ours: dict) -> str:
+    """The docs' summary: peak RSS of the reference-style loop and ours (defaults), the training step (with and
+    without gradient checkpointing) and the whole erasure, each ratio to the reference's."""
+    def mb(r: dict) -> str:
+        return f"{r['maxrss_mb']:,.0f} MB"
+
+    rows = [{"what": "one training step with Adam (UNet only)", "ref": step_ref, "ours": step_ours, "bold": True},
+            {"what": "the same without gradient checkpointing", "ref": step_ref, "ours": step_no_gc, "bold": False,
+             "ref_cell": ""},
+            {"what": "a whole erasure, text encoder loaded: 3 iterations (reference: 2 CFG steps each; ours: the pool "
+                     "on a 4-step schedule, then training)", "ref": whole_ref, "ours": whole_ours, "bold": True}]
+
+    def ratio_cell(r: dict) -> str:
+        text = ratio(r["ours"]["maxrss_mb"], r["ref"]["maxrss_mb"], 3)
+        return f"**{text}**" if r["bold"] else text
+
+    columns = [("what", lambda r: r["what"]), ("reference-style", lambda r: r.get("ref_cell", mb(r["ref"]))),
+               ("ours (defaults)", lambda r: mb(r["ours"])), ("ratio", ratio_cell)]
+    # right-aligned numbers, as the docs' other memory tables
+    return markdown_table(rows, columns).replace("|---|---|---|---|", "|---|---:|---:|---:|", 1)
+
+
+def memory_only(args, command: str) -> int:
     """Peak memory of one training step only: reference, ours (default settings), ours without gradient
-    checkpointing."""
+    checkpointing; then a whole short erasure. With ``args.docs``, the summary between the esd-memory markers."""
     size = args.sd15_latent
     rows = {v: run_child(args, v) for v in ("sd15-mem-reference", "sd15-mem-ours", "sd15-mem-ours-no-gc")}
     ref = rows["sd15-mem-reference"]["maxrss_mb"]
@@ -499,6 +529,11 @@ def memory_only(args) -> int:
     whole_ratio = wours["maxrss_mb"] / wref["maxrss_mb"]
     print(f"\n- at most 0.6x the reference's peak memory (whole erasure): {whole_ratio:.3f} "
           f"({'HOLDS' if whole_ratio <= 0.6 else 'DOES NOT HOLD'})")
+    table = memory_table(rows["sd15-mem-reference"], rows["sd15-mem-ours"], rows["sd15-mem-ours-no-gc"], wref, wours)
+    print(f"\n# Summary ({TABLE})\n\n{table}")
+    if args.docs:
+        write_docs_table(args.docs, TABLE, table, command=command)
+        print(f"wrote {TABLE} into {args.docs}")
     return 0
 
 
@@ -516,18 +551,26 @@ def main(argv=None) -> int:
     p.add_argument("--sd15-latent", type=int, default=64, help="SD 1.5 latent size (64 = 512 px)")
     p.add_argument("--sd15-cfg-steps", type=int, default=2, help="CFG steps of the timed SD 1.5 iteration")
     p.add_argument("--pool-batches", type=int, nargs="+", default=[1, 2, 4], help=argparse.SUPPRESS)
+    p.add_argument("--docs", nargs="?", const="docs/methods.md", default=None, metavar="FILE",
+                   help=f"with --memory-only, also write its summary table between the {TABLE} markers in FILE "
+                        "(default docs/methods.md)")
     p.add_argument("--_variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._variant:
         result = VARIANTS[args._variant](args)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
+    command = "python scripts/bench_esd.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.docs:
+        if not args.memory_only:
+            p.error(f"--docs writes the {TABLE} table, which only --memory-only measures")
+        check_markers(args.docs, [TABLE])
     if args.quick:
         args.world_iterations, args.count_iterations = 10, 60
         args.sd15_latent, args.sd15_cfg_steps, args.pool_batches = 8, 1, [1, 2, 4]
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     if args.memory_only:
-        return memory_only(args)
+        return memory_only(args, command)
     print(f"# ESD benchmark: ours (esd-x, sampling=frozen) vs a reference-style loop ({args.threads} thread(s)"
           f"{', --quick' if args.quick else ''})")
     w = part1(args)
@@ -558,4 +601,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main(main)

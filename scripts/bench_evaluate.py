@@ -7,7 +7,10 @@ images are exact, and `generate_to_folder` pads every batch to it).
 Metrics: the world's classifier (labels and FID features), its CLIP image tower, FID and KID on those
 features, and a bootstrap interval, each as items/s on the same images.
 
-    python scripts/bench_evaluate.py [--images 64] [--batch-sizes 1 4 16 32 64] [--threads 1] [--repeats 2]
+    python scripts/bench_evaluate.py [--images 64] [--batch-sizes 1 4 16 32 64] [--threads 1] [--repeats 2] [--docs]
+
+Prints both tables as markdown; with ``--docs`` writes them between the ``evaluate-throughput`` and
+``evaluate-metrics-cost`` markers of docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from erasure.evaluation.bootstrap import mean_result  # noqa: E402
 from erasure.evaluation.distances import fid, kid  # noqa: E402
 from erasure.evaluation.evaluate import WORLD_SETTINGS  # noqa: E402
+from erasure.experiments import check_markers, markdown_table, script_main, write_docs_table  # noqa: E402
 from erasure.generation import generate_images  # noqa: E402
 from erasure.models import load_pipeline  # noqa: E402
 from erasure.world.instruments import (  # noqa: E402
@@ -37,6 +41,8 @@ from erasure.world.instruments import (  # noqa: E402
 )
 from erasure.world.render import COLOURS, SHAPES  # noqa: E402
 
+TABLES = ("evaluate-throughput", "evaluate-metrics-cost")  # generation by batch size; the metrics' cost
+
 
 def _median_time(fn, repeats: int) -> float:
     times = []
@@ -47,13 +53,36 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _items_per_s(x: float) -> str:
+    """303, 5.9k, 175k."""
+    return f"{x:.0f}" if x < 1000 else f"{x / 1000:.1f}k" if x < 10_000 else f"{x / 1000:.0f}k"
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.2f}" if x >= 1 else f"{x:.3f}"
+
+
+def _cost(x: float) -> str:
+    return "<0.001x" if x < 0.001 else f"{x:.3f}x"
+
+
+def _print_row(row: dict, columns) -> None:
+    print(markdown_table([row], columns).splitlines()[-1], flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 16, 32, 64])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--docs", nargs="?", const="docs/evaluation.md", default=None, metavar="FILE",
+                   help=f"also write the tables between the {' and '.join(TABLES)} markers in FILE "
+                        "(default docs/evaluation.md)")
     args = p.parse_args(argv)
+    command = "python scripts/bench_evaluate.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.docs:
+        check_markers(args.docs, TABLES)
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(None, device="cpu", dtype="fp32")
     pipe.set_progress_bar_config(disable=True)
@@ -64,9 +93,13 @@ def main(argv=None) -> int:
 
     print(f"built-in world, {args.images} images, {WORLD_SETTINGS.steps} steps, guidance {WORLD_SETTINGS.guidance}, "
           f"threads {args.threads}, median of {args.repeats}")
-    print("\n| generation batch size | seconds | images/s | speed vs batch 1 | max pixel diff vs batch 1 (0-255) |"
-          "\n|---|---|---|---|---|")
-    rows, images = {}, None
+    first = args.batch_sizes[0]  # the baseline (1 by default)
+    gen_columns = [("generation batch size", lambda r: r["batch_size"]), ("seconds", lambda r: f"{r['seconds']:.2f}"),
+                   ("images/s", lambda r: f"{args.images / r['seconds']:.1f}"),
+                   (f"speed vs batch {first}", lambda r: f"{r['speed']:.2f}x"),
+                   (f"max pixel diff vs batch {first} (0-255)", lambda r: r["diff"])]
+    print("\n" + markdown_table([], gen_columns))
+    rows, images, gen_rows = {}, None, []
     for bs in args.batch_sizes:
         holder = {}
 
@@ -77,8 +110,9 @@ def main(argv=None) -> int:
         if images is None:
             images = holder["images"]
         diff = int(np.abs(images.astype(int) - holder["images"].astype(int)).max())
-        print(f"| {bs} | {rows[bs]:.2f} | {args.images / rows[bs]:.1f} | {rows[args.batch_sizes[0]] / rows[bs]:.2f}x "
-              f"| {diff} |", flush=True)
+        gen_rows.append({"batch_size": bs, "seconds": rows[bs], "speed": rows[first] / rows[bs],
+                         "diff": diff})
+        _print_row(gen_rows[-1], gen_columns)
 
     classifier, clip = load_classifier(), load_clip()
     many = np.concatenate([images] * max(1, 1024 // len(images)))[:1024]
@@ -89,20 +123,30 @@ def main(argv=None) -> int:
         ("classifier labels", len(many), lambda: predict_labels(classifier, many)),
         ("classifier features (FID/KID)", len(many), lambda: classifier_features(classifier, many)),
         ("world CLIP image embeddings", len(many), lambda: clip_embed_images(clip, many)),
-        (f"FID, {half} vs {half} features, no interval", 2 * half,
+        (f"FID, {half} vs {half}, no interval", 2 * half,
          lambda: fid(feats[:half], feats[half:], n_resamples=0)),
-        (f"KID, {half} vs {half} features, 1000 resamples", 2 * half,
+        (f"KID, {half} vs {half}, 1000 bootstrap resamples", 2 * half,
          lambda: kid(feats[:half], feats[half:], n_resamples=1000)),
         ("bootstrap 95% interval, 1000 resamples", len(many), lambda: mean_result("x", scores, n_resamples=1000)),
     ]
-    print("\n| metric | items | seconds | items/s | share of generating them |\n|---|---|---|---|---|")
-    gen_per_image = rows[max(rows, key=lambda b: args.images / rows[b])] / args.images
+    gen_per_image = rows[max(rows, key=lambda b: args.images / rows[b])] / args.images  # the fastest batch size
+    metric_columns = [(f"metric (on {len(many)} generated images)", lambda r: r["name"]),
+                      ("seconds", lambda r: _seconds(r["seconds"])),
+                      ("items/s", lambda r: _items_per_s(r["items"] / r["seconds"])),
+                      ("cost relative to generating them",
+                       lambda r: _cost(r["seconds"] / (r["items"] * gen_per_image)))]
+    print("\n" + markdown_table([], metric_columns))
+    metric_rows = []
     for name, n, fn in metrics:
         fn()  # warm-up
-        s = _median_time(fn, args.repeats)
-        print(f"| {name} | {n} | {s:.3f} | {n / s:.0f} | {s / (n * gen_per_image):.3f}x |", flush=True)
+        metric_rows.append({"name": name, "items": n, "seconds": _median_time(fn, args.repeats)})
+        _print_row(metric_rows[-1], metric_columns)
+    if args.docs:
+        for table, (table_rows, columns) in zip(TABLES, [(gen_rows, gen_columns), (metric_rows, metric_columns)]):
+            write_docs_table(args.docs, table, markdown_table(table_rows, columns), command=command)
+        print(f"wrote {' and '.join(TABLES)} into {args.docs}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main(main)
