@@ -5,7 +5,8 @@ samples; the reference-style loop (``erasure.reference.reference_loop``, the ora
 checks the trainer against: a deep-copied teacher and a fresh partial DDIM trajectory every iteration, batch 1) against ours (``sampling="frozen"``: one pool of
 trajectories with cached teacher predictions), at batch 1 like the reference and at our default batch.
 Each edit is measured by the evaluator on the same prompt set, seeds and sampler, and the script says
-whether each of ours' numbers lies inside the reference's 95% bootstrap interval.
+whether each of ours' numbers lies inside the reference's 95% bootstrap interval. Writes OUT/results.json and, with
+``--docs``, the table between the ``esd-vs-reference`` markers of docs/methods.md.
 
     python scripts/esd_vs_reference.py --threads 1 --out runs/esd_vs_reference   # ~25 min on one thread
 """
@@ -25,6 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from erasure.reference import reference_loop  # noqa: E402
 from erasure.experiments import REPORT_KEYS as KEYS  # noqa: E402
+from erasure.experiments import check_markers, script_main, write_docs_table  # noqa: E402
+from erasure.files import write_json  # noqa: E402
 
 from erasure import load_pipeline  # noqa: E402
 from erasure.evaluation.evaluate import evaluate  # noqa: E402
@@ -33,6 +36,7 @@ from erasure.methods import erase  # noqa: E402
 from erasure.methods.esd import PassCounter  # noqa: E402
 from erasure.modules import parameter_group  # noqa: E402
 
+TABLE = "esd-vs-reference"
 LABELS = {"target_accuracy": "target", "target_accuracy[group=synonym]": "synonyms",
           "target_accuracy[group=held-out]": "held-out", "in_domain_retain_accuracy": "in-domain retain",
           "cross_domain_retain_accuracy": "cross-domain retain"}
@@ -50,7 +54,12 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/esd_vs_reference")
+    p.add_argument("--docs", nargs="?", const="docs/methods.md", default=None, metavar="FILE",
+                   help=f"also write the table between the {TABLE} markers in FILE (default docs/methods.md)")
     args = p.parse_args(argv)
+    command = "python scripts/esd_vs_reference.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.docs:
+        check_markers(args.docs, [TABLE])
     if args.samples % args.batch:
         p.error(f"--samples ({args.samples}) must be a multiple of --batch ({args.batch})")
     torch.set_num_threads(args.threads)
@@ -94,7 +103,7 @@ def main(argv=None) -> int:
     ref = rows["reference-style loop, batch 1"][0]
     table = [f"| trainer | {' | '.join(LABELS[k] for k in KEYS)} | inside the reference's intervals | UNet passes | seconds |",
              "|---|" + "---|" * (len(KEYS) + 3)]
-    results = {"settings": vars(args), "rows": {}}
+    results = {"settings": vars(args), "command": command, "rows": {}}
     for label, (report, seconds, passes) in rows.items():
         cells = [f"{report.value(k):.2f} [{report.metrics[k].ci_low:.2f}, {report.metrics[k].ci_high:.2f}]"
                  for k in KEYS]
@@ -105,10 +114,13 @@ def main(argv=None) -> int:
         results["rows"][label] = {"metrics": report.to_dict()["metrics"], "seconds": seconds, "passes": passes,
                                   "inside_reference_ci": dict(zip(KEYS, inside))}
     results["table"] = table
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    write_json(out / "results.json", json.loads(json.dumps(results, default=str)), force=True)
     print("\n".join(table))
+    if args.docs:
+        write_docs_table(args.docs, TABLE, "\n".join(table), command=command)
+        print(f"wrote {TABLE} into {args.docs}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_main(main)

@@ -1,7 +1,8 @@
 """ESD on the built-in world: one shape and one texture erased with each parameter group, against the
 unedited model measured on the same seeds in the same run (erasure.experiments.run_experiment). Writes
 OUT/esd_world.md/.csv/.json (rows kept in OUT/rows: a rerun resumes) and, with ``--docs``, the table between
-the ``esd-world`` markers of docs/methods.md.
+the ``esd-world-shape`` or ``esd-world-texture`` markers of docs/methods.md (``esd-world-ATTRIBUTE`` of the
+concepts' attribute; ``--table NAME`` for another table's markers).
 
     python scripts/esd_world.py --out runs/esd_world            # ~15 min on 2 CPU cores
     python scripts/esd_world.py --variants esd-x:lr=1e-4,eta=2   # your own settings
@@ -34,7 +35,7 @@ from erasure.generation import SamplerSettings  # noqa: E402
 
 DEFAULT_VARIANTS = ["esd-x:lr=1e-4,eta=2", "esd-x-strict:lr=1e-3,eta=2", "esd-u:lr=3e-4,eta=2",
                     "esd-x:lr=3e-4,anchor=ANCHOR", "esd-x:lr=1e-4,anchor=ANCHOR"]
-TABLE = "esd-world"
+TABLES = ("esd-world-shape", "esd-world-texture")
 
 
 def main(argv=None) -> int:
@@ -49,12 +50,19 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/esd_world")
     p.add_argument("--docs", nargs="?", const="docs/methods.md", default=None, metavar="FILE",
-                   help=f"also write the table between the {TABLE} markers in FILE (default docs/methods.md)")
+                   help="also write the table between its markers in FILE (default docs/methods.md)")
+    p.add_argument("--table", default=None, help="the markers --docs writes between (default: esd-world-ATTRIBUTE, "
+                   f"one of {', '.join(TABLES)}, when every concept has that attribute)")
     p.add_argument("--restart", action="store_true", help="recompute rows already in OUT/rows")
     args = p.parse_args(argv)
     command = "python scripts/esd_world.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.docs and args.table is None:
+        attributes = {c.split("=")[0] for c in args.concepts}
+        if len(attributes) != 1:
+            p.error("--docs: the concepts have several attributes; give --table NAME for the table they go in")
+        args.table = f"esd-world-{attributes.pop()}"
     if args.docs:
-        check_markers(args.docs, [TABLE])
+        check_markers(args.docs, [args.table])
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     settings = SamplerSettings(steps=args.steps, guidance=args.guidance)
@@ -77,8 +85,8 @@ def main(argv=None) -> int:
     table = write_tables(rows, out / "esd_world", columns, settings=vars(args))
     print(table)
     if args.docs:
-        write_docs_table(args.docs, TABLE, table, command=command)
-        print(f"wrote {TABLE} into {args.docs}")
+        write_docs_table(args.docs, args.table, table, command=command)
+        print(f"wrote {args.table} into {args.docs}")
     return 0
 
 

@@ -151,13 +151,6 @@ def test_docs_table_replaced_between_markers_only(tmp_path):
 
 
 ROOT = Path(__file__).resolve().parents[1]
-# scripts whose default --docs table has no markers in its doc yet (strict: remove the entry once it has them)
-DOCS_GAPS = {
-    "esd_world.py": "its default --table esd-world; docs/methods.md has esd-world-shape and esd-world-texture",
-    "mass_erasure_sweep.py": "docs/methods.md has no mass-erasure-sweep markers",
-}
-
-
 def _docs_tables(path: Path) -> tuple[str, list[str]] | None:
     """A script's --docs default file (``const=``) and its tables (``TABLE = "..."`` / ``TABLES = {...}`` or a
     tuple), read from its source without running it; None for a script without a --docs default."""
@@ -181,8 +174,7 @@ def _docs_tables(path: Path) -> tuple[str, list[str]] | None:
 DOCS_SCRIPTS = sorted(p.name for p in (ROOT / "scripts").glob("*.py") if '"--docs"' in p.read_text())
 
 
-@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.xfail(strict=True, reason=DOCS_GAPS[s]))
-                                    if s in DOCS_GAPS else s for s in DOCS_SCRIPTS])
+@pytest.mark.parametrize("script", DOCS_SCRIPTS)
 def test_every_docs_script_has_its_markers_exactly_once(script):
     found = _docs_tables(ROOT / "scripts" / script)
     if found is None:
