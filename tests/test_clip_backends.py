@@ -99,7 +99,9 @@ def test_open_clip_backend_accepts_every_image_form(tiny_open_clip_weights):
     np.testing.assert_array_equal(backend.embed_images(images.astype(np.float32) / 255.0), reference)
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     np.testing.assert_array_equal(backend.embed_images(tensor), reference)
-    np.testing.assert_array_equal(backend.embed_images(images[0]), reference[:1])
+    # One HWC image is a batch of one (not compared with row 0 of the batch of three: CPU kernels round
+    # differently by batch size, 4e-8 on some machines; the batching check below bounds that).
+    np.testing.assert_array_equal(backend.embed_images(images[0]), backend.embed_images(images[:1]))
     # Batching does not change the result (beyond float rounding).
     backend.batch_size = 2
     np.testing.assert_allclose(backend.embed_images(images), reference, atol=1e-6)
