@@ -20,7 +20,7 @@ from erasure.generation import SamplerSettings, image_grid  # noqa: E402
 from erasure.models import load_pipeline  # noqa: E402
 from erasure.world import instruments, quality  # noqa: E402
 
-START, END = "<!-- world-quality:start -->", "<!-- world-quality:end -->"
+TABLES = {1: "world-quality", 2: "world2-quality"}  # default marker names, by world version
 
 
 SAMPLERS = {"ddim": "DDIMScheduler", "dpm": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler",
@@ -42,9 +42,14 @@ def main(argv=None) -> int:
     p.add_argument("--renders", type=int, default=2000)
     p.add_argument("--json", default=None)
     p.add_argument("--grid", default=None, help="save a grid of generated images (PNG)")
-    p.add_argument("--readme", default="docs/world.md", help="document holding the world-quality markers ('' to skip)")
+    p.add_argument("--readme", default="docs/world.md", help="document holding the table's markers ('' to skip)")
+    p.add_argument("--table", default=None, help="marker name to write (default: world-quality, world2-quality "
+                   "for world 2; e.g. fresh-world-quality for a retrained world's record in docs/world.md)")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
+    import shlex
+
+    args.command = "python scripts/world_quality.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
     world = instruments.world_dir(args.world)
@@ -56,6 +61,10 @@ def main(argv=None) -> int:
 
         pipe.scheduler = getattr(diffusers, SAMPLERS[args.sampler]).from_config(pipe.scheduler.config)
     version = json.loads((world / "world.json").read_text()).get("world", 1)
+    if args.readme:  # a missing marker is refused before the measurement, not after it
+        from erasure.experiments import check_markers
+
+        check_markers(args.readme, [args.table or TABLES[version]])
     if version != 1:
         return world2_main(args, pipe, clf, clip, version, t0)
     res: dict = {"settings": {"seeds": args.seeds, "first_seed": args.first_seed, "steps": args.steps, "guidance": args.guidance,
@@ -110,34 +119,22 @@ def main(argv=None) -> int:
         f"\n\nGenerated: every shape x colour x texture (256 captions `a {{texture}} {{colour}} {{shape}}`, background "
         f"unnamed) x {s['seeds']} seeds, {s['steps']} {s['sampler']} steps, guidance {s['guidance']}, judged by the "
         f"world's classifier. Synonym rows use random synonyms and templates (reported, no bar). "
-        f"Command: `python scripts/world_quality.py --seeds {s['seeds']} --guidance {s['guidance']}"
-        + (f" --first-seed {args.first_seed}" if args.first_seed else "") + (f" --sampler {args.sampler}" if args.sampler else "")
-        + f"` ({res['seconds']:.0f} s, {args.threads} CPU thread{'s' if args.threads > 1 else ''})."
+        f"Command: `{args.command}` ({res['seconds']:.0f} s, {args.threads} CPU thread{'s' if args.threads > 1 else ''})."
     )
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
-    if args.readme and Path(args.readme).exists():
-        text = Path(args.readme).read_text()
-        if START in text and END in text:
-            head, rest = text.split(START, 1)
-            _, tail = rest.split(END, 1)
-            Path(args.readme).write_text(head + START + "\n" + table + "\n" + END + tail)
-            print(f"updated {args.readme}")
+    _write_docs(args, 1, table)
     return 0 if table_ok else 1
 
 
-START_2, END_2 = "<!-- world2-quality:start -->", "<!-- world2-quality:end -->"
+def _write_docs(args, version: int, table: str) -> None:
+    """The table (its last line names the command) between its markers in ``--readme``, atomically."""
+    if args.readme:
+        from erasure.experiments import write_docs_table
 
-
-def _write_between(path: str, start: str, end: str, table: str) -> None:
-    if path and Path(path).exists():
-        text = Path(path).read_text()
-        if start in text and end in text:
-            head, rest = text.split(start, 1)
-            _, tail = rest.split(end, 1)
-            Path(path).write_text(head + start + "\n" + table + "\n" + end + tail)
-            print(f"updated {path}")
+        write_docs_table(args.readme, args.table or TABLES[version], table)
+        print(f"updated {args.readme}")
 
 
 def world2_main(args, pipe, clf, clip, version: int, t0: float) -> int:
@@ -205,16 +202,17 @@ def world2_main(args, pipe, clf, clip, version: int, t0: float) -> int:
         f"\n\nGenerated: every object x colour x texture ({len(spec.shapes) * 32} captions `a {{texture}} {{colour}} {{object}}`), "
         f"identity prompts (4 forms x {len(spec.identities)} names), 32 implied and 32 named halo prompts, each x "
         f"{s['seeds']} seeds; {s['steps']} {s['sampler']} steps, guidance {s['guidance']}, judged by the world's "
-        f"classifier (identity = its whole look and the mark). Command: `python scripts/world_quality.py --world "
-        f"{args.world or '<package>'} --seeds {s['seeds']} --guidance {s['guidance']}` ({res['seconds']:.0f} s, "
+        f"classifier (identity = its whole look and the mark). Command: `{args.command}` ({res['seconds']:.0f} s, "
         f"{args.threads} CPU thread{'s' if args.threads > 1 else ''})."
     )
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
-    _write_between(args.readme, START_2, END_2, table)
+    _write_docs(args, 2, table)
     return 0 if ok_all else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from erasure.experiments import script_main
+
+    script_main(main)
