@@ -266,6 +266,8 @@ def _metric_dict(result) -> dict[str, Any]:
     if worst is not None:
         out["concept"] = worst
         out["mean_of_kept"] = result.details.get("mean_of_kept")
+        # every kept concept's accuracy and n: the leaderboard's drop against the unedited model comes from it
+        out["kept"] = {k: {"accuracy": v["accuracy"], "n": v["n"]} for k, v in result.details.get("kept", {}).items()}
     return json_safe(out)
 
 
@@ -324,7 +326,7 @@ def concept_measure(the_plan: Plan, concept: tuple[str, str]):
               "metrics": list(EVAL_METRICS), "judge": "world", "sampler": the_plan.sampler,
               "samples_per_prompt": the_plan.samples_per_prompt, "limit": the_plan.limit,
               "n_resamples": the_plan.n_resamples, "seed": the_plan.seed, "attack": the_plan.attack,
-              "attack_settings": dict(the_plan.attack_settings)}
+              "attack_settings": dict(the_plan.attack_settings), "stores": "kept-concept accuracies"}
     return Measure(config=json.loads(json.dumps(config, default=str)), run=run)
 
 
@@ -438,12 +440,37 @@ def leaderboard(rows: Sequence[Mapping[str, Any]], the_plan: Plan) -> dict[str, 
         entries.append({"method": method, "concept": concept, "label": row["label"], "key": row["key"],
                         "settings": row.get("result_config") or dict(row.get("settings") or {}),
                         "metrics": metrics, "seconds_measure": row.get("seconds_measure")})
+    base = {e["concept"]: e for e in entries if e["method"] == UNEDITED}
+    for e in entries:
+        if e["method"] != UNEDITED and e["concept"] in base:
+            for prefix in ("", f"{PHRASING}:"):
+                drop = worst_kept_drop(e["metrics"].get(prefix + "worst_kept_retain_accuracy"),
+                                       base[e["concept"]]["metrics"].get(prefix + "worst_kept_retain_accuracy"))
+                if drop is not None:
+                    e["metrics"][prefix + "worst_kept_drop"] = drop
     images = {}
     for e in entries:
         if e["method"] == UNEDITED:
             images[e["concept"]] = {k: v.get("n") for k, v in e["metrics"].items()
                                     if v.get("n") is not None and "worst_kept" not in k}
     return {"config": the_plan.config(), "images": images, "entries": entries}
+
+
+def worst_kept_drop(after: Mapping[str, Any] | None, before: Mapping[str, Any] | None,
+                    flag: float = 0.10) -> dict[str, Any] | None:
+    """The kept concept that lost most against the unedited model on the same seeds: its drop in accuracy
+    (positive = lost), name and n, and how many kept concepts lost more than ``flag``; None without the
+    per-concept accuracies (rows stored before they were kept)."""
+    kept_after, kept_before = (after or {}).get("kept"), (before or {}).get("kept")
+    if not kept_after or not kept_before:
+        return None
+    drops = {k: kept_before[k]["accuracy"] - v["accuracy"] for k, v in kept_after.items() if k in kept_before}
+    if not drops:
+        return None
+    worst = max(drops, key=lambda k: (round(drops[k], 9), kept_after[k]["n"], k))
+    return {"value": round(drops[worst], 6), "ci_low": None, "ci_high": None, "n": kept_after[worst]["n"],
+            "concept": worst, "before": kept_before[worst]["accuracy"], "after": kept_after[worst]["accuracy"],
+            "flagged": sorted(k for k, d in drops.items() if d > flag + 1e-9)}
 
 
 def _cell(entry: Mapping[str, Any], name: str, digits: int = 2, interval: bool = True) -> str:
@@ -456,6 +483,16 @@ def _cell(entry: Mapping[str, Any], name: str, digits: int = 2, interval: bool =
     if m.get("concept"):
         text += f" ({m['concept']}, n={m.get('n')})"
     return text
+
+
+def _drop_cell(entry: Mapping[str, Any], name: str) -> str:
+    """'-30 pts (shape=cross 0.89 -> 0.59, n=18; 2 kept concepts > 10 pts)': the worst kept concept's change."""
+    m = entry["metrics"].get(name)
+    if m is None or m.get("value") is None:
+        return "n/a"
+    text = (f"{-100 * m['value'] + 0.0:+.0f} pts ({m['concept']} {m['before']:.2f} -> {m['after']:.2f}, n={m['n']}")
+    flagged = m.get("flagged") or []
+    return text + (f"; {len(flagged)} kept concept{'s' if len(flagged) > 1 else ''} > 10 pts)" if flagged else ")")
 
 
 def _plain(name: str, digits: int = 1) -> Callable[[Mapping[str, Any]], str]:
@@ -476,8 +513,10 @@ def columns(board: Mapping[str, Any]) -> list[tuple[str, str, Callable[[Mapping[
         ("cross-domain retain", "cross_domain_retain_accuracy", lambda e: _cell(e, "cross_domain_retain_accuracy")),
         ("worst kept concept", "worst_kept_retain_accuracy", lambda e: _cell(e, "worst_kept_retain_accuracy")),
         ("phrasing: target acc.", f"{PHRASING}:target_accuracy", lambda e: _cell(e, f"{PHRASING}:target_accuracy")),
+        ("worst kept drop", "worst_kept_drop", lambda e: _drop_cell(e, "worst_kept_drop")),
         ("phrasing: worst kept", f"{PHRASING}:worst_kept_retain_accuracy",
          lambda e: _cell(e, f"{PHRASING}:worst_kept_retain_accuracy")),
+        ("phrasing: worst kept drop", f"{PHRASING}:worst_kept_drop", lambda e: _drop_cell(e, f"{PHRASING}:worst_kept_drop")),
     ]
     if board["config"].get("attack"):
         cols += [("pre-ASR", f"{ATTACK}:pre_asr", lambda e: _cell(e, f"{ATTACK}:pre_asr")),
@@ -499,6 +538,8 @@ def markdown(board: Mapping[str, Any]) -> str:
     lines = [table, "", f"Values with 95% bootstrap intervals; images per prompt: {cfg['samples_per_prompt']}"
              + (f", the first {cfg['limit']} prompts of each group" if cfg.get("limit") else "")
              + ". Worst kept concept: the lowest accuracy among the kept concepts (its name and n in brackets); "
+               "worst kept drop: the kept concept that lost most against the unedited model on the same seeds "
+               "(points; before -> after, n) and how many kept concepts lost more than 10 points; "
                "phrasing: the concept's held-out phrasing prompt set. Erase cost: seconds, UNet forward+backward "
                "passes where the method records them, the process's peak resident memory while erasing (it "
                "includes the loaded model), the result's size."]

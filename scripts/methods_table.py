@@ -1,12 +1,14 @@
-"""The README's methods table: every registered method on one concept of the built-in world, through the benchmark.
+"""The README's methods table: every registered method on two concepts of the built-in world, through the benchmark.
 
-Each method runs at its spec defaults with the anchor (or guide, for the closed-form family) set to ``--anchor``,
-on ``--concept``, measured by ``erasure.benchmark.run_benchmark`` (the unedited model on the same seeds, 2 images
-per prompt, 95% bootstrap intervals; rows kept in OUT/rows, so a rerun resumes). The table joins each method's
-spec (family, paper, trains, result kind) with its headline numbers; with ``--docs`` it is written between the
+Each method runs at its spec defaults with the anchor (or guide, for the closed-form family) named after the
+concept (``--concepts ATTRIBUTE=VALUE:ANCHOR ...``), measured by ``erasure.benchmark.run_benchmark`` (the unedited
+model on the same seeds, 2 images per prompt, 95% bootstrap intervals; one benchmark folder per concept in OUT,
+its rows kept, so a rerun resumes; its leaderboard.md holds every number). The table joins each method's spec
+(family, paper, trains, result kind) with its headline numbers per concept: target accuracy, mean in-domain retain
+and the worst kept concept's drop against the unedited model; with ``--docs`` it is written between the
 ``methods`` markers of README.md.
 
-    python scripts/methods_table.py --threads 1 --out runs/methods_table --docs    # ~30 min on one CPU thread
+    python scripts/methods_table.py --threads 1 --out runs/methods_table --docs    # ~70 min on one CPU thread
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from erasure import load_pipeline  # noqa: E402
 from erasure.benchmark import UNEDITED, run_benchmark  # noqa: E402
+from erasure.errors import ErasureError  # noqa: E402
 from erasure.experiments import check_markers, markdown_table, script_main, write_docs_table  # noqa: E402
 from erasure.methods import METHODS  # noqa: E402
 
@@ -28,12 +31,21 @@ TABLE = "methods"
 ALIASES = ("esd",)  # registered names that are another method under a second name
 
 
-def _cell(entry, name: str) -> str:
+def _cell(entry, name: str, interval: bool = True) -> str:
     m = entry["metrics"].get(name)
     if m is None or m.get("value") is None:
         return "n/a"
-    return f"{m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]" if m.get("ci_low") is not None \
+    return f"{m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]" if interval and m.get("ci_low") is not None \
         else f"{m['value']:.2f}"
+
+
+def _drop(entry) -> str:
+    """'-30 (shape=cross; 2 > 10)': points lost by the worst kept concept, and how many lost more than 10."""
+    m = entry["metrics"].get("worst_kept_drop")
+    if m is None or m.get("value") is None:
+        return ""
+    flagged = len(m.get("flagged") or [])
+    return f"{-100 * m['value'] + 0.0:+.0f} ({m['concept']}" + (f"; {flagged} > 10)" if flagged else ")")
 
 
 def _seconds(entry) -> str:
@@ -51,8 +63,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=",".join(n for n in METHODS.names() if n not in ALIASES),
                    help="comma-separated registered methods (default: every one but aliases)")
-    p.add_argument("--concept", default="shape=circle", help="ATTRIBUTE=VALUE")
-    p.add_argument("--anchor", default="square", help="each method's anchor / guide")
+    p.add_argument("--concepts", nargs="+", default=["shape=circle:square", "texture=striped:plain"],
+                   metavar="ATTRIBUTE=VALUE:ANCHOR", help="concepts to erase, each with the anchor / guide every "
+                   "method gets for it")
     p.add_argument("--samples-per-prompt", type=int, default=2)
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts of each group (a quick look)")
     p.add_argument("--threads", type=int, default=1)
@@ -65,32 +78,48 @@ def main(argv=None) -> int:
         check_markers(args.docs, [TABLE])
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     specs = {m: METHODS.get(m) for m in methods}
-    settings = {m: {s.anchor_setting: args.anchor} for m, s in specs.items() if s.anchor_setting}
+    concepts = []
+    for item in args.concepts:
+        concept, sep, anchor = item.rpartition(":")
+        if not sep or "=" not in concept or not anchor:
+            raise ErasureError(f"--concepts takes ATTRIBUTE=VALUE:ANCHOR (e.g. shape=circle:square), got {item!r}")
+        concepts.append((concept, anchor))
     torch.set_num_threads(args.threads)
-    board = run_benchmark(load_pipeline(None), methods, [args.concept], out=args.out, settings=settings,
-                          samples_per_prompt=args.samples_per_prompt, limit=args.limit)
-    by_method = {e["method"]: e for e in board["entries"]}
+    pipe = load_pipeline(None)
+    boards = {}
+    for concept, anchor in concepts:
+        settings = {m: {s.anchor_setting: anchor} for m, s in specs.items() if s.anchor_setting}
+        board = run_benchmark(pipe, methods, [concept], out=Path(args.out) / concept.replace("=", "-"),
+                              settings=settings, samples_per_prompt=args.samples_per_prompt, limit=args.limit)
+        boards[concept] = {e["method"]: e for e in board["entries"]}
 
     def spec_cell(field):
         return lambda m: "" if m == UNEDITED else field(specs[m])
 
-    rows = [UNEDITED, *methods]
     columns = [
         ("method", lambda m: m if m == UNEDITED else f"`{m}`"),
         ("family", spec_cell(lambda s: s.family)),
         ("paper", spec_cell(lambda s: _short_paper(s.paper))),
         ("trains", spec_cell(lambda s: "yes" if s.trains else "no")),
         ("result", spec_cell(lambda s: s.result)),
-        ("target acc.", lambda m: _cell(by_method[m], "target_accuracy")),
-        ("in-domain retain", lambda m: _cell(by_method[m], "in_domain_retain_accuracy")),
-        ("cross-domain retain", lambda m: _cell(by_method[m], "cross_domain_retain_accuracy")),
-        ("held-out phrasing: target", lambda m: _cell(by_method[m], "phrasing:target_accuracy")),
-        ("erase time", lambda m: _seconds(by_method[m])),
     ]
-    table = markdown_table(rows, columns)
-    note = (f"{args.concept}, anchor / guide `{args.anchor}`, each method's defaults otherwise; "
-            f"{args.samples_per_prompt} images per prompt, 25 DDIM steps, guidance 5, 95% bootstrap intervals; "
-            "erase time on one CPU thread.")
+    for concept, _ in concepts:
+        value = concept.split("=", 1)[1]
+        by = boards[concept]
+        columns += [
+            (f"{value}: target acc.", lambda m, by=by: _cell(by[m], "target_accuracy")),
+            (f"{value}: in-domain retain", lambda m, by=by: _cell(by[m], "in_domain_retain_accuracy", interval=False)),
+            (f"{value}: worst kept drop", lambda m, by=by: _drop(by[m])),
+        ]
+    first = boards[concepts[0][0]]
+    columns.append((f"erase time ({concepts[0][0].split('=', 1)[1]})", lambda m: _seconds(first[m])))
+    table = markdown_table([UNEDITED, *methods], columns)
+    note = ("; ".join(f"{c}: anchor / guide `{a}`" for c, a in concepts)
+            + f"; each method's defaults otherwise; {args.samples_per_prompt} images per prompt, 25 DDIM steps, "
+              "guidance 5, 95% bootstrap intervals on target accuracy. Worst kept drop: the kept concept (any "
+              "shape, colour, texture, background) that lost most against the unedited model on the same seeds, "
+              "and how many lost more than 10 points. Every number with its interval, held-out phrasing and "
+              f"costs: `{args.out}/<concept>/leaderboard.md`. Erase time on one CPU thread.")
     text = f"{table}\n{note}"
     print(text)
     if args.docs:

@@ -251,10 +251,45 @@ def test_world_benchmark_unedited_row_is_evaluate_on_the_same_seeds(shapeworld_p
     assert cells["unedited"]["worst_kept_retain_accuracy"]["concept"]
     report = evaluate(shapeworld_pipeline, limited("shapeworld-shape-circle", 2), concept=("shape", "circle"),
                       settings=sampler, samples_per_prompt=1, n_resamples=50, progress=False, keep_images=False,
-                      classifier=load_classifier())  # the fixture loads the world by path: name its classifier
+                      classifier=load_classifier(), metrics=list(EVAL_METRICS))  # the fixture loads the world by path
     assert cells["unedited"]["target_accuracy"]["value"] == report.value("target_accuracy")
     assert cells["unedited"]["target_accuracy"]["n"] == report.metrics["target_accuracy"].n == 2
     assert cells["unedited"]["in_domain_retain_accuracy"]["value"] == report.value("in_domain_retain_accuracy")
     assert cells["uce"]["size_kb"]["value"] > 0 and "worst_kept_retain_accuracy" in EVAL_METRICS
     md = (tmp_path / "w" / "leaderboard.md").read_text()
     assert "`uce`" in md and "shape=circle: images per number: target_accuracy 2" in md
+    # the worst kept drop: the same as comparing the two evaluations' kept concepts directly
+    from erasure.evaluation.evaluate import kept_concepts_dropped
+    from erasure.methods import erase
+
+    edit = erase(shapeworld_pipeline, "uce", ["circle"], guide="square")
+    edit.apply(shapeworld_pipeline)
+    try:
+        after = evaluate(shapeworld_pipeline, limited("shapeworld-shape-circle", 2), concept=("shape", "circle"),
+                         settings=sampler, samples_per_prompt=1, n_resamples=50, progress=False, keep_images=False,
+                         classifier=load_classifier(), metrics=list(EVAL_METRICS))
+    finally:
+        edit.restore(shapeworld_pipeline)
+    assert cells["uce"]["target_accuracy"]["value"] == after.value("target_accuracy")
+    every = kept_concepts_dropped(after, report, threshold=-2.0)  # every kept concept, largest drop first
+    drop = cells["uce"]["worst_kept_drop"]
+    assert drop["value"] == pytest.approx(next(iter(every.values()))["drop"])
+    assert every[drop["concept"]]["drop"] == pytest.approx(drop["value"]) and every[drop["concept"]]["n"] == drop["n"]
+    assert drop["flagged"] == sorted(k for k, v in every.items() if v["drop"] > 0.10 + 1e-9)
+    assert "worst_kept_drop" not in cells["unedited"] and "worst kept drop" in md
+
+
+def test_worst_kept_drop_against_the_unedited_model():
+    from erasure.benchmark import worst_kept_drop
+
+    before = {"kept": {"shape=cross": {"accuracy": 0.9, "n": 18}, "colour=red": {"accuracy": 1.0, "n": 30},
+                       "texture=dotted": {"accuracy": 0.5, "n": 10}}}
+    after = {"kept": {"shape=cross": {"accuracy": 0.6, "n": 18}, "colour=red": {"accuracy": 0.85, "n": 30},
+                      "texture=dotted": {"accuracy": 0.6, "n": 10}}}
+    d = worst_kept_drop(after, before)
+    assert d["concept"] == "shape=cross" and d["value"] == pytest.approx(0.3) and d["n"] == 18
+    assert (d["before"], d["after"]) == (0.9, 0.6) and d["flagged"] == ["colour=red", "shape=cross"]
+    assert worst_kept_drop(after, {"value": 0.5}) is None  # a row stored without the per-concept accuracies
+    from erasure.benchmark import _drop_cell
+
+    assert _drop_cell({"metrics": {"w": d}}, "w") == "-30 pts (shape=cross 0.90 -> 0.60, n=18; 2 kept concepts > 10 pts)"
