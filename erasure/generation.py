@@ -90,27 +90,50 @@ def generate_images(
 
 
 def image_grid(
-    images: np.ndarray, rows: int, cols: int, row_labels: list[str] | None = None, scale: int | None = None
+    images: np.ndarray, rows: int, cols: int, row_labels: list[str] | None = None, scale: int | None = None,
+    col_labels: list[str] | None = None,
 ) -> Image.Image:
-    """Tile images row-major into a grid; small images are upscaled (nearest) so they can be seen."""
+    """Tile images row-major into a grid; small images are upscaled (nearest) so they can be seen.
+
+    ``row_labels`` are written whole, wrapped over as many lines as the tile's height holds (only a label
+    longer than that ends in "..."); ``col_labels`` (one per column) make a header row above the tiles."""
+    import textwrap
+
     n, h, w, _ = images.shape
     if n != rows * cols:
         raise ValueError(f"{n} images do not fill a {rows}x{cols} grid")
+    if col_labels is not None and len(col_labels) != cols:
+        raise ValueError(f"{len(col_labels)} column labels for {cols} columns")
     if scale is None:
         scale = max(1, 128 // max(h, w))
     hs, ws = h * scale, w * scale
+    line_h, char_w = 12, 6  # PIL's default bitmap font
     label_w = 0
     font = ImageFont.load_default()
+    wrapped: list[list[str]] = []
     if row_labels:
-        label_w = min(360, 8 + 6 * max(len(t) for t in row_labels))
-    grid = Image.new("RGB", (label_w + cols * (ws + 2), rows * (hs + 2)), (255, 255, 255))
+        label_w = min(360, 8 + char_w * max(len(t) for t in row_labels))
+        width = max(1, (label_w - 8) // char_w)
+        fits = max(1, hs // line_h)
+        for text in row_labels:
+            lines = textwrap.wrap(text, width=width, break_long_words=True) or [""]
+            if len(lines) > fits:
+                lines = lines[:fits]
+                lines[-1] = lines[-1][: max(0, width - 3)] + "..."
+            wrapped.append(lines)
+    top = line_h + 4 if col_labels else 0
+    grid = Image.new("RGB", (label_w + cols * (ws + 2), top + rows * (hs + 2)), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
     for k in range(n):
         r, c = divmod(k, cols)
         tile = Image.fromarray(images[k]).resize((ws, hs), Image.NEAREST)
-        grid.paste(tile, (label_w + c * (ws + 2), r * (hs + 2)))
-    for r, text in enumerate(row_labels or []):
-        draw.text((4, r * (hs + 2) + hs // 2 - 6), text[: (label_w - 8) // 6], fill=(0, 0, 0), font=font)
+        grid.paste(tile, (label_w + c * (ws + 2), top + r * (hs + 2)))
+    for c, text in enumerate(col_labels or []):
+        draw.text((label_w + c * (ws + 2) + 2, 2), text[: max(1, ws // char_w)], fill=(0, 0, 0), font=font)
+    for r, lines in enumerate(wrapped):
+        y = top + r * (hs + 2) + max(0, (hs - line_h * len(lines)) // 2)
+        for i, line in enumerate(lines):
+            draw.text((4, y + i * line_h), line, fill=(0, 0, 0), font=font)
     return grid
 
 

@@ -55,7 +55,7 @@ def test_side_by_side_grid_rows_are_before_then_after():
     grids = comparison_grids(after, before, rows=3)
     assert set(grids) == {"target", "retain"}
     grid = np.asarray(grids["retain"])
-    assert grid.shape[0] == 3 * (128 + 2)  # three prompts, tiles upscaled to 128 px
+    assert grid.shape[0] == 16 + 3 * (128 + 2)  # a header row (before +k | after +k), three prompts at 128 px
 
 
 def test_unrelated_reports_are_refused():
@@ -79,3 +79,36 @@ def test_cli_compare_with_another_model(tiny_sd1_folder, tiny_sd2_folder, tmp_pa
     assert report["info"]["comparison"]["baseline_model"] == report["baseline"]["info"]["model"] != report["info"]["model"]
     assert len(report["info"]["weights_sha256"]["unet"]) == 64
     assert (out / "compare-retain.png").is_file() and (out / "compare-target.png").is_file()
+
+
+def _scored(report: Report) -> Report:
+    """The report with the world classifier's metrics on its images (target, retains, worst kept concept)."""
+    from erasure.evaluation.classifier_metrics import classifier_metrics, worst_kept_retain_accuracy
+    from erasure.world.instruments import load_classifier, predict_labels
+
+    predictions = predict_labels(load_classifier(), report.images)
+    expanded = tuple(r for r in report.records for _ in range(SAMPLES))
+    report.metrics.update(classifier_metrics(expanded, predictions, ("shape", "circle"), n_resamples=50))
+    report.metrics.update(worst_kept_retain_accuracy(expanded, predictions, ("shape", "circle"), n_resamples=50))
+    return report
+
+
+def test_report_opens_with_a_verdict_and_embeds_its_figures(tmp_path):
+    shapes = [s for s in NAMED for _ in range(SAMPLES)]
+    before = _scored(_report(shapes, NAMED, seed=0))
+    # after: the circles became squares, and the stars became hearts (a kept concept lost)
+    after_shapes = ["square" if s == "circle" else "heart" if s == "star" else s for s in shapes]
+    after = _report(after_shapes, NAMED, seed=0)
+    after = _scored(after)
+    compare(after, before, features=world_features, feature_extractor="classifier")
+    assert before.value("target_accuracy") == 1.0 and after.value("target_accuracy") == 0.0
+    after.save(tmp_path / "r", baseline=before)
+    md = (tmp_path / "r" / "report.md").read_text()
+    head = md.split("## Verdict", 1)[1].split("Model:", 1)[0]
+    assert "**Erased**: target accuracy (how often the concept still appears) 1.00 -> 0.00" in head
+    assert "worst kept concept shape=star 1.00 -> 0.00" in head
+    assert "1 kept concept lost more than 10 points: shape=star" in head
+    assert "KID" in head and "FID" in head and "changed visibly" in head
+    assert md.index("## Verdict") < md.index("| metric |")
+    for name in ("compare-target.png", "compare-retain.png", "grid-target.png", "grid-retain.png"):
+        assert f"]({name})" in md and (tmp_path / "r" / name).is_file()

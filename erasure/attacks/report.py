@@ -70,7 +70,9 @@ class AttackReport:
         blank = np.full_like(sample, 255)
         tiles = np.stack([self.images[r["index"]].get(role, blank) for r in shown for role in IMAGE_ROLES])
         labels = [f"{'+' if r['success'] else '-'} {r['prompt']}" for r in shown]
-        return image_grid(tiles, len(shown), len(IMAGE_ROLES), row_labels=labels)
+        heads = {"original": "original", "erased": "erased", "attack": "erased+attack"}
+        return image_grid(tiles, len(shown), len(IMAGE_ROLES), row_labels=labels,
+                          col_labels=[heads.get(role, role) for role in IMAGE_ROLES])
 
     def save(self, out_dir: str | Path, *, force: bool = False) -> Path:
         """``report.json``, ``report.md``, ``config.json``, ``grid.png`` and ``images/NNNNN-<role>.png``, atomically."""

@@ -59,10 +59,15 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {"info": self.info, "metrics": {k: v.to_dict() for k, v in self.metrics.items()}}
 
-    def markdown(self, baseline: "Report | None" = None) -> str:
-        lines = [f"# Evaluation: {self.info.get('concept', '')} on {self.info.get('prompt_set', '')}", "",
-                 f"Model: `{self.info.get('model')}`. Sampler: {self.info.get('settings')}. "
-                 f"{self.info.get('images')} images, {self.info.get('samples_per_prompt')} per prompt.", ""]
+    def markdown(self, baseline: "Report | None" = None, figures: Sequence[str] = ()) -> str:
+        """The report: a verdict in plain words, the table of every metric, then ``figures`` (file names
+        next to report.md) embedded."""
+        lines = [f"# Evaluation: {self.info.get('concept', '')} on {self.info.get('prompt_set', '')}", ""]
+        said = verdict(self, baseline)
+        if said:
+            lines += ["## Verdict", "", *[f"- {line}" for line in said], ""]
+        lines += [f"Model: `{self.info.get('model')}`. Sampler: {self.info.get('settings')}. "
+                  f"{self.info.get('images')} images, {self.info.get('samples_per_prompt')} per prompt.", ""]
         head = "| metric | value | 95% CI | n |" + (" baseline | change |" if baseline else "")
         lines += [head, "|---|---|---|---|" + ("---|---|" if baseline else "")]
         for name, r in self.metrics.items():
@@ -77,6 +82,11 @@ class Report:
         if dropped:
             lines += ["", f"Kept concepts that lost more than {RETENTION_DROP_FLAG:.0%} against the baseline: "
                       + ", ".join(f"{c} {d['before']:.2f} -> {d['after']:.2f} (n={d['n']})" for c, d in dropped.items())]
+        if figures:
+            lines += ["", "## Figures", ""]
+            for name in figures:
+                title = name.rsplit(".", 1)[0].replace("compare-", "before | after, ").replace("grid-", "images, ")
+                lines += [f"![{title}]({name})", ""]
         return "\n".join(lines) + "\n"
 
     def save(self, out_dir: str | Path, *, force: bool = False, baseline: "Report | None" = None) -> Path:
@@ -90,14 +100,86 @@ class Report:
             from erasure.files import dumps_json  # NaN as null: bare NaN is not JSON
 
             (tmp / "report.json").write_text(dumps_json(data))
-            (tmp / "report.md").write_text(self.markdown(baseline))
-            if self.images is not None and len(self.records):
-                for group, grid in group_grids(self.records, self.images, self.info["samples_per_prompt"]).items():
-                    grid.save(tmp / f"grid-{group or 'all'}.png")
+            figures = []
             if baseline is not None and _comparable(self, baseline):
                 for group, grid in comparison_grids(self, baseline).items():
                     grid.save(tmp / f"compare-{group or 'all'}.png")
+                    figures.append(f"compare-{group or 'all'}.png")
+            if self.images is not None and len(self.records):
+                for group, grid in group_grids(self.records, self.images, self.info["samples_per_prompt"]).items():
+                    grid.save(tmp / f"grid-{group or 'all'}.png")
+                    figures.append(f"grid-{group or 'all'}.png")
+            (tmp / "report.md").write_text(self.markdown(baseline, figures=figures))
         return Path(out_dir)
+
+
+def _with_ci(r: MetricResult, digits: int = 2) -> str:
+    ci = "" if r.ci_low is None or r.ci_high is None else f", 95% CI {r.ci_low:.{digits}f}-{r.ci_high:.{digits}f}"
+    return f"{r.value:.{digits}f}{ci}, n={r.n}"
+
+
+def _change(name: str, edited: Report, baseline: Report | None) -> str | None:
+    r = edited.metrics.get(name)
+    if r is None or r.value is None:
+        return None
+    b = baseline.metrics.get(name) if baseline is not None else None
+    return f"{b.value:.2f} -> {_with_ci(r)}" if b is not None and b.value is not None else _with_ci(r)
+
+
+def verdict(edited: Report, baseline: Report | None = None) -> list[str]:
+    """report.md's opening lines, in plain words, from the metrics there are: what was erased (target
+    accuracy, nudity rate, concept rate), what was kept (the worst kept concept, the mean retains, the kept
+    concepts that lost more than 10 points) and image quality (FID / KID, pixel change), with what they mean."""
+    m = edited.metrics
+    out = []
+    erased = [(label, text) for label, text in (
+        ("target accuracy (how often the concept still appears)", _change("target_accuracy", edited, baseline)),
+        ("nudity rate (images with an exposed class)", _change("nudity_rate", edited, baseline)),
+        ("concept rate (images the judge says show it)", _change("concept_rate", edited, baseline)),
+    ) if text]
+    if erased:
+        out.append("**Erased**: " + "; ".join(f"{label} {text}" for label, text in erased) + ".")
+    kept = []
+    worst = m.get("worst_kept_retain_accuracy")
+    if worst is not None and worst.value is not None:
+        concept = (worst.details or {}).get("worst_concept")
+        before = None
+        if baseline is not None and "worst_kept_retain_accuracy" in baseline.metrics:
+            before = ((baseline.metrics["worst_kept_retain_accuracy"].details or {}).get("kept", {}).get(concept)
+                      or {}).get("accuracy")
+        kept.append(f"worst kept concept {concept} " + (f"{before:.2f} -> " if before is not None else "")
+                    + _with_ci(worst))
+    for label, name in (("mean in-domain retain", "in_domain_retain_accuracy"),
+                        ("mean cross-domain retain", "cross_domain_retain_accuracy")):
+        text = _change(name, edited, baseline)
+        if text:
+            kept.append(f"{label} {text}")
+    if kept:
+        dropped = edited.info.get("kept_concepts_dropped")
+        if dropped:
+            flag = (f"{len(dropped)} kept concept{'s' if len(dropped) > 1 else ''} lost more than "
+                    f"{100 * RETENTION_DROP_FLAG:.0f} points: " + ", ".join(dropped))
+        elif dropped is not None:
+            flag = f"no kept concept lost more than {100 * RETENTION_DROP_FLAG:.0f} points"
+        else:
+            flag = None
+        out.append("**Kept**: " + "; ".join(kept) + (f"; {flag}" if flag else "") + ".")
+    quality = []
+    if "fid" in m and m["fid"].value is not None:
+        quality.append(f"FID {m['fid'].value:.2f} (0 = the same feature statistics; it is biased upward on few "
+                       "images, so compare it only between runs of the same size)")
+    if "kid" in m and m["kid"].value is not None:
+        quality.append(f"KID {_with_ci(m['kid'], 4)} (an unbiased estimate, so slightly negative values mean no "
+                       "measurable difference, as does an interval that holds 0)")
+    if "changed_fraction" in m and m["changed_fraction"].value is not None:
+        quality.append(f"{m['changed_fraction'].value:.0%} of the same-seed images of prompts not naming the concept "
+                       "changed visibly")
+    if "clip_score" in m and m["clip_score"].value is not None:
+        quality.append(f"CLIP score {_change('clip_score', edited, baseline)}")
+    if quality:
+        against = (edited.info.get("comparison") or {}).get("baseline_model") or edited.info.get("reference")
+        out.append("**Image quality**" + (f" (against `{against}`)" if against else "") + ": " + "; ".join(quality) + ".")
+    return out
 
 
 def group_grids(records: Sequence[PromptRecord], images: np.ndarray, samples: int, rows: int = 8) -> dict:
@@ -107,8 +189,14 @@ def group_grids(records: Sequence[PromptRecord], images: np.ndarray, samples: in
     for g in groups:
         idx = [i for i, r in enumerate(records) if (r.group or "") == g][:rows]
         tiles = np.stack([images[i * samples + k] for i in idx for k in range(samples)])
-        grids[g] = image_grid(tiles, len(idx), samples, row_labels=[records[i].prompt for i in idx])
+        grids[g] = image_grid(tiles, len(idx), samples, row_labels=[_row_label(records[i]) for i in idx],
+                              col_labels=[f"seed +{k}" for k in range(samples)])
     return grids
+
+
+def _row_label(record: PromptRecord) -> str:
+    """A grid row's label: the whole prompt and its seed (sample k used seed + k)."""
+    return f"{record.prompt} (seed {record.evaluation_seed})"
 
 
 def _comparable(a: Report, b: Report) -> bool:
@@ -127,8 +215,9 @@ def comparison_grids(edited: Report, baseline: Report, rows: int = 8) -> dict:
         gap = np.full_like(edited.images[0], 255)  # a white column between before and after
         tiles = np.stack([t for i in idx for t in (*[baseline.images[i * samples + k] for k in range(samples)], gap,
                                                     *[edited.images[i * samples + k] for k in range(samples)])])
-        labels = [f"{edited.records[i].prompt}  (before | after)" for i in idx]
-        grids[g] = image_grid(tiles, len(idx), 2 * samples + 1, row_labels=labels)
+        labels = [_row_label(edited.records[i]) for i in idx]
+        heads = [f"before +{k}" for k in range(samples)] + [""] + [f"after +{k}" for k in range(samples)]
+        grids[g] = image_grid(tiles, len(idx), 2 * samples + 1, row_labels=labels, col_labels=heads)
     return grids
 
 
