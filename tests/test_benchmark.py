@@ -250,7 +250,7 @@ def test_world_benchmark_unedited_row_is_evaluate_on_the_same_seeds(shapeworld_p
         assert cells["unedited"][key]["value"] is not None and cells["unedited"][key]["n"] >= 1, key
     assert cells["unedited"]["worst_kept_retain_accuracy"]["concept"]
     report = evaluate(shapeworld_pipeline, limited("shapeworld-shape-circle", 2), concept=("shape", "circle"),
-                      settings=sampler, samples_per_prompt=1, n_resamples=50, progress=False, keep_images=False,
+                      settings=sampler, samples_per_prompt=1, n_resamples=50, progress=False, keep_images=True,
                       classifier=load_classifier(), metrics=list(EVAL_METRICS))  # the fixture loads the world by path
     assert cells["unedited"]["target_accuracy"]["value"] == report.value("target_accuracy")
     assert cells["unedited"]["target_accuracy"]["n"] == report.metrics["target_accuracy"].n == 2
@@ -266,7 +266,7 @@ def test_world_benchmark_unedited_row_is_evaluate_on_the_same_seeds(shapeworld_p
     edit.apply(shapeworld_pipeline)
     try:
         after = evaluate(shapeworld_pipeline, limited("shapeworld-shape-circle", 2), concept=("shape", "circle"),
-                         settings=sampler, samples_per_prompt=1, n_resamples=50, progress=False, keep_images=False,
+                         settings=sampler, samples_per_prompt=1, n_resamples=50, progress=False, keep_images=True,
                          classifier=load_classifier(), metrics=list(EVAL_METRICS))
     finally:
         edit.restore(shapeworld_pipeline)
@@ -277,6 +277,15 @@ def test_world_benchmark_unedited_row_is_evaluate_on_the_same_seeds(shapeworld_p
     assert every[drop["concept"]]["drop"] == pytest.approx(drop["value"]) and every[drop["concept"]]["n"] == drop["n"]
     assert drop["flagged"] == sorted(k for k, v in every.items() if v["drop"] > 0.10 + 1e-9)
     assert "worst_kept_drop" not in cells["unedited"] and "worst kept drop" in md
+    # FID / KID against the unedited model: compare() on the same images, from the rows' float16 features
+    from erasure.evaluation.evaluate import compare, world_features
+
+    direct = compare(after, report, features=world_features, feature_extractor="classifier", n_resamples=50)
+    assert cells["uce"]["fid"]["value"] == pytest.approx(direct["fid"].value, rel=2e-3)
+    assert cells["uce"]["kid"]["value"] == pytest.approx(direct["kid"].value, rel=2e-3, abs=1e-5)
+    assert cells["uce"]["fid"]["n"] == direct["fid"].n and "fid" not in cells["unedited"] and "FID vs unedited" in md
+    stored = json.loads(next((tmp_path / "w" / "rows").glob("*.json")).read_text())
+    assert "_retain_features" in stored["metrics"] and "_retain_features" not in json.dumps(board)
 
 
 def test_worst_kept_drop_against_the_unedited_model():

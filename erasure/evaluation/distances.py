@@ -110,7 +110,9 @@ def kid(
     per_subset, resampled = mmd2[:num_subsets], mmd2[num_subsets:]
     if n_resamples:
         tail = (1.0 - confidence) / 2.0
-        low, high = (float(q) for q in np.quantile(resampled, [tail, 1.0 - tail]))
+        finite = resampled[np.isfinite(resampled)]  # resamples of one distinct item hold no pair: left out
+        low, high = ((float(q) for q in np.quantile(finite, [tail, 1.0 - tail])) if len(finite)
+                     else (float("nan"), float("nan")))
     else:
         low = high = float("nan")
     settings = {
@@ -153,7 +155,9 @@ def _within(x: np.ndarray, weights: np.ndarray, kernel) -> np.ndarray:
     self_similarity = kernel(np.einsum("ij,ij->i", x, x))
     squared = weights**2
     total = weights.sum(0)
-    return (quadratic - self_similarity @ squared) / (total**2 - squared.sum(0))
+    pairs = total**2 - squared.sum(0)  # 0 for a resample that drew one item only: no pair, no estimate (NaN)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pairs > 0, (quadratic - self_similarity @ squared) / np.where(pairs > 0, pairs, 1.0), np.nan)
 
 
 def _subset_weights(n: int, size: int, count: int, rng: np.random.Generator) -> np.ndarray:
