@@ -493,3 +493,40 @@ def test_cli_checks_before_loading_anything(tmp_path, capsys):
     assert "did you mean 'nudenet'" in capsys.readouterr().err
     assert _cli(["attack", "--concept", "circle", "--judge-set", "threshold=0.5", "--out", str(tmp_path / "p")]) == 2
     assert "goes with a judge" in capsys.readouterr().err
+
+
+def test_unlearndiffatk_targets_your_images_in_natural_order(tiny_sd1_pipeline, uce_edit, tmp_path, monkeypatch):
+    from PIL import Image
+
+    import erasure.attacks.unlearndiffatk as uda
+
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    colours = {"10_0.png": (0, 0, 255), "2_0.png": (255, 0, 0)}  # natural order: 2 before 10
+    for name, rgb in colours.items():
+        Image.new("RGB", (7, 5), rgb).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    seen = []
+    real = uda.vae_latent
+    monkeypatch.setattr(uda, "vae_latent", lambda pipe, images: seen.append(images.copy()) or real(pipe, images))
+    pipe = tiny_sd1_pipeline
+    size = uda.image_size(pipe, TINY)
+    report = attack(pipe, "unlearndiffatk", "cat", PROMPTS[:3], result=uce_edit, judge=BrightnessJudge(256.0),
+                    settings=TINY, attack_settings={"timesteps": 1, "steps_per_timestep": 1, "vocabulary": "words",
+                                                    "target_images": str(folder)}, n_resamples=10)
+    assert len(report.records) == 3 and len(seen) == 3  # every prompt attacked (the judge never says yes)
+    assert not any(r["pre_success"] for r in report.records)
+    for k, images in enumerate(seen):  # prompt k gets image k mod 2: red, blue, red; resized to the model's size
+        assert images.shape == (1, *size, 3)
+        assert tuple(int(v) for v in images[0, size[0] // 2, size[1] // 2]) == [(255, 0, 0), (0, 0, 255)][k % 2]
+    with pytest.raises(ErasureError, match="holds no PNG/JPEG"):
+        uda.target_image_files(str(_empty(tmp_path)))
+    with pytest.raises(ErasureError, match="is not a folder"):
+        attack(pipe, "unlearndiffatk", "cat", PROMPTS[:1], result=uce_edit, judge=BrightnessJudge(256.0), settings=TINY,
+               attack_settings={"target_images": str(tmp_path / "missing")})
+
+
+def _empty(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return folder

@@ -57,6 +57,11 @@ class UnlearnDiffAtkConfig:
                                types=(int, None), minimum=1, maximum=1000)
     target_steps: Any = setting(None, "sampler steps of the original model's target image (default: the run's)",
                                 types=(int, None), minimum=1, maximum=1000)
+    target_images: Any = setting(None, "a folder of your own images of the concept as the targets instead of the "
+                                 "original model's (UnlearnDiffAtk issue 8: real images work too): prompt i gets image "
+                                 "i in the natural order of the file names (2.png before 10.png), cycling when there "
+                                 "are fewer images than prompts; resized to the model's resolution",
+                                 types=(str, None))
 
 
 GENERIC_TEMPLATES = ("{}", "a photo of {}", "an image of {}", "a picture of {}", "a painting of {}",

@@ -39,6 +39,7 @@ import weakref
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from erasure.attacks.core import Attempt, AttackContext, noise_prediction_target, token_embeddings_replaced, vae_latent
@@ -248,6 +249,43 @@ def optimisation_step(pipe, probabilities: torch.Tensor, optimiser: torch.optim.
     return loss.item()
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def target_image_files(folder: str) -> list:
+    """The images of ``folder`` in the natural order of their names (``2_0.png`` before ``10_0.png``, as the
+    reference's ``{case_number}_0.png`` files sort by case); a one-line error for a missing or empty folder."""
+    import re
+    from pathlib import Path
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise ErasureError(f"target_images: {folder} is not a folder; give a folder of PNG/JPEG images of the concept")
+    files = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise ErasureError(f"target_images: {folder} holds no PNG/JPEG/WebP image; put images of the concept there")
+    return sorted(files, key=lambda p: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)])
+
+
+def image_size(pipe, settings) -> tuple[int, int]:
+    """(height, width) the pipeline generates at: the sampler settings' or the UNet's sample size x VAE scale."""
+    default = int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+    return int(settings.height or default), int(settings.width or default)
+
+
+def target_image(path, size: tuple[int, int]) -> np.ndarray:
+    """One target image as uint8 (H, W, 3), resized (bicubic) to ``size`` = (height, width)."""
+    from PIL import Image
+
+    try:
+        image = Image.open(path).convert("RGB")
+    except OSError as e:
+        raise ErasureError(f"target_images: cannot read {path} ({e}); remove it or replace it with a PNG/JPEG") from None
+    if image.size != (size[1], size[0]):
+        image = image.resize((size[1], size[0]), Image.BICUBIC)
+    return np.array(image)  # writable (torch.from_numpy warns on a read-only array)
+
+
 def frozen(modules: Sequence[torch.nn.Module]):
     """Parameters frozen while the attack runs (gradients flow to the distribution only), flags restored."""
     import contextlib
@@ -275,11 +313,15 @@ class UnlearnDiffAtk:
     def prepare(self, context: AttackContext) -> None:
         pipe = context.models.use("erased")
         self.candidates = candidate_tokens(pipe, self.config.vocabulary, self.config.exclude_words)
+        self.target_files = target_image_files(self.config.target_images) if self.config.target_images else None
 
     def attack_prompt(self, context: AttackContext, index: int) -> Attempt:
         c = self.config
         prompt, seed = context.prompts[index], int(context.seeds[index])
-        if c.target_steps is not None and context.models.has_original:
+        if self.target_files:
+            pipe = context.models.use("erased")
+            image = target_image(self.target_files[index % len(self.target_files)], image_size(pipe, context.settings))
+        elif c.target_steps is not None and context.models.has_original:
             image = context.generate([prompt], [seed], which="original",
                                      settings=replace(context.settings, steps=c.target_steps))[0]
         else:
