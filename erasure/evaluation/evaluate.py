@@ -169,8 +169,10 @@ def verdict(edited: Report, baseline: Report | None = None) -> list[str]:
         quality.append(f"FID {m['fid'].value:.2f} (0 = the same feature statistics; it is biased upward on few "
                        "images, so compare it only between runs of the same size)")
     if "kid" in m and m["kid"].value is not None:
-        quality.append(f"KID {_with_ci(m['kid'], 4)} (an unbiased estimate, so slightly negative values mean no "
-                       "measurable difference, as does an interval that holds 0)")
+        paired = bool(edited.info.get("comparison"))  # compare(): the two image sets share prompts and seeds
+        quality.append(f"KID {_with_ci(m['kid'], 4)} (MMD^2, unbiased for independent image sets, so it can be "
+                       "negative; " + ("these two share prompts and seeds, which pulls it below 0: " if paired else "")
+                       + "a value at or below 0 means no measurable difference)")
     if "changed_fraction" in m and m["changed_fraction"].value is not None:
         quality.append(f"{m['changed_fraction'].value:.0%} of the same-seed images of prompts not naming the concept "
                        "changed visibly")
