@@ -278,14 +278,9 @@ FEATURES = "_retain_features"  # a row's stored features (not a metric; the lead
 def retain_features(report, concept: tuple[str, str]):
     """The world classifier's penultimate features of the report's images whose prompt does not name
     ``concept`` (the images that should not change; the same images ``evaluate.compare`` uses)."""
-    import numpy as np
+    from erasure.evaluation.evaluate import not_naming, world_features
 
-    from erasure.evaluation.evaluate import world_features
-
-    samples = report.info["samples_per_prompt"]
-    keep = np.array([(r.extra.get(concept[0]) or "").strip() != concept[1]
-                     for r in report.records for _ in range(samples)])
-    return world_features(report.images[keep])
+    return world_features(report.images[not_naming(report.records, report.info["samples_per_prompt"], concept)])
 
 
 def encode_features(features) -> dict[str, Any]:
@@ -458,7 +453,7 @@ def _scalar(value: Any) -> dict[str, Any] | None:
 def leaderboard(rows: Sequence[Mapping[str, Any]], the_plan: Plan) -> dict[str, Any]:
     """One entry per (method, concept) from the experiment's rows: every metric with its interval and n, the
     erase cost (seconds, UNet passes when the result records them, peak memory, result size)."""
-    entries = []
+    entries, stored = [], []  # stored: each row's retain features (FID/KID inputs), beside its entry
     for row in rows:
         method = row["method"] or UNEDITED
         concept = row["measure"]
@@ -468,7 +463,7 @@ def leaderboard(rows: Sequence[Mapping[str, Any]], the_plan: Plan) -> dict[str, 
         if info.get("unet_forward_passes") is not None:
             passes = int(info["unet_forward_passes"]) + int(info.get("unet_backward_passes") or 0)
         metrics = {k: dict(v) for k, v in row["metrics"].items()}
-        features = metrics.pop(FEATURES, None)
+        stored.append(metrics.pop(FEATURES, None))
         metrics.update({k: v for k, v in {
             "erase_seconds": _scalar(row.get("seconds_erase")),
             "unet_passes": _scalar(passes),
@@ -477,9 +472,8 @@ def leaderboard(rows: Sequence[Mapping[str, Any]], the_plan: Plan) -> dict[str, 
         }.items() if v is not None})
         entries.append({"method": method, "concept": concept, "label": row["label"], "key": row["key"],
                         "settings": row.get("result_config") or dict(row.get("settings") or {}),
-                        "metrics": metrics, "seconds_measure": row.get("seconds_measure"), FEATURES: features})
+                        "metrics": metrics, "seconds_measure": row.get("seconds_measure")})
     base = {e["concept"]: e for e in entries if e["method"] == UNEDITED}
-    stored = [e.pop(FEATURES) for e in entries]
     base_features = {e["concept"]: f for e, f in zip(entries, stored) if e["method"] == UNEDITED and f}
     for e, features in zip(entries, stored):
         if e["method"] != UNEDITED and features and e["concept"] in base_features:
@@ -515,14 +509,17 @@ def image_distances(unedited, edited, n_resamples: int = 1000) -> dict[str, dict
 
 
 def worst_kept_drop(after: Mapping[str, Any] | None, before: Mapping[str, Any] | None,
-                    flag: float = 0.10) -> dict[str, Any] | None:
+                    flag: float | None = None) -> dict[str, Any] | None:
     """The kept concept that lost most against the unedited model on the same seeds: its drop in accuracy
-    (positive = lost), name and n, and how many kept concepts lost more than ``flag``; None without the
-    per-concept accuracies (rows stored before they were kept)."""
+    (positive = lost), name and n, and which kept concepts lost more than ``flag`` (default: the evaluator's
+    RETENTION_DROP_FLAG, 10 points); None without the per-concept accuracies (rows stored before they were kept)."""
+    from erasure.evaluation.evaluate import RETENTION_DROP_FLAG, kept_accuracy_drops
+
+    flag = RETENTION_DROP_FLAG if flag is None else flag
     kept_after, kept_before = (after or {}).get("kept"), (before or {}).get("kept")
     if not kept_after or not kept_before:
         return None
-    drops = {k: kept_before[k]["accuracy"] - v["accuracy"] for k, v in kept_after.items() if k in kept_before}
+    drops = kept_accuracy_drops(kept_after, kept_before)
     if not drops:
         return None
     worst = max(drops, key=lambda k: (round(drops[k], 9), kept_after[k]["n"], k))

@@ -249,14 +249,13 @@ def optimisation_step(pipe, probabilities: torch.Tensor, optimiser: torch.optim.
     return loss.item()
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-
-
 def target_image_files(folder: str) -> list:
     """The images of ``folder`` in the natural order of their names (``2_0.png`` before ``10_0.png``, as the
     reference's ``{case_number}_0.png`` files sort by case); a one-line error for a missing or empty folder."""
     import re
     from pathlib import Path
+
+    from erasure.evaluation.evaluate import IMAGE_SUFFIXES
 
     path = Path(folder).expanduser()
     if not path.is_dir():

@@ -31,7 +31,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -244,8 +244,7 @@ def compare(
     samples = edited.info["samples_per_prompt"]
     label = edited.info.get("concept") or ""
     concept = tuple(label.split("=", 1)) if "=" in label else None
-    keep = np.array([not (concept and (r.extra.get(concept[0]) or "").strip() == concept[1])
-                     for r in edited.records for _ in range(samples)])
+    keep = not_naming(edited.records, samples, concept)
     if not keep.any():
         raise ErasureError("every prompt names the erased concept, so nothing is left to compare; "
                            "use a prompt set with other (retain) prompts too")
@@ -270,6 +269,19 @@ def compare(
 RETENTION_DROP_FLAG = 0.10
 
 
+def not_naming(records: Sequence[PromptRecord], samples: int, concept: tuple[str, str] | None) -> np.ndarray:
+    """Per image (``samples`` per record), whether its prompt does not name ``concept``: the images an erasure
+    should leave unchanged (all of them without a concept)."""
+    return np.array([not (concept and (r.extra.get(concept[0]) or "").strip() == concept[1])
+                     for r in records for _ in range(samples)])
+
+
+def kept_accuracy_drops(kept_after: Mapping[str, Mapping], kept_before: Mapping[str, Mapping]) -> dict[str, float]:
+    """Per kept concept in both (``worst_kept_retain_accuracy`` details' ``kept``: ``{concept: {accuracy, n}}``),
+    its accuracy before minus after: positive = lost."""
+    return {c: kept_before[c]["accuracy"] - row["accuracy"] for c, row in kept_after.items() if c in kept_before}
+
+
 def kept_concepts_dropped(edited: Report, baseline: Report, threshold: float = RETENTION_DROP_FLAG) -> dict | None:
     """The kept concepts whose accuracy fell by more than ``threshold`` from ``baseline`` to ``edited``
     (``{concept: {before, after, drop, n}}``), from their ``worst_kept_retain_accuracy`` details; None when
@@ -277,12 +289,10 @@ def kept_concepts_dropped(edited: Report, baseline: Report, threshold: float = R
     after, before = edited.metrics.get("worst_kept_retain_accuracy"), baseline.metrics.get("worst_kept_retain_accuracy")
     if after is None or before is None:
         return None
-    out = {}
-    for concept, row in after.details.get("kept", {}).items():
-        old = before.details.get("kept", {}).get(concept)
-        if old is not None and old["accuracy"] - row["accuracy"] > threshold:
-            out[concept] = {"before": old["accuracy"], "after": row["accuracy"],
-                            "drop": round(old["accuracy"] - row["accuracy"], 6), "n": row["n"]}
+    kept_after, kept_before = after.details.get("kept", {}), before.details.get("kept", {})
+    out = {c: {"before": kept_before[c]["accuracy"], "after": kept_after[c]["accuracy"], "drop": round(d, 6),
+               "n": kept_after[c]["n"]}
+           for c, d in kept_accuracy_drops(kept_after, kept_before).items() if d > threshold}
     return dict(sorted(out.items(), key=lambda item: -item[1]["drop"]))
 
 
@@ -502,6 +512,9 @@ def scheduler_swapped(pipe, name: str | None):
         pipe.scheduler = original
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")  # what an image folder's images are
+
+
 def read_image_folder(folder: str | Path, size: tuple[int, int] | None = None, limit: int | None = None) -> np.ndarray:
     """The PNG/JPEG images of ``folder`` (sorted by name) as uint8 ``(N, H, W, 3)``; with ``size`` (h, w) each is
     resized with PIL bicubic (clean-fid's resize) to it, else they must share one size."""
@@ -510,7 +523,7 @@ def read_image_folder(folder: str | Path, size: tuple[int, int] | None = None, l
     folder = Path(folder)
     if not folder.is_dir():
         raise ErasureError(f"reference image folder {folder} not found; give a folder of PNG/JPEG images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))[:limit]
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if len(files) < 2:
         raise ErasureError(f"reference folder {folder} holds {len(files)} PNG/JPEG images; FID/KID need at least 2")
     images = []
