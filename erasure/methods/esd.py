@@ -299,6 +299,21 @@ def esd_edit(
         else:
             name = "pool.safetensors" if world == 1 else f"pool-{rank}-of-{world}.safetensors"
             pool = ckpt.cached(name, build, resume=resume, device=device, per_process=True)
+    # the retain term's samples: x_t from the frozen model's trajectories of the retain prompts and eps* there,
+    # drawn from their own generator so the erasure samples are those of a run without the retain term
+    emb_retain = _encode(pipe, list(cfg.retain_prompts)) if cfg.retain_prompts else None
+    retain_pool = None
+    if emb_retain is not None:
+        def build_retain() -> dict[str, Tensor]:
+            return _build_pool(unet, sampler, cfg, emb_retain, emb_retain, None, None, emb_empty,
+                               np.random.default_rng([cfg.seed, 2]), n_samples, counter, device,
+                               progress and state.is_main_process, lanes, owned, retain=True)
+
+        if ckpt is None:
+            retain_pool = build_retain()
+        else:
+            name = "retain-pool.safetensors" if world == 1 else f"retain-pool-{rank}-of-{world}.safetensors"
+            retain_pool = ckpt.cached(name, build_retain, resume=resume, device=device, per_process=True)
     t_pool = time.perf_counter()
 
     # --- training the student on the shared trainer ---------------------------------------------
@@ -318,10 +333,21 @@ def esd_edit(
             x, t, which, eps_a, eps_c, eps_f = _student_samples(
                 unet, sampler, cfg, student.teacher, emb_student, emb_concepts, emb_anchor, emb_from,
                 emb_empty, rng, counter)
-        with precision.autocast():
-            pred = unet(x.to(dtype), t, encoder_hidden_states=emb_student[which]).sample
-            # this process's share of the batch mean: summed over the processes it is the whole batch's
-            loss = esd_loss(pred, eps_a, eps_c, eta, eps_f) * local_share
+        if retain_pool is None:
+            with precision.autocast():
+                pred = unet(x.to(dtype), t, encoder_hidden_states=emb_student[which]).sample
+                # this process's share of the batch mean: summed over the processes it is the whole batch's
+                loss = esd_loss(pred, eps_a, eps_c, eta, eps_f) * local_share
+        else:  # the erasure and retain samples in one UNet call
+            xr, tr, r = retain_pool["x"][idx], retain_pool["t"][idx], retain_pool["concept"][idx]
+            with precision.autocast():
+                both = unet(torch.cat([x, xr]).to(dtype), torch.cat([t, tr]),
+                            encoder_hidden_states=torch.cat([emb_student[which], emb_retain[r]])).sample
+                pred, pred_r = both[: len(x)], both[len(x) :]
+                loss = (esd_loss(pred, eps_a, eps_c, eta, eps_f) + cfg.retain_weight * torch.nn.functional.mse_loss(
+                    pred_r.float(), retain_pool["eps_retain"][idx].float())) * local_share
+            counter.forward += len(xr)
+            counter.backward += len(xr)
         counter.forward += len(x)
         counter.backward += len(x)
         if anchoring:
@@ -349,7 +375,8 @@ def esd_edit(
             "seconds_pool": round(t_pool - t0, 2), "seconds_train": round(time.perf_counter() - t_pool, 2),
             "gradient_checkpointing": outcome.gradient_checkpointing, "unet_forward_passes": counter.forward,
             "unet_backward_passes": counter.backward, "model": getattr(pipe, "erasure_source", None),
-            "model_dtype": str(dtype).removeprefix("torch."), "eta": eta, "processes": world, "pool_lanes": lanes}
+            "model_dtype": str(dtype).removeprefix("torch."), "eta": eta, "processes": world, "pool_lanes": lanes,
+            "retain_prompts": len(cfg.retain_prompts)}
     result = student.result(pipe, method, concepts, config, info, outcome.values)  # leaves the pipeline as it was
     if ckpt is not None:
         ckpt.write_config()
@@ -370,8 +397,8 @@ def _check_pool_memory(distinct: int, shape: tuple[int, ...], n_predictions: int
 
 
 def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_student, emb_concepts, emb_anchor, emb_from, emb_empty,
-                rng, n_samples, counter, device, progress, lanes: int = 1, owned: set[int] | None = None
-                ) -> dict[str, Tensor]:
+                rng, n_samples, counter, device, progress, lanes: int = 1, owned: set[int] | None = None,
+                retain: bool = False) -> dict[str, Tensor]:
     """Draw every training sample's (concept, t_enc) and its x_t from full frozen trajectories, then the
     frozen predictions; ``n_samples / pool_reuse`` distinct samples. The training timestep is the latent's
     own level (``timestep="exact"``) or the original code's bucket (``"original"``): :func:`pooled_depth`.
@@ -379,9 +406,12 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_student, emb_concep
     Trajectories group samples of one concept and one lane (sample i's lane: its batch position modulo
     ``lanes``); this process computes the trajectories and frozen predictions of its ``owned`` lanes only (the
     other entries stay zero). Every random draw is made whatever the lanes owned, so each process's samples
-    are exactly those of a one-process run with the same lanes."""
+    are exactly those of a one-process run with the same lanes.
+
+    ``retain=True``: the retain term's pool (``emb_concepts`` = the retain prompts, trajectories of each): one
+    frozen prediction per sample, eps*(x_t, retain prompt), as ``eps_retain``."""
     distinct = max(1, math.ceil(n_samples / cfg.pool_reuse))
-    _check_pool_memory(distinct, sampler.shape, 3 if emb_from is not None else 2)
+    _check_pool_memory(distinct, sampler.shape, 1 if retain else 3 if emb_from is not None else 2)
     steps = cfg.ddim_steps
     frozen_batch = resolve_frozen_batch(cfg.frozen_batch, unet)
     which = rng.integers(0, len(emb_concepts), size=distinct)
@@ -403,7 +433,8 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_student, emb_concep
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=distinct, desc="esd: sampling the frozen model's trajectories", unit="sample")
+        bar = tqdm(total=distinct, desc="esd: sampling the frozen model's trajectories"
+                   + (" (retain prompts)" if retain else ""), unit="sample")
     for (c, lane), members in slots.items():
         # assign members to trajectories so no trajectory has two members with the same depth
         queues: list[list[int]] = []
@@ -438,7 +469,10 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_student, emb_concep
         bar.close()
     t = torch.as_tensor(t_train, device=device)
     concept_idx = torch.as_tensor(which, device=device)
-    contexts = [emb_anchor[concept_idx], emb_concepts[concept_idx]]
+    if retain:
+        contexts = [emb_concepts[concept_idx]]
+    else:
+        contexts = [emb_anchor[concept_idx], emb_concepts[concept_idx]]
     if emb_from is not None:  # the anchor is the empty prompt then (erase_from excludes anchor)
         contexts.append(emb_from[concept_idx])
     mine = torch.as_tensor(np.flatnonzero(np.isin(lane_of, sorted(owned))), device=device)
@@ -447,6 +481,8 @@ def _build_pool(unet, sampler: _Sampler, cfg: ESDConfig, emb_student, emb_concep
     else:  # this process's share only
         part = _frozen_predictions(unet, xs[mine], t[mine], [c[mine] for c in contexts], counter, batch=frozen_batch)
         eps = [torch.zeros_like(xs).index_copy_(0, mine, e) for e in part]
+    if retain:
+        return {"x": xs, "t": t, "concept": concept_idx, "eps_retain": eps[0], "trajectories": torch.tensor([trajectories])}
     pool = {"x": xs, "t": t, "concept": concept_idx, "eps_anchor": eps[0], "eps_concept": eps[1],
             "trajectories": torch.tensor([trajectories])}
     if emb_from is not None:

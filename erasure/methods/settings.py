@@ -117,6 +117,12 @@ class ESDConfig:
                                                      types=(tuple,))
     latent_anchor_weight: float = setting(0.0, "SPM: weight of the anchoring loss", types=(float,), minimum=0.0,
                                           maximum=1e8)
+    retain_prompts: tuple[str, ...] = setting(
+        (), "retain term (AdvUnlearn's and SalUn's retain loss): prompts of what must stay; their x_t come from the "
+        "frozen model's trajectories of these prompts and the student is held to the frozen prediction there "
+        "(frozen sampling; one retain sample per training sample)", types=(tuple,))
+    retain_weight: float = setting(1.0, "weight of the retain term (AdvUnlearn: 1.0; used with retain_prompts)",
+                                   types=(float,), minimum=0.0, maximum=1e8)
     extra: dict = setting({}, "free-form notes recorded with the edit", types=(dict,))
 
     def validate(self) -> None:
@@ -133,6 +139,8 @@ def check_esd_settings(s: Mapping[str, Any]) -> None:
         raise ErasureError("pool_lanes above 1 (several processes) needs pool_reuse=1")
     if s["erase_from"] and s["anchor"]:
         raise ErasureError("erase_from and anchor are two different objectives; give one of them")
+    if s.get("retain_prompts") and s["sampling"] != "frozen":
+        raise ErasureError("retain_prompts needs sampling='frozen' (the retain samples are pooled before training)")
     if s["negative_guidance"] is not None and s["eta"] != 1.0:
         raise ErasureError("give eta (the paper's convention) or negative_guidance (the script's, eta + 1), not both")
 

@@ -225,3 +225,24 @@ def world2_words() -> list[str]:
     words = {w for opts in SHAPE_WORDS_2.values() for w in opts}
     words |= {w for table in (COLOUR_WORDS, TEXTURE_WORDS, BACKGROUND_WORDS) for opts in table.values() for w in opts}
     return sorted(words)
+
+
+def retain_captions(attribute: str, value: str, n: int = 32, seed: int = 0) -> tuple[str, ...]:
+    """``n`` distinct training-grammar captions of world-1 scenes without ``attribute=value``: prompts for an
+    erasure's retain term (ESD's ``retain_prompts``). Each names ``attribute`` (another value) and every other
+    attribute with :data:`NAME_PROBABILITY`, as the training captions do; seeded. They are drawn from the
+    training grammar, not the held-out phrasing sets the benchmark measures retention on."""
+    if attribute not in WORDS or value not in WORDS[attribute]:
+        raise ValueError(f"{attribute}={value} is not a world-1 concept")
+    rng = np.random.default_rng([seed, 7])
+    out: list[str] = []
+    for _ in range(1000 * n):
+        labels = {a: str(rng.choice([v for v in words if not (a == attribute and v == value)]))
+                  for a, words in WORDS.items()}
+        names = {a: (v if a == attribute or rng.random() < NAME_PROBABILITY[a] else None) for a, v in labels.items()}
+        text = caption(names, rng)
+        if text not in out:
+            out.append(text)
+        if len(out) == n:
+            return tuple(out)
+    raise ValueError(f"fewer than {n} distinct captions without {attribute}={value}")
