@@ -12,6 +12,12 @@ concept's prompt set ``shapeworld-A-C`` and on its held-out phrasing set ``shape
 seeds for every row, ``samples_per_prompt`` images per prompt (2 by default, so that a 5-point difference is
 outside the noise); with ``attack`` also an attack's pre-ASR and ASR (:mod:`erasure.attacks`).
 
+On your own model the measurement is a prompt file and a judge instead (``protocol={"prompts": FILE, "judge":
+"image-classifier:resnet50", "judge_settings": {...}}``, or a published protocol's preset from the command line:
+``erasure benchmark --model sd15 --preset imagenette --prompts-file imagenette.csv --judge-weights resnet50.safetensors
+--concepts church,parachute``); the concepts are then the judge's names (``church``, ``style=Van_Gogh``), and
+the metrics are the preset's, or what the judge allows (``evaluate``'s defaults).
+
 Method settings are each method's spec defaults, overridden per method (``settings={"uce": {"guide":
 "square"}}``, on the command line ``--set uce.guide=square``). ``shard=(i, n)`` runs only every n-th cell
 starting at the i-th (1-based); a run without ``shard`` (or with ``merge=True``, which computes nothing)
@@ -63,18 +69,37 @@ class Plan:
     model: str | None = None
     n_resamples: int = 1000
     seed: int = 0
+    # your model's measurement: prompts (a CSV), prompts_sha256, judge (spec), judge_settings, metrics (None:
+    # what the judge allows), scheduler, guidance_from_file, preset (name, version, role), subset
+    protocol: Mapping[str, Any] | None = None
 
     def config(self) -> dict[str, Any]:
         return json.loads(json.dumps({
-            "methods": list(self.methods), "concepts": [f"{a}={v}" for a, v in self.concepts],
+            "methods": list(self.methods), "concepts": [concept_label(c) for c in self.concepts],
             "settings": {m: dict(self.settings.get(m, {})) for m in self.methods},
             "samples_per_prompt": self.samples_per_prompt, "sampler": dict(self.sampler) if self.sampler else None,
             "limit": self.limit, "attack": self.attack, "attack_settings": dict(self.attack_settings),
-            "model": self.model, "n_resamples": self.n_resamples, "seed": self.seed}, default=str))
+            "model": self.model, "n_resamples": self.n_resamples, "seed": self.seed,
+            **({"protocol": dict(self.protocol)} if self.protocol else {})}, default=str))
 
     def cells(self) -> list[tuple[str, tuple[str, str]]]:
         """Every (method or "unedited", concept), concept by concept, the unedited model first."""
         return [(m, c) for c in self.concepts for m in (UNEDITED, *self.methods)]
+
+
+def concept_label(concept: tuple[str, str]) -> str:
+    """``("shape", "circle")`` -> ``"shape=circle"``; a judge's plain name ``("", "church")`` -> ``"church"``."""
+    attribute, value = concept
+    return f"{attribute}={value}" if attribute else value
+
+
+def parse_named_concept(text: str) -> tuple[str, str]:
+    """A concept of your model's judge: ``"church"`` -> ``("", "church")``, ``"style=Van_Gogh"`` -> its pair."""
+    attribute, sep, value = str(text).partition("=")
+    attribute, value = (attribute.strip(), value.strip()) if sep else ("", attribute.strip())
+    if not value or (sep and not attribute):
+        raise ErasureError(f"concept {text!r} is empty; name it as the judge does (church, style=Van_Gogh)")
+    return attribute, value
 
 
 def parse_list(text: str | Sequence[str] | None, what: str) -> list[str]:
@@ -140,9 +165,10 @@ def plan(methods: Sequence[str] | str, concepts: Sequence[str | tuple[str, str]]
          settings: Mapping[str, Mapping[str, Any]] | None = None, samples_per_prompt: int = DEFAULT_SAMPLES,
          sampler: Any = None, limit: int | None = None, attack: str | None = None,
          attack_settings: Mapping[str, Any] | None = None, model: str | None = None, n_resamples: int = 1000,
-         seed: int = 0) -> Plan:
+         seed: int = 0, protocol: Mapping[str, Any] | None = None) -> Plan:
     """A :class:`Plan` with every name checked against its registry (no torch): an unknown method, concept,
-    setting or attack, or a bad value, is a one-line ErasureError."""
+    setting or attack, or a bad value, is a one-line ErasureError. With ``protocol`` (your model's prompt file
+    and judge) the concepts are the judge's names, not the built-in world's."""
     from erasure.methods import METHODS
 
     names = parse_list(methods, "methods")
@@ -163,9 +189,16 @@ def plan(methods: Sequence[str] | str, concepts: Sequence[str | tuple[str, str]]
         checked[m] = spec.validate_settings(values)
     if isinstance(concepts, str):
         concepts = parse_list(concepts, "concepts")
-    parsed = [tuple(c) if isinstance(c, (tuple, list)) else parse_concept(c) for c in concepts]
-    for c in parsed:
-        parse_concept(f"{c[0]}={c[1]}")
+    if protocol is not None:
+        protocol = _check_protocol(protocol)
+        parsed = [tuple(c) if isinstance(c, (tuple, list)) else parse_named_concept(c) for c in concepts]
+        if attack is not None:
+            raise ErasureError("attacks in the benchmark run on the built-in world; on your model run "
+                               "`erasure attack` on each result")
+    else:
+        parsed = [tuple(c) if isinstance(c, (tuple, list)) else parse_concept(c) for c in concepts]
+        for c in parsed:
+            parse_concept(f"{c[0]}={c[1]}")
     if not parsed:
         raise ErasureError("no concepts given; name at least one, e.g. shape=circle")
     if not isinstance(samples_per_prompt, int) or samples_per_prompt < 1:
@@ -187,7 +220,44 @@ def plan(methods: Sequence[str] | str, concepts: Sequence[str | tuple[str, str]]
         raise ErasureError("attack settings go with an attack; add --attack NAME")
     return Plan(methods=tuple(names), concepts=tuple(dict.fromkeys(parsed)), settings=checked,
                 samples_per_prompt=samples_per_prompt, sampler=sampler, limit=limit, attack=attack,
-                attack_settings=a_settings, model=model, n_resamples=n_resamples, seed=seed)
+                attack_settings=a_settings, model=model, n_resamples=n_resamples, seed=seed, protocol=protocol)
+
+
+PROTOCOL_KEYS = ("prompts", "prompts_sha256", "judge", "judge_settings", "metrics", "scheduler", "guidance_from_file",
+                 "preset", "subset")
+
+
+def _check_protocol(protocol: Mapping[str, Any]) -> dict[str, Any]:
+    """Your model's measurement, checked without torch: a prompt file that exists (its hash recorded, so rows of
+    another file are not reused), a judge the registry knows and its settings, metrics the registry knows."""
+    from erasure.evaluation.judges import file_sha256, parse_judge_spec
+    from erasure.evaluation.metrics import METRICS
+
+    stray = sorted(set(protocol) - set(PROTOCOL_KEYS))
+    if stray:
+        raise ErasureError(f"unknown protocol key {stray[0]!r}; use {', '.join(PROTOCOL_KEYS)}")
+    out = {k: protocol.get(k) for k in PROTOCOL_KEYS}
+    prompts = out["prompts"]
+    if not prompts or not Path(prompts).is_file():
+        raise ErasureError(f"prompt file {prompts} not found; give the CSV of prompts the benchmark measures with "
+                           "(--prompts-file FILE)")
+    out["prompts"] = str(prompts)
+    out["prompts_sha256"] = file_sha256(prompts)
+    if not out["judge"]:
+        raise ErasureError("the benchmark on your model needs a judge (--judge NAME, see `erasure list --judges`, "
+                           "or --preset NAME); the world's classifier knows the built-in world only")
+    spec, from_name = parse_judge_spec(out["judge"])
+    out["judge_settings"] = dict(out["judge_settings"] or {})
+    clash = sorted(set(from_name) & set(out["judge_settings"]))
+    if clash:
+        raise ErasureError(f"judge '{out['judge']}' sets {', '.join(clash)} twice (in the name and as a setting); keep one")
+    spec.validate_settings({**from_name, **out["judge_settings"]})
+    out["metrics"] = list(out["metrics"]) if out["metrics"] else None
+    for name in out["metrics"] or ():
+        METRICS.get(name)  # "unknown metric ...; did you mean"
+    out["guidance_from_file"] = bool(out["guidance_from_file"])
+    out["subset"] = bool(out["subset"])
+    return json.loads(json.dumps(out, default=str))
 
 
 def check_out(out: str | Path, the_plan: Plan, *, force: bool = False, resume: bool = False) -> tuple[Path, bool]:
@@ -305,8 +375,12 @@ def decode_features(stored: Mapping[str, Any]):
 
 def concept_measure(the_plan: Plan, concept: tuple[str, str]):
     """The :class:`~erasure.experiments.Measure` of one concept: the world judge on its prompt set and its
-    held-out phrasing set (``phrasing:`` metrics), and the attack (``attack:`` metrics) when the plan has one."""
+    held-out phrasing set (``phrasing:`` metrics), and the attack (``attack:`` metrics) when the plan has one;
+    with the plan's ``protocol``, :func:`protocol_measure`."""
     from erasure.experiments import Measure
+
+    if the_plan.protocol:
+        return protocol_measure(the_plan, concept)
 
     attribute, value = concept
     sets = {"": f"shapeworld-{attribute}-{value}", f"{PHRASING}:": f"shapeworld-{attribute}-{value}-phrasing"}
@@ -362,18 +436,50 @@ def concept_measure(the_plan: Plan, concept: tuple[str, str]):
     return Measure(config=json.loads(json.dumps(config, default=str)), run=run)
 
 
+def protocol_measure(the_plan: Plan, concept: tuple[str, str]):
+    """The measurement on your model: ``evaluate`` with the protocol's judge (built once per process) on its
+    prompt file, the concept as the judge names it, the protocol's metrics (or what the judge allows), sampler
+    and scheduler; every row on the same prompts and seeds."""
+    from erasure.experiments import Measure
+
+    proto = the_plan.protocol or {}
+    label = concept_label(concept)
+
+    def run(pipe):
+        from erasure.evaluation.evaluate import evaluate
+        from erasure.evaluation.judges import load_judge
+        from erasure.generation import SamplerSettings
+
+        key = ("judge", json.dumps([proto["judge"], proto["judge_settings"]], sort_keys=True, default=str))
+        judge = _STATE.get(key)
+        if judge is None:
+            judge = _STATE[key] = load_judge(proto["judge"], **proto["judge_settings"])
+        report = evaluate(pipe, limited(proto["prompts"], the_plan.limit), concept=label, judge=judge,
+                          metrics=proto.get("metrics"),
+                          settings=SamplerSettings(**the_plan.sampler) if the_plan.sampler else None,
+                          scheduler=proto.get("scheduler"), guidance_from_file=bool(proto.get("guidance_from_file")),
+                          samples_per_prompt=the_plan.samples_per_prompt, n_resamples=the_plan.n_resamples,
+                          seed=the_plan.seed, progress=False, keep_images=False)
+        return {k: _metric_dict(m) for k, m in report.metrics.items() if "[" not in k}
+
+    config = {"kind": "benchmark", "concept": label, "protocol": dict(proto), "sampler": the_plan.sampler,
+              "samples_per_prompt": the_plan.samples_per_prompt, "limit": the_plan.limit,
+              "n_resamples": the_plan.n_resamples, "seed": the_plan.seed, "stores": "kept-concept accuracies"}
+    return Measure(config=json.loads(json.dumps(config, default=str)), run=run)
+
+
 def variants(the_plan: Plan, cells: Sequence[tuple[str, tuple[str, str]]] | None = None) -> list:
     """The :class:`~erasure.experiments.Variant` of every cell (default: all of them)."""
     from erasure.experiments import Variant
 
     out = []
-    for method, (attribute, value) in cells if cells is not None else the_plan.cells():
-        label = f"{method} / {attribute}={value}"
+    for method, concept in cells if cells is not None else the_plan.cells():
+        name = concept_label(concept)
+        label = f"{method} / {name}"
         if method == UNEDITED:
-            out.append(Variant(label, None, (), {}, measure=f"{attribute}={value}"))
+            out.append(Variant(label, None, (), {}, measure=name))
         else:
-            out.append(Variant(label, method, (value,), dict(the_plan.settings.get(method, {})),
-                               measure=f"{attribute}={value}"))
+            out.append(Variant(label, method, (concept[1],), dict(the_plan.settings.get(method, {})), measure=name))
     return out
 
 
@@ -386,12 +492,14 @@ def run_benchmark(pipe, methods: Sequence[str] | str, concepts: Sequence[str] | 
                   shard: tuple[int, int] | str | None = None, merge: bool = False, force: bool = False,
                   resume: bool = False, attack: str | None = None, attack_settings: Mapping[str, Any] | None = None,
                   model: str | None = None, n_resamples: int = 1000, seed: int = 0,
+                  protocol: Mapping[str, Any] | None = None,
                   measure: Callable[[Plan, tuple[str, str]], Any] | None = None,
                   log: Callable[[str], None] | None = print) -> dict[str, Any] | None:
     """Run the benchmark (module docstring) on ``pipe`` into ``out``; returns the leaderboard (as written to
     ``leaderboard.json``), or None for a shard (``shard=(i, n)``: its cells only, no leaderboard).
 
     ``merge``: compute nothing, assemble the leaderboard from the rows there (every cell must be done).
+    ``protocol``: your model's prompt file and judge (module docstring; :func:`plan`).
     ``measure(plan, concept)`` replaces the world measurement (tests, other judges): it returns a
     :class:`~erasure.experiments.Measure`. The pipeline is left as it was."""
     from erasure.experiments import model_identity, row_key, run_experiment
@@ -399,7 +507,7 @@ def run_benchmark(pipe, methods: Sequence[str] | str, concepts: Sequence[str] | 
 
     the_plan = plan(methods, concepts, settings=settings, samples_per_prompt=samples_per_prompt, sampler=sampler,
                     limit=limit, attack=attack, attack_settings=attack_settings, model=model,
-                    n_resamples=n_resamples, seed=seed)
+                    n_resamples=n_resamples, seed=seed, protocol=protocol)
     shard = parse_shard(shard) if isinstance(shard, str) else shard
     if shard is not None and merge:
         raise ErasureError("--merge assembles every shard's rows; drop --shard")
@@ -407,7 +515,7 @@ def run_benchmark(pipe, methods: Sequence[str] | str, concepts: Sequence[str] | 
     if force and path.exists():
         _clear(path)
     make = measure or concept_measure
-    measures = {f"{a}={v}": make(the_plan, (a, v)) for a, v in the_plan.concepts}
+    measures = {concept_label(c): make(the_plan, c) for c in the_plan.concepts}
     cells = the_plan.cells()
     mine = cells if shard is None else cells[shard[0] - 1::shard[1]]
     if merge:
@@ -418,7 +526,7 @@ def run_benchmark(pipe, methods: Sequence[str] | str, concepts: Sequence[str] | 
             raise ErasureError(f"--merge: {len(missing)} of {len(cells)} cells are not done yet (first: {missing[0]}); "
                                "run the missing shards, or run without --merge to compute them")
     path.mkdir(parents=True, exist_ok=True)
-    write_json(path / CONFIG_FILE, {"config": the_plan.config(), "cells": [f"{m} / {a}={v}" for m, (a, v) in cells]},
+    write_json(path / CONFIG_FILE, {"config": the_plan.config(), "cells": [f"{m} / {concept_label(c)}" for m, c in cells]},
                force=True)
     if the_plan.attack and not merge:
         import copy
@@ -564,6 +672,8 @@ def columns(board: Mapping[str, Any]) -> list[tuple[str, str, Callable[[Mapping[
     """(header, metric key, cell function) of the leaderboard's columns."""
     cols: list[tuple[str, str, Callable]] = [
         ("target acc.", "target_accuracy", lambda e: _cell(e, "target_accuracy")),
+        ("nudity rate", "nudity_rate", lambda e: _cell(e, "nudity_rate")),
+        ("concept rate", "concept_rate", lambda e: _cell(e, "concept_rate")),
         ("in-domain retain", "in_domain_retain_accuracy", lambda e: _cell(e, "in_domain_retain_accuracy")),
         ("cross-domain retain", "cross_domain_retain_accuracy", lambda e: _cell(e, "cross_domain_retain_accuracy")),
         ("worst kept concept", "worst_kept_retain_accuracy", lambda e: _cell(e, "worst_kept_retain_accuracy")),

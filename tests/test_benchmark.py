@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -302,3 +304,83 @@ def test_worst_kept_drop_against_the_unedited_model():
     from erasure.benchmark import _drop_cell
 
     assert _drop_cell({"metrics": {"w": d}}, "w") == "-30 pts (shape=cross 0.90 -> 0.60, n=18; 2 kept concepts > 10 pts)"
+
+
+COLOURS3 = ("red", "green", "blue")
+
+
+def pixel_sum_colour(images, concept):
+    """A judge with a known rule that any change of the pixels moves: the colour is the image's pixel sum mod 3."""
+    return np.array([label == concept for label in pixel_sum_colour.labels(images)])
+
+
+pixel_sum_colour.labels = lambda images: [COLOURS3[int(im.astype(np.int64).sum()) % 3] for im in images]
+
+
+@pytest.mark.fast
+@pytest.mark.slow  # ~15 s: make test runs it
+def test_benchmark_on_your_model_is_evaluate_with_the_protocols_judge_on_the_same_seeds(tiny_sd1_folder, tmp_path):
+    """On a model that is not the built-in world the benchmark measures with a prompt file and a judge (here a
+    callable with a known rule on a tiny random pipeline): every row's numbers are evaluate()'s with that judge,
+    prompts and seeds, on the unedited and on the edited model; the concept is the judge's name; the prompt
+    file's hash is in the config, so an edited file is another benchmark."""
+    from erasure import load_pipeline
+    from erasure.evaluation.evaluate import evaluate
+    from erasure.generation import SamplerSettings
+
+    prompts = tmp_path / "colours.csv"
+    with prompts.open("w") as fh:
+        fh.write("case_number,prompt,evaluation_seed,class\n")
+        for i, c in enumerate(c for c in COLOURS3 for _ in range(3)):
+            fh.write(f"{i},a photo of {c},{10 + i},{c}\n")
+    protocol = {"prompts": str(prompts), "judge": f"callable:{__file__}:pixel_sum_colour",
+                "judge_settings": {"attribute": "class"}}
+    sampler = {"steps": 2, "guidance": 5.0, "height": 32, "width": 32}
+    pipe = load_pipeline(tiny_sd1_folder)
+    kw = dict(settings={"uce": {"preserve": []}}, sampler=sampler, samples_per_prompt=1, n_resamples=50,
+              protocol=protocol, log=None)
+    board = run_benchmark(pipe, ["uce"], ["red"], out=tmp_path / "b", **kw)
+    entries = {e["method"]: e for e in board["entries"]}
+    assert set(entries) == {"unedited", "uce"} and entries["uce"]["concept"] == "red"
+    assert board["config"]["protocol"]["prompts_sha256"] and board["config"]["concepts"] == ["red"]
+    from erasure.evaluation.judges import CallableJudge
+
+    judge = CallableJudge(pixel_sum_colour, attribute="class")
+    direct = evaluate(pipe, prompts, concept="red", judge=judge, settings=SamplerSettings(**sampler),
+                      n_resamples=50, progress=False)
+    edit = METHODS.get("uce").run(pipe, ["red"], preserve=[])
+    edit.apply(pipe)
+    try:
+        edited = evaluate(pipe, prompts, concept="red", judge=judge, settings=SamplerSettings(**sampler),
+                          n_resamples=50, progress=False)
+    finally:
+        edit.restore(pipe)
+    for name in ("target_accuracy", "in_domain_retain_accuracy", "worst_kept_retain_accuracy"):
+        assert entries["unedited"]["metrics"][name]["value"] == pytest.approx(direct.value(name)), name
+        assert entries["uce"]["metrics"][name]["value"] == pytest.approx(edited.value(name)), name
+        assert entries["uce"]["metrics"][name]["n"] == direct.metrics[name].n
+    values = {m: [entries[m]["metrics"][k]["value"] for k in ("target_accuracy", "in_domain_retain_accuracy")]
+              for m in entries}
+    assert values["uce"] != values["unedited"]  # measured: [1/3, 1/6] unedited, [1, 2/3] after UCE
+    assert "worst_kept_drop" in entries["uce"]["metrics"]
+    # the same command resumes; an edited prompt file is another benchmark (refused without force)
+    assert run_benchmark(pipe, ["uce"], ["red"], out=tmp_path / "b", **kw)["entries"] == board["entries"]
+    prompts.write_text(prompts.read_text().replace("a photo of blue", "a picture of blue"))
+    with pytest.raises(ErasureError, match="holds another benchmark"):
+        run_benchmark(pipe, ["uce"], ["red"], out=tmp_path / "b", **kw)
+
+
+@pytest.mark.fast
+def test_protocol_benchmark_checks_its_inputs_before_any_model(tmp_path):
+    with pytest.raises(ErasureError, match="prompt file .* not found"):
+        plan(["uce"], ["church"], protocol={"prompts": str(tmp_path / "nope.csv"), "judge": "nudenet"})
+    prompts = tmp_path / "p.csv"
+    prompts.write_text("case_number,prompt,evaluation_seed\n0,a church,1\n")
+    with pytest.raises(ErasureError, match="needs a judge"):
+        plan(["uce"], ["church"], protocol={"prompts": str(prompts)})
+    with pytest.raises(ErasureError, match="unknown judge"):
+        plan(["uce"], ["church"], protocol={"prompts": str(prompts), "judge": "resnet"})
+    with pytest.raises(ErasureError, match="attacks in the benchmark run on the built-in world"):
+        plan(["uce"], ["church"], attack="completion", protocol={"prompts": str(prompts), "judge": "nudenet"})
+    p = plan(["uce"], ["church", "style=Van_Gogh"], protocol={"prompts": str(prompts), "judge": "nudenet"})
+    assert p.concepts == (("", "church"), ("style", "Van_Gogh")) and p.config()["concepts"] == ["church", "style=Van_Gogh"]
