@@ -52,8 +52,8 @@ $(OLDEST_STAMP): pyproject.toml .ci/lower_bounds.py
 	python3 -m venv $(OLDEST)
 	$(OLDEST)/bin/python -m pip install -q --upgrade pip
 	$(OLDEST)/bin/python -m pip install -q $(TORCH)
-	$(OLDEST)/bin/python .ci/lower_bounds.py > $(OLDEST)/lower-bounds.txt
-	$(OLDEST)/bin/python -m pip install -q -c $(OLDEST)/lower-bounds.txt -e . "pytest>=8"
+	$(OLDEST)/bin/python .ci/lower_bounds.py pyproject.toml --extra unlearncanvas > $(OLDEST)/lower-bounds.txt
+	$(OLDEST)/bin/python -m pip install -q -c $(OLDEST)/lower-bounds.txt -e ".[unlearncanvas]" "pytest>=8"
 	touch $(OLDEST_STAMP)
 
 test-oldest: $(OLDEST_STAMP)

@@ -1,10 +1,11 @@
-"""Print pip constraints that pin every `>=` lower bound of pyproject.toml's dependencies (`pkg>=1.2` -> `pkg==1.2`).
+"""Print pip constraints that pin every `>=` lower bound of pyproject.toml's dependencies (`pkg>=1.2` -> `pkg==1.2`),
+and of the optional extras named with `--extra NAME` (repeatable).
 
-The oldest-versions job (`make test-oldest`) installs erasure under these constraints, so the lower bounds in
-pyproject.toml are the versions the fast tests actually ran on. torch and torchvision are left out: the job
-keeps the local pair the Makefile installs (torch==2.14.1, torchvision==0.29.1).
+The oldest-versions job (`make test-oldest`) installs erasure (with the extras it names) under these constraints,
+so the lower bounds in pyproject.toml are the versions the fast tests actually ran on. torch and torchvision are
+left out: the job keeps the local pair the Makefile installs (torch==2.14.1, torchvision==0.29.1).
 
-    python .ci/lower_bounds.py [pyproject.toml] > lower-bounds.txt
+    python .ci/lower_bounds.py [pyproject.toml] [--extra unlearncanvas] > lower-bounds.txt
 """
 
 from __future__ import annotations
@@ -29,9 +30,24 @@ def lower_bound_pins(dependencies: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    path = argv[1] if len(argv) > 1 else "pyproject.toml"
+    args, extras = list(argv[1:]), []
+    while "--extra" in args:
+        at = args.index("--extra")
+        if at + 1 >= len(args):
+            print("--extra needs the name of an optional-dependencies group", file=sys.stderr)
+            return 2
+        extras.append(args.pop(at + 1))
+        args.pop(at)
+    path = args[0] if args else "pyproject.toml"
     with open(path, "rb") as fh:
-        dependencies = tomllib.load(fh)["project"]["dependencies"]
+        project = tomllib.load(fh)["project"]
+    dependencies = list(project["dependencies"])
+    optional = project.get("optional-dependencies", {})
+    for extra in extras:
+        if extra not in optional:
+            print(f"{path} has no optional-dependencies group {extra!r} (groups: {', '.join(optional)})", file=sys.stderr)
+            return 2
+        dependencies += optional[extra]
     print("\n".join(lower_bound_pins(dependencies)))
     return 0
 

@@ -45,6 +45,8 @@ EXAMPLES = {
   erasure evaluate --model sd14 --preset imagenette --prompts-file imagenette.csv --concept church \
       --judge image-classifier:resnet50 --judge-weights resnet50.safetensors --edit edit.safetensors --compare
   erasure evaluate --model sd14 --preset i2p-nudity --prompts-file i2p_4703.csv --edit edit.safetensors --compare
+  erasure evaluate --model uc-sd15 --preset unlearncanvas --concept style=Van_Gogh --judge-set style_weights=style50.pth \
+      --judge-set object_weights=style50_cls.pth --allow-pickle --edit edit.safetensors --compare
   erasure evaluate --model sd14 --prompts prompts.csv --judge nudenet --judge-set threshold=0.45 --metric nudity_rate
 """,
     "export": """examples:
@@ -617,32 +619,37 @@ def _judge_settings(args, run, pset) -> tuple[str | None, dict]:
         settings[key] = value
     if args.judge_weights:
         if "weights" not in known:
-            raise _error(f"judge {spec.name} takes no weights file; drop --judge-weights")
+            files = [k for k in sorted(known) if k.endswith("_weights")]
+            hint = f" (pass its files with {', '.join(f'--judge-set {k}=PATH' for k in files)})" if files else ""
+            raise _error(f"judge {spec.name} takes no weights file; drop --judge-weights{hint}")
         _check_file("--judge-weights", args.judge_weights, f"the weights file of the {spec.name} judge")
         settings["weights"] = args.judge_weights
     if args.allow_pickle and "allow_pickle" in known:
         settings["allow_pickle"] = True
     if run is not None and run.options.get("judge_classes_from_file") and "classes" in known and not settings.get("classes"):
         settings["classes"] = list(pset.concepts())
-    checked = spec.validate_settings(settings)
-    for key in ("weights", "detector"):
+    checked = spec.check_files(settings)  # the judge's own check (UnlearnCanvas: both checkpoints, timm)
+    for key in sorted(k for k in checked if k in ("weights", "detector") or k.endswith("_weights")):
         if checked.get(key):
             _check_file(f"--judge-set {key}", checked[key], f"the {key} file of the {spec.name} judge")
+    if spec.name == "image-classifier" and str(checked.get("architecture", "")).startswith("timm:"):
+        from erasure.evaluation.judges import _import_timm
+
+        _import_timm()
     if checked.get("labels") not in (None, "imagenet"):
         _check_file("--judge-set labels", checked["labels"], "a label map (.json list or .txt, one name per line)")
     return name, settings
 
 
 def check_evaluate(args) -> None:
-    if not args.prompts:
-        if args.preset:
-            raise _error(f"--preset {args.preset} needs --prompts-file FILE: your copy of the protocol's prompt file")
+    if not args.prompts and not args.preset:
         raise _error("no prompt set given; use --prompts NAME (see `erasure list`) or --prompts FILE.csv")
     args.run = None
     if args.preset:
         from erasure.evaluation.presets import protocol_run
 
-        args.run, args.prompt_set = protocol_run(args.preset, args.prompts, role=args.role, subset=args.subset)
+        # no --prompts-file: the prompt file the package generates (UnlearnCanvas' answer set), else an error
+        args.run, args.prompt_set = protocol_run(args.preset, args.prompts or None, role=args.role, subset=args.subset)
         pset = args.prompt_set
     else:
         if args.role or args.subset:
@@ -654,7 +661,7 @@ def check_evaluate(args) -> None:
     _check_image_count(len(pset.records) * args.samples_per_prompt, "prompts x --samples-per-prompt")
     largest = max((int(r.evaluation_seed) for r in pset.records), default=0) + args.samples_per_prompt - 1
     if largest >= SEED_LIMIT:
-        raise _error(f"prompt set {args.prompts} has seeds up to {largest} with --samples-per-prompt "
+        raise _error(f"prompt set {args.prompts or pset.name} has seeds up to {largest} with --samples-per-prompt "
                      f"{args.samples_per_prompt}; seeds must be < 2^64")
     args.judge_name, args.judge_settings = _judge_settings(args, args.run, pset)
     args.label = None
@@ -672,10 +679,18 @@ def check_evaluate(args) -> None:
             check_concept_labels(tuple(pset.records), (attribute, value))
             args.label = (attribute, value)
         else:
+            example = args.run.options.get("concept_example") if args.run is not None else None
+            if attribute is None and example and "=" in example:
+                raise _error(f"preset {args.run.preset} names its concepts ATTRIBUTE=VALUE; write e.g. --concept {example}")
+            if attribute is not None and any(attribute in r.extra for r in pset.records):
+                from erasure.evaluation.classifier_metrics import check_concept_labels
+
+                check_concept_labels(tuple(pset.records), (attribute, value))  # "did you mean", before loading
             args.label = f"{attribute}={value}" if attribute else value
     elif args.run is not None and args.run.concept == "required":
+        example = args.run.options.get("concept_example") or next(iter(pset.concepts()), "NAME")
         raise _error(f"preset {args.run.preset} measures one erased concept; name it with --concept "
-                     f"(e.g. --concept {next(iter(pset.concepts()), 'NAME')})")
+                     f"(e.g. --concept {example})")
     args.metric_names = _split_values(args.metric) or None
     if args.metric_names is None and args.run is not None:
         args.metric_names = list(args.run.metrics) + (list(args.run.reference_metrics) if args.reference else [])
@@ -720,10 +735,12 @@ def check_evaluate(args) -> None:
     if args.features == "inception" and not args.features_weights:
         raise _error("--features inception needs pytorch-fid's weights file: download pt_inception-2015-12-05-6726825d.pth "
                      "(pytorch-fid's release) and pass --features-weights PATH --allow-pickle")
-    args.out_path = _output(args, [args.prompts if Path(args.prompts).is_file() else None, args.edit, args.model,
+    args.out_path = _output(args, [args.prompts if args.prompts and Path(args.prompts).is_file() else None,
+                                   args.edit, args.model,
                                    args.config, args.compare if args.compare != UNEDITED else None,
                                    args.compare_config, args.features_weights, args.config_file, args.judge_weights,
-                                   args.reference, args.clip_weights])
+                                   args.reference, args.clip_weights,
+                                   *(v for k, v in args.judge_settings.items() if k.endswith("_weights") and v)])
 
 
 def _comparison_features(args, pipe):
@@ -1100,9 +1117,11 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EXAMPLES["evaluate"], formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_model_args(v)
     v.add_argument("--prompts", "--prompts-file", dest="prompts", default=None,
-                   help="prompt set name (see `erasure list`) or a CSV file (with --preset: your copy of its file); required")
-    v.add_argument("--preset", default=None, help="a published protocol (imagenette, i2p-nudity, artists, coco; "
-                   "`erasure list`): fills the sampler, judge and metrics, checks the file's columns and rows")
+                   help="prompt set name (see `erasure list`) or a CSV file (with --preset: your copy of its file); "
+                        "required, except with --preset unlearncanvas (its answer set is generated)")
+    v.add_argument("--preset", default=None, help="a published protocol (imagenette, i2p-nudity, artists, coco, "
+                   "unlearncanvas; `erasure list`): fills the sampler, judge and metrics, checks the file's columns "
+                   "and rows")
     v.add_argument("--role", default=None, help="with --preset: which of its prompt files this is (default: by columns)")
     v.add_argument("--subset", action="store_true",
                    help="with --preset: accept a file with fewer/more rows than the published one (recorded)")

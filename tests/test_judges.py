@@ -201,6 +201,116 @@ def test_transformers_image_classifier_folder(tmp_path):
         load_judge(f"image-classifier:transformers:{tmp_path / 'nothing'}")
 
 
+# --- timm models and the unlearncanvas judge: tiny random timm ViTs saved as the reference saves its own ------
+
+def _timm_vit(path, classes: int, seed: int = 0, winner: int | None = None):
+    """A random timm vit_tiny_patch16_224 saved as UnlearnCanvas' checkpoints are: ``{"model_state_dict": ...}``
+    with torch.save. ``winner``: its head reads nothing but its bias, so top-1 is always ``winner``."""
+    timm = pytest.importorskip("timm")
+    import torch
+
+    torch.manual_seed(seed)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=classes).eval()
+    if winner is not None:
+        with torch.no_grad():
+            model.head.weight.zero_()
+            model.head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(winner), classes).float() * 4)
+    torch.save({"model_state_dict": model.state_dict(), "epoch": 7}, path)
+    return path, model
+
+
+def test_timm_classifier_equals_the_model_with_unlearncanvas_preprocessing(tmp_path, monkeypatch):
+    """The judge's logits are those of the same timm model applied with UnlearnCanvas' transform as accuracy.py
+    writes it (Resize((224, 224)), ToTensor(), Normalize([0.5], [0.5]) on the PIL image)."""
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+    from torchvision import transforms
+
+    pth, model = _timm_vit(tmp_path / "style.pth", classes=5, seed=3)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("Van_Gogh\nMonet\nPicasso\nSeed_Images\nCubism\n")
+    images = np.random.default_rng(2).integers(0, 256, (3, 72, 48, 3), dtype=np.uint8)
+    reference = transforms.Compose([transforms.Resize((224, 224)), transforms.ToTensor(),
+                                    transforms.Normalize([0.5], [0.5])])
+    with torch.no_grad():
+        expected = model(torch.stack([reference(Image.fromarray(im)) for im in images])).numpy()
+    square = dict(labels=str(labels), resize_mode="square", normalize="half")
+    judge = load_judge("image-classifier:timm:vit_tiny_patch16_224", weights=str(pth), allow_pickle=True, **square)
+    np.testing.assert_allclose(judge.logits(images), expected, rtol=1e-4, atol=1e-5)
+    assert judge.kind == "timm" and judge.num_classes == 5
+    names = ["Van_Gogh", "Monet", "Picasso", "Seed_Images", "Cubism"]
+    assert judge.predict(images)["class"] == [names[i] for i in expected.argmax(1)]
+    # the default preprocessing (shorter side + centre crop, ImageNet statistics) gives other logits
+    default = load_judge("image-classifier:timm:vit_tiny_patch16_224", weights=str(pth), allow_pickle=True,
+                         labels=str(labels))
+    assert np.abs(default.logits(images) - expected).max() > 1e-3
+    # the same weights as safetensors need no allow_pickle
+    safe = tmp_path / "style.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(safe))
+    np.testing.assert_allclose(load_judge("image-classifier:timm:vit_tiny_patch16_224", weights=str(safe),
+                                          **square).logits(images), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ErasureError, match="is a pickle file.*--allow-pickle"):
+        load_judge("image-classifier:timm:vit_tiny_patch16_224", weights=str(pth), **square)
+    with pytest.raises(ErasureError, match="timm has no model 'vit_tiny_patch16_22'; did you mean vit_tiny_patch16_224"):
+        load_judge("image-classifier:timm:vit_tiny_patch16_22", weights=str(pth), allow_pickle=True)
+    with pytest.raises(ErasureError, match="does not fit timm vit_small_patch16_224"):
+        load_judge("image-classifier:timm:vit_small_patch16_224", weights=str(pth), allow_pickle=True, **square)
+    with pytest.raises(ErasureError, match="needs its weights file.*--judge-weights PATH"):
+        load_judge("image-classifier:timm:vit_tiny_patch16_224")
+    with pytest.raises(ErasureError, match="setting resize_mode must be one of shorter, square"):
+        load_judge("image-classifier:timm:vit_tiny_patch16_224", weights=str(pth), resize_mode="round")
+    monkeypatch.setitem(__import__("sys").modules, "timm", None)  # timm not installed
+    with pytest.raises(ErasureError, match=r"timm models need timm: pip install 'erasure\[unlearncanvas\]'"):
+        load_judge("image-classifier:timm:vit_tiny_patch16_224", weights=str(pth), allow_pickle=True)
+
+
+def test_unlearncanvas_judge_labels_styles_and_objects_with_the_reference_classes(tmp_path):
+    from erasure.evaluation.judges import unlearncanvas_labels
+
+    styles, objects = unlearncanvas_labels()
+    # const.py: theme_available (50 styles + Seed_Images, alphabetical) and class_available
+    assert len(styles) == 51 and len(objects) == 20 and styles.index("Seed_Images") == 38
+    assert (styles[0], styles[45], styles[-1]) == ("Abstractionism", "Van_Gogh", "Winter")
+    assert (objects[0], objects[5], objects[-1]) == ("Architectures", "Dogs", "Waterfalls")
+    style, _ = _timm_vit(tmp_path / "style50.pth", classes=51, winner=styles.index("Monet"))
+    obj, _ = _timm_vit(tmp_path / "style50_cls.pth", classes=20, seed=1, winner=objects.index("Dogs"))
+    judge = load_judge("unlearncanvas", architecture="vit_tiny_patch16_224", style_weights=str(style),
+                       object_weights=str(obj), allow_pickle=True)
+    images = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    assert judge.predict(images) == {"style": ["Monet"] * 3, "object": ["Dogs"] * 3}
+    assert judge.decide(images, "style=Monet").all() and not judge.decide(images, "style=Van_Gogh").any()
+    assert judge.decide(images, "object=Dogs").all() and not judge.decide(images, "object=Cats").any()
+    probability = np.exp(4.0) / (np.exp(4.0) + 50)
+    assert judge.scores(images, "style=Monet") == pytest.approx([probability] * 3, rel=1e-5)
+    info = judge.info()
+    assert info["judge"] == "unlearncanvas" and info["settings"]["architecture"] == "vit_tiny_patch16_224"
+    assert "Resize((224, 224))" in info["settings"]["preprocessing"] and set(info["files"]) == {str(style), str(obj)}
+    assert judge.judges["style"].settings["resize_mode"] == "square" and judge.judges["style"].settings["normalize"] == "half"
+    with pytest.raises(ErasureError, match="decides attribute=value concepts"):
+        judge.decide(images, "Monet")
+    with pytest.raises(ErasureError, match="did you mean 'Van_Gogh'"):
+        judge.decide(images, "style=Van_Gog")
+    with pytest.raises(ErasureError, match="style_weights .* is not the 51-way style classifier.*give style50.pth"):
+        load_judge("unlearncanvas", architecture="vit_tiny_patch16_224", style_weights=str(obj),
+                   object_weights=str(style), allow_pickle=True)
+    with pytest.raises(ErasureError, match="is a pickle file.*--allow-pickle"):
+        load_judge("unlearncanvas", architecture="vit_tiny_patch16_224", style_weights=str(style), object_weights=str(obj))
+
+
+def test_unlearncanvas_judge_missing_files_name_what_to_download(tmp_path):
+    with pytest.raises(ErasureError, match=r"needs the 51-way style classifier: download style50.pth .*"
+                                           r"--judge-set style_weights=PATH$"):
+        load_judge("unlearncanvas")
+    with pytest.raises(ErasureError, match=r"object_weights .*nope.pth not found; download style50_cls.pth .*"
+                                           r"--judge-set object_weights=PATH$"):
+        load_judge("unlearncanvas", style_weights=__file__, object_weights=str(tmp_path / "nope.pth"))
+    # the same check runs without building anything (the CLI calls it before loading a model)
+    with pytest.raises(ErasureError, match="download style50_cls.pth"):
+        JUDGES.get("unlearncanvas").check_files({"style_weights": __file__})
+    assert JUDGES.get("unlearncanvas").describe()["concept"].startswith("style=")
+
+
 # --- clip-zero-shot ---------------------------------------------------------------------------------------
 
 class ColourClip:

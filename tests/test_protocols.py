@@ -322,8 +322,15 @@ def test_preset_file_checks_are_one_line_errors(tmp_path):
     wrong.write_text("prompt,seed\na cat,1\n")
     with pytest.raises(ErasureError, match="fit no prompt file of preset 'imagenette'"):
         protocol_run("imagenette", wrong)
-    with pytest.raises(ErasureError, match="not runnable yet"):
+    with pytest.raises(ErasureError, match="fit no prompt file of preset 'unlearncanvas' \\(answer-set: case_number, "
+                                           "prompt, evaluation_seed, style, object\\)"):
         protocol_run("unlearncanvas", few)
+    from erasure.evaluation.presets import ProtocolPreset
+
+    with pytest.raises(ErasureError, match="preset 'draft' is not runnable yet"):
+        protocol_run(ProtocolPreset(name="draft", description="", prompt_files=()), few)
+    with pytest.raises(ErasureError, match="--preset imagenette needs --prompts-file FILE"):
+        protocol_run("imagenette", None)
 
 
 def _imagenette_file(path: Path) -> Path:
@@ -612,3 +619,163 @@ def test_unlearncanvas_style_metrics_with_a_combined_judge_from_the_cli(tiny_sd1
     assert metrics["worst_kept_retain_accuracy"]["value"] == 0.0
     assert metrics["worst_kept_retain_accuracy"]["details"]["worst_concept"] == "object=Dogs"
     assert metrics["worst_kept_in_domain_retain_accuracy"]["value"] == 1.0
+
+
+# --- unlearncanvas: the generated answer set and the reference's classifiers (tiny timm ViTs here) ---------
+
+def _constant_timm_vit(path: Path, classes: int, winner: int) -> Path:
+    """A timm vit_tiny_patch16_224 whose head reads only its bias (top-1 is always ``winner``), saved as
+    UnlearnCanvas saves its classifiers: torch.save({"model_state_dict": ...})."""
+    timm = pytest.importorskip("timm")
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=classes)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(winner), classes).float() * 4)
+    torch.save({"model_state_dict": model.state_dict()}, path)
+    return path
+
+
+def _answer_set_part(path: Path, keep) -> Path:
+    """The rows of the generated answer set that ``keep(style, object, seed)`` picks, as a CSV of its columns."""
+    from erasure.evaluation.presets import unlearncanvas_answer_set
+
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["case_number", "prompt", "evaluation_seed", "style", "object"])
+        for r in unlearncanvas_answer_set():
+            if keep(r.extra["style"], r.extra["object"], r.evaluation_seed):
+                writer.writerow([r.case_number, r.prompt, r.evaluation_seed, r.extra["style"], r.extra["object"]])
+    return path
+
+
+@pytest.mark.fast
+def test_unlearncanvas_answer_set_is_the_references_grid(tmp_path):
+    from collections import Counter
+
+    from erasure.evaluation.presets import protocol_run, unlearncanvas_answer_set
+
+    answer = unlearncanvas_answer_set()
+    assert len(answer) == 5100 and [r.case_number for r in answer] == list(range(5100))
+    cells = {(r.extra["style"], r.extra["object"], r.evaluation_seed): r.prompt for r in answer}
+    assert len(cells) == 5100  # 51 themes x 20 objects x 5 seeds, each once
+    # esd.py: f"A {object_class} image in {test_theme.replace('_', ' ')} style."
+    assert cells[("Van_Gogh", "Dogs", 188)] == "A Dogs image in Van Gogh style."
+    assert cells[("Seed_Images", "Sea", 888)] == "A Sea image in Seed Images style."
+    assert cells[("Red_Blue_Ink", "Architectures", 588)] == "A Architectures image in Red Blue Ink style."
+    assert Counter(answer.seeds) == {188: 1020, 288: 1020, 588: 1020, 688: 1020, 888: 1020}
+    # the reference's order: per seed, theme_available x class_available
+    assert (answer[0].prompt, answer[0].evaluation_seed) == ("A Architectures image in Abstractionism style.", 188)
+    assert (answer[19].prompt, answer[20].prompt) == ("A Waterfalls image in Abstractionism style.",
+                                                      "A Architectures image in Artist Sketch style.")
+    assert (answer[1019].evaluation_seed, answer[1020].evaluation_seed, answer[5099].evaluation_seed) == (188, 288, 888)
+    assert answer[5099].prompt == "A Waterfalls image in Winter style."
+    # generated when no file is given, and written as CSV it is recognised as the answer set in full
+    generated_run, generated = protocol_run("unlearncanvas", None)
+    assert generated.records == answer.records and generated_run.generated and not generated_run.subset
+    assert generated_run.record()["prompts"] == "generated in the package"
+    assert "not bit-identical" in generated_run.record()["note"] and "FID" in generated_run.record()["note"]
+    sampler = generated_run.sampler
+    assert (sampler["scheduler"], sampler["steps"], sampler["guidance"], sampler["height"]) == ("ddim", 100, 9.0, 512)
+    run, again = protocol_run("unlearncanvas", answer.to_csv(tmp_path / "uc.csv"))
+    assert again.records == answer.records and run.role == "answer-set" and not run.generated
+    part = _answer_set_part(tmp_path / "part.csv", lambda style, obj, seed: style == "Monet" and seed == 188)
+    with pytest.raises(ErasureError, match="has 20 rows, but the protocol's answer-set file has 5100.*"
+                                           "drop --prompts-file: erasure generates it.*--subset"):
+        protocol_run("unlearncanvas", part)
+    run, monet = protocol_run("unlearncanvas", part, subset=True)
+    assert run.subset and len(monet) == 20 and {r.extra["style"] for r in monet} == {"Monet"}
+
+
+@pytest.mark.fast
+def test_unlearncanvas_protocol_from_the_cli_with_its_classifiers(tiny_sd1_folder, tmp_path):
+    """The preset end to end on a tiny SD1 model with UnlearnCanvas-format checkpoints of tiny timm ViTs that
+    always say Monet and Cats. Erasing Van Gogh on 8 rows of the answer set (Van Gogh, Monet, Picasso x Cats, Dogs
+    at seed 188, and Monet x Cats, Dogs at 288): UA 1 (2 images), IRA 4/6 (Monet kept, Picasso lost), CRA 4/8
+    (the Cats images)."""
+    pytest.importorskip("timm")
+    from erasure.cli import main
+    from erasure.evaluation.judges import unlearncanvas_labels
+
+    styles, objects = unlearncanvas_labels()
+    style = _constant_timm_vit(tmp_path / "style50.pth", 51, styles.index("Monet"))
+    obj = _constant_timm_vit(tmp_path / "style50_cls.pth", 20, objects.index("Cats"))
+    part = _answer_set_part(tmp_path / "part.csv", lambda s, o, seed: o in ("Cats", "Dogs") and (
+        (seed == 188 and s in ("Van_Gogh", "Monet", "Picasso")) or (seed == 288 and s == "Monet")))
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(tiny_sd1_folder), "--preset", "unlearncanvas", "--prompts-file", str(part),
+                 "--subset", "--judge-set", "architecture=vit_tiny_patch16_224", "--judge-set", f"style_weights={style}",
+                 "--judge-set", f"object_weights={obj}", "--allow-pickle", "--concept", "style=Van_Gogh",
+                 "--steps", "2", "--image-size", "32", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    metrics, info = report["metrics"], report["info"]
+    assert metrics["unlearning_accuracy"]["value"] == 1.0 and metrics["unlearning_accuracy"]["n"] == 2
+    assert metrics["target_accuracy"]["value"] == 0.0
+    assert metrics["in_domain_retain_accuracy"]["value"] == pytest.approx(4 / 6)
+    assert metrics["in_domain_retain_accuracy"]["n"] == 6
+    assert metrics["in_domain_retain_accuracy[style=Monet]"]["value"] == 1.0
+    assert metrics["in_domain_retain_accuracy[style=Picasso]"]["value"] == 0.0
+    assert metrics["cross_domain_retain_accuracy"]["value"] == 0.5 and metrics["cross_domain_retain_accuracy"]["n"] == 8
+    assert metrics["worst_kept_retain_accuracy"]["value"] == 0.0
+    kept = metrics["worst_kept_retain_accuracy"]["details"]["kept"]
+    # the kept concepts are counted on the images whose prompt does not name Van Gogh
+    assert kept == {"style=Monet": {"accuracy": 1.0, "n": 4}, "style=Picasso": {"accuracy": 0.0, "n": 2},
+                    "object=Cats": {"accuracy": 1.0, "n": 3}, "object=Dogs": {"accuracy": 0.0, "n": 3}}
+    protocol = info["protocol"]
+    assert (protocol["name"], protocol["version"], protocol["prompt_file_role"]) == ("unlearncanvas", "1", "answer-set")
+    assert protocol["subset"] is True and protocol["comparable_with_the_papers"] is False
+    assert protocol["rows"] == 8 and protocol["rows_expected"] == 5100 and protocol["prompts"] == "the user's file"
+    assert protocol["overrides"] == {"steps": 2, "height": 32, "width": 32}
+    assert protocol["sampler"]["guidance"] == 9.0 and protocol["judge"] == "unlearncanvas"
+    assert info["scheduler"] == "DDIMScheduler" and info["settings"]["guidance"] == 9.0
+    judge = info["judge"]
+    assert judge["judge"] == "unlearncanvas" and judge["settings"]["architecture"] == "vit_tiny_patch16_224"
+    assert judge["settings"]["allow_pickle"] is True and set(judge["files"]) == {str(style), str(obj)}
+
+
+@pytest.mark.fast
+def test_unlearncanvas_cli_mistakes_are_one_line_errors(tiny_sd1_folder, tmp_path, capsys):
+    pytest.importorskip("timm")
+    from erasure.cli import main
+
+    style, obj = tmp_path / "style50.pth", tmp_path / "style50_cls.pth"
+    style.write_bytes(b"checked for existence only: nothing loads before these errors")
+    obj.write_bytes(b"-")
+    part = _answer_set_part(tmp_path / "part.csv", lambda s, o, seed: s in ("Van_Gogh", "Monet") and seed == 188)
+    base = ["evaluate", "--model", str(tiny_sd1_folder), "--preset", "unlearncanvas", "--prompts-file", str(part),
+            "--subset", "--allow-pickle", "--out", str(tmp_path / "o")]
+    files = ["--judge-set", f"style_weights={style}", "--judge-set", f"object_weights={obj}"]
+    cases = [
+        (["--concept", "style=Van_Gogh"], r"needs the 51-way style classifier: download style50.pth \(the UnlearnCanvas "
+                                          r"README's Google Drive link\) and pass it with --judge-set style_weights=PATH"),
+        (["--judge-set", f"style_weights={tmp_path / 'nope.pth'}", "--judge-set", f"object_weights={obj}",
+          "--concept", "style=Van_Gogh"], "style_weights .*nope.pth not found; download style50.pth"),
+        (["--judge-set", f"style_weights={style}", "--concept", "style=Van_Gogh"], "download style50_cls.pth"),
+        (files, r"measures one erased concept; name it with --concept \(e.g. --concept style=Van_Gogh \(or object=Dogs\)\)"),
+        ([*files, "--concept", "Van_Gogh"], "names its concepts ATTRIBUTE=VALUE; write e.g. --concept style=Van_Gogh"),
+        ([*files, "--concept", "style=Van_Gog"], "did you mean 'Van_Gogh'"),
+        ([*files, "--judge-weights", str(style), "--concept", "style=Van_Gogh"],
+         "takes no weights file; drop --judge-weights .*--judge-set object_weights=PATH, --judge-set style_weights=PATH"),
+    ]
+    for extra, message in cases:
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert __import__("re").search(message, err), (extra, err)
+    # without --prompts-file the answer set is generated (checked here up to the model: nothing loads in check)
+    from erasure.cli import parse_args
+
+    args = parse_args(["evaluate", "--model", str(tiny_sd1_folder), "--preset", "unlearncanvas", *files,
+                       "--allow-pickle", "--concept", "object=Dogs", "--out", str(tmp_path / "generated")])
+    args.check(args)
+    assert len(args.prompt_set) == 5100 and args.run.generated and not args.run.subset
+    assert args.label == "object=Dogs" and args.judge_name == "unlearncanvas"
+    assert args.judge_settings["style_weights"] == str(style) and args.judge_settings["allow_pickle"] is True
+    assert args.run.record()["comparable_with_the_papers"] is True
+    # the other presets still need their file
+    assert main(["evaluate", "--model", str(tiny_sd1_folder), "--preset", "imagenette", "--concept", "church",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--preset imagenette needs --prompts-file FILE" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

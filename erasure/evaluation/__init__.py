@@ -1,6 +1,7 @@
 """Evaluation: prompt sets (``prompts``), protocol presets (``presets``), the built-in world's sets."""
 
-from erasure.evaluation.presets import PresetPromptFile, ProtocolPreset, load_preset, preset_names
+from erasure.evaluation.presets import (PresetPromptFile, ProtocolPreset, load_preset, preset_names,
+                                        unlearncanvas_answer_set)
 from erasure.evaluation.prompts import PromptRecord, PromptSet, prompt_set_names, prompt_sets, read_prompt_set
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "prompt_set_names",
     "prompt_sets",
     "read_prompt_set",
+    "unlearncanvas_answer_set",
 ]

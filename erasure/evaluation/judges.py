@@ -28,8 +28,11 @@ that names what to download and the flag that passes it):
 - ``clip-zero-shot``: a CLIP backend (``world``, ``open_clip:NAME`` + weights, ``transformers:FOLDER``)
   choosing among the concept and its alternatives (``classes``), top-1 or top-k;
 - ``image-classifier``: a torchvision architecture + a local weights file (ResNet-50 for Imagenette: the
-  concept is present when top-1 is its ImageNet class), or a transformers image-classification folder,
-  with a label map;
+  concept is present when top-1 is its ImageNet class), a timm model (``timm:NAME``, built with
+  ``pretrained=False``) + a local weights file, or a transformers image-classification folder, with a label map;
+- ``combined``: one labelling judge per attribute (a style and an object classifier);
+- ``unlearncanvas``: UnlearnCanvas' two ViT-L classifiers (timm, 51 styles and 20 objects) with its
+  preprocessing, from the reference's checkpoints (``style50.pth``, ``style50_cls.pth``);
 - ``callable``: a Python function ``f(images, concept) -> bool or float (N,)`` (``module:function`` or
   ``path/to/file.py:function``), for anything else.
 
@@ -65,6 +68,7 @@ __all__ = [
     "JudgeCannotLabel",
     "JudgeSpec",
     "NudeNetJudge",
+    "UnlearnCanvasJudge",
     "WorldJudge",
     "as_uint8_images",
     "load_judge",
@@ -168,6 +172,8 @@ class JudgeSpec:
     ``implementation`` is ``"module:function"``, imported when the judge is built and called as
     ``function(**settings)`` with every setting (defaults applied). ``argument`` names the setting that the
     text after ``name:`` in a spec string fills (``image-classifier:resnet50`` sets ``architecture``).
+    ``check`` (``"module:function"``, optional) is called with the validated settings by :meth:`check_files`
+    before anything loads: it raises a one-line ErasureError for a missing file or package.
     """
 
     name: str
@@ -177,6 +183,7 @@ class JudgeSpec:
     argument: str | None = None
     needs: str = ""
     concept: str = ""  # what the concept string means for this judge
+    check: str | None = None
 
     def default(self, name: str) -> Any:
         f = config_fields(self.config)[name]
@@ -193,6 +200,14 @@ class JudgeSpec:
         """Every setting, checked (unknown name or bad value: one-line ErasureError), defaults filled in."""
         checked = check_settings(self.config, settings, f"judge {self.name}")
         return {**{k: self.default(k) for k in config_fields(self.config)}, **checked}
+
+    def check_files(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """``settings`` validated, then the judge's own check of its files and packages (nothing is loaded)."""
+        values = self.validate_settings(settings)
+        if self.check is not None:
+            module, _, attr = self.check.partition(":")
+            getattr(importlib.import_module(module), attr)(values)
+        return values
 
     def build(self, **settings: Any) -> Judge:
         """The judge, with ``settings`` validated first (nothing loads before the check)."""
@@ -610,13 +625,19 @@ def _clip_zero_shot_judge(**settings: Any) -> ClipZeroShotJudge:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Normalize([0.5], [0.5]): UnlearnCanvas' classifiers (and timm's augreg ViTs)
+HALF_MEAN = (0.5, 0.5, 0.5)
+HALF_STD = (0.5, 0.5, 0.5)
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "half": (HALF_MEAN, HALF_STD)}
+RESIZE_MODES = ("shorter", "square")
 
 
 @dataclass
 class ImageClassifierConfig:
-    architecture: str = setting("resnet50", "a torchvision architecture (resnet50, vit_b_16...) or "
-                                "transformers:FOLDER (an image-classification model folder)", types=(str,))
-    weights: str | None = setting(None, "the torchvision weights file (.safetensors; .pth needs allow_pickle) "
+    architecture: str = setting("resnet50", "a torchvision architecture (resnet50, vit_b_16...), timm:NAME (a timm "
+                                "model, built without downloading; pip install timm) or transformers:FOLDER (an "
+                                "image-classification model folder)", types=(str,))
+    weights: str | None = setting(None, "the torchvision or timm weights file (.safetensors; .pth needs allow_pickle) "
                                   "(--judge-weights)", types=(str, None))
     labels: str | None = setting(None, "label map: 'imagenet' (torchvision's 1000 names), a .json list or "
                                  "{index: name} file, or a .txt file with one name per line "
@@ -626,7 +647,13 @@ class ImageClassifierConfig:
                                  types=(bool,))
     resize: int = setting(256, "resize the shorter side to this before the centre crop (ResNet50_Weights.DEFAULT: 232)",
                           types=(int,), minimum=1)
-    crop: int = setting(224, "centre crop size", types=(int,), minimum=1)
+    crop: int = setting(224, "centre crop size (resize_mode square: the size the image is resized to)",
+                        types=(int,), minimum=1)
+    resize_mode: str = setting("shorter", "shorter: resize the shorter side to resize, then centre crop crop "
+                               "(torchvision's presets); square: resize to (crop, crop), no crop (UnlearnCanvas)",
+                               types=(str,), choices=RESIZE_MODES)
+    normalize: str = setting("imagenet", "imagenet: ImageNet mean and std; half: mean 0.5, std 0.5 (UnlearnCanvas)",
+                             types=(str,), choices=tuple(NORMALIZATIONS))
     top_k: int = setting(1, "the concept is present when its class is in the top k", types=(int,), minimum=1)
     attribute: str = setting("class", "the label column predict() fills (class, style, object...)", types=(str,))
     batch_size: int = setting(32, "images per forward pass", types=(int,), minimum=1)
@@ -637,30 +664,104 @@ def _normalise_label(name: str) -> str:
     return " ".join(str(name).replace("_", " ").split()).lower()
 
 
+class LabelMapMismatch(ErasureError):
+    """The label map and the classifier's head differ in their number of classes."""
+
+
+def _import_timm():
+    try:
+        import timm
+    except ImportError:
+        raise ErasureError("timm models need timm: pip install 'erasure[unlearncanvas]' (or pip install timm)") from None
+    return timm
+
+
+def _read_state_dict(path: Path, allow_pickle: bool, judge: str) -> dict:
+    """A classifier's state dict from ``.safetensors``, or (with ``allow_pickle``) a ``.pth``/``.pt`` pickle loaded
+    with ``weights_only=True``, unwrapped from a ``state_dict`` or ``model_state_dict`` key."""
+    import torch
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        if not allow_pickle:
+            raise ErasureError(f"{path} is a pickle file; convert it to .safetensors, or pass --allow-pickle "
+                               "to load it (with torch.load(weights_only=True))")
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as error:  # a truncated file, or a pickle of more than tensors
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ErasureError(f"could not read {path} with torch.load(weights_only=True): {first}") from None
+        for key in ("state_dict", "model_state_dict"):
+            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+                state = state[key]
+        if not isinstance(state, dict):
+            raise ErasureError(f"{path} holds a {type(state).__name__}, not a state dict; save model.state_dict()")
+        return state
+    raise ErasureError(f"judge '{judge}': {path} is neither .safetensors nor .pth/.pt; "
+                       "give the classifier's state dict in one of those")
+
+
+def _head_classes(state: Mapping[str, Any], path: Path, what: str) -> int:
+    """The number of classes: the rows of the state dict's last 2-D weight (the classification head)."""
+    matrices = [v for v in state.values() if hasattr(v, "ndim") and v.ndim == 2]
+    if not matrices:
+        raise ErasureError(f"{path} holds no classifier head (no 2-D weight); is it {what}'s state dict?")
+    return int(matrices[-1].shape[0])
+
+
+def _load_into(model: Any, state: Mapping[str, Any], path: Path, what: str, hint: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()
+        raise ErasureError(f"{path} does not fit {what} ({first[1].strip() if len(first) > 1 else first[0]}); "
+                           f"{hint}") from None
+
+
 class ImageClassifierJudge(Judge):
     """An image classifier from local files: the concept is present when its class is top-1 (or top-k).
 
     torchvision: ``architecture`` names the model (built with ``weights=None``), ``weights`` the state dict;
-    the preprocessing is torchvision's ``ImageClassification`` preset (PIL bilinear resize of the shorter side
-    to ``resize``, centre crop ``crop``, ImageNet normalisation). transformers: ``transformers:FOLDER`` with
-    the folder's own image processor. Concepts are class names from the label map, matched without regard to
-    case or underscores (``garbage_truck`` = ``garbage truck``), or class indices (``"497"``)."""
+    timm: ``timm:NAME`` (built with ``timm.create_model(NAME, pretrained=False, num_classes=N)``, N from the
+    state dict's head: nothing is downloaded). For both the preprocessing is, by default, torchvision's
+    ``ImageClassification`` preset (PIL bilinear resize of the shorter side to ``resize``, centre crop ``crop``,
+    ImageNet normalisation); ``resize_mode="square"`` resizes to ``(crop, crop)`` instead and
+    ``normalize="half"`` uses mean 0.5 and std 0.5 (UnlearnCanvas: ``Resize((224, 224)), ToTensor(),
+    Normalize([0.5], [0.5])``). transformers: ``transformers:FOLDER`` with the folder's own image processor.
+    Concepts are class names from the label map (a file, ``"imagenet"`` or, from Python, a list of names),
+    matched without regard to case or underscores (``garbage_truck`` = ``garbage truck``), or class indices."""
 
     name = "image-classifier"
 
-    def __init__(self, architecture: str = "resnet50", weights: str | None = None, labels: str | None = None,
-                 allow_pickle: bool = False, resize: int = 256, crop: int = 224, top_k: int = 1,
-                 attribute: str = "class", batch_size: int = 32, device: str = "cpu") -> None:
-        super().__init__({"architecture": architecture, "weights": weights, "labels": labels,
-                          "allow_pickle": allow_pickle, "resize": resize, "crop": crop, "top_k": top_k,
-                          "attribute": attribute, "batch_size": batch_size, "device": device})
+    def __init__(self, architecture: str = "resnet50", weights: str | None = None,
+                 labels: str | Sequence[str] | None = None, allow_pickle: bool = False, resize: int = 256,
+                 crop: int = 224, top_k: int = 1, attribute: str = "class", batch_size: int = 32,
+                 device: str = "cpu", resize_mode: str = "shorter", normalize: str = "imagenet") -> None:
+        super().__init__({"architecture": architecture, "weights": weights,
+                          "labels": list(labels) if isinstance(labels, (list, tuple)) else labels,
+                          "allow_pickle": allow_pickle, "resize": resize, "crop": crop, "resize_mode": resize_mode,
+                          "normalize": normalize, "top_k": top_k, "attribute": attribute, "batch_size": batch_size,
+                          "device": device})
+        if resize_mode not in RESIZE_MODES:
+            raise ErasureError(f"judge 'image-classifier': resize_mode {resize_mode!r} is not one of "
+                               f"{', '.join(RESIZE_MODES)}")
+        if normalize not in NORMALIZATIONS:
+            raise ErasureError(f"judge 'image-classifier': normalize {normalize!r} is not one of "
+                               f"{', '.join(NORMALIZATIONS)}")
         self.top_k, self.attribute, self.batch_size = int(top_k), attribute, int(batch_size)
         self.resize, self.crop = int(resize), int(crop)
+        self.resize_mode, self.normalize = resize_mode, normalize
         self._files: list[Path] = []
         kind, sep, folder = architecture.partition(":")
         if sep and kind == "transformers":
             self._load_transformers(Path(folder), weights)
             default_labels = self._folder_labels
+        elif sep and kind == "timm":
+            self._load_timm(folder, weights, allow_pickle)
+            default_labels = None
         else:
             self._load_torchvision(architecture, weights, allow_pickle)
             default_labels = None
@@ -672,7 +773,6 @@ class ImageClassifierJudge(Judge):
         self.model.to(self.device)
 
     def _load_torchvision(self, architecture: str, weights: str | None, allow_pickle: bool) -> None:
-        import torch
         import torchvision
 
         known = torchvision.models.list_models(module=torchvision.models)
@@ -682,7 +782,7 @@ class ImageClassifierJudge(Judge):
             close = difflib.get_close_matches(architecture, known, n=3)
             hint = f"did you mean {', '.join(close)}? " if close else ""
             raise ErasureError(f"torchvision has no architecture '{architecture}'; {hint}use a name from "
-                               "torchvision.models.list_models() or transformers:FOLDER")
+                               "torchvision.models.list_models(), timm:NAME or transformers:FOLDER")
         if weights is None or not Path(weights).is_file():
             missing = "" if weights is None else f" (not found: {weights})"
             raise ErasureError(f"judge 'image-classifier:{architecture}' needs its weights file{missing}: download "
@@ -690,33 +790,36 @@ class ImageClassifierJudge(Judge):
                                f"torchvision.models.get_model_weights('{architecture}')), save the state dict as "
                                ".safetensors, and pass it with --judge-weights PATH")
         path = Path(weights)
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        elif path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-            if not allow_pickle:
-                raise ErasureError(f"{path} is a pickle file; convert it to .safetensors, or pass --allow-pickle "
-                                   "to load it (with torch.load(weights_only=True))")
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-                state = state["state_dict"]
-        else:
-            raise ErasureError(f"judge 'image-classifier': {path} is neither .safetensors nor .pth/.pt; "
-                               "give the classifier's state dict in one of those")
-        matrices = [v for v in state.values() if hasattr(v, "ndim") and v.ndim == 2]
-        if not matrices:
-            raise ErasureError(f"{path} holds no classifier head (no 2-D weight); is it {architecture}'s state dict?")
-        classes = int(matrices[-1].shape[0])  # torchvision models end with their classification head
+        state = _read_state_dict(path, allow_pickle, "image-classifier")
+        classes = _head_classes(state, path, architecture)  # torchvision models end with their classification head
         model = torchvision.models.get_model(architecture, weights=None, num_classes=classes)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            first = str(error).strip().splitlines()
-            raise ErasureError(f"{path} does not fit torchvision {architecture} ({first[1].strip() if len(first) > 1 else first[0]}); "
-                               "check the architecture name") from None
+        _load_into(model, state, path, f"torchvision {architecture}", "check the architecture name")
         self.model = model.eval().requires_grad_(False)
         self.kind = "torchvision"
+        self.num_classes = classes
+        self._files.append(path)
+
+    def _load_timm(self, name: str, weights: str | None, allow_pickle: bool) -> None:
+        timm = _import_timm()
+        if not name or not timm.is_model(name):
+            import difflib
+
+            close = difflib.get_close_matches(name.partition(".")[0], timm.list_models(), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise ErasureError(f"timm has no model '{name}'; {hint}use a name from timm.list_models() "
+                               "(a tag such as .augreg_in21k may follow)")
+        if weights is None or not Path(weights).is_file():
+            missing = "" if weights is None else f" (not found: {weights})"
+            raise ErasureError(f"judge 'image-classifier:timm:{name}' needs its weights file{missing}: the "
+                               "classifier's state dict (.safetensors, or .pth with --allow-pickle); pass it with "
+                               "--judge-weights PATH (nothing is downloaded)")
+        path = Path(weights)
+        state = _read_state_dict(path, allow_pickle, "image-classifier")
+        classes = _head_classes(state, path, f"timm {name}")  # timm models end with their head too
+        model = timm.create_model(name, pretrained=False, num_classes=classes)
+        _load_into(model, state, path, f"timm {name}", "check the model name")
+        self.model = model.eval().requires_grad_(False)
+        self.kind = "timm"
         self.num_classes = classes
         self._files.append(path)
 
@@ -745,7 +848,9 @@ class ImageClassifierJudge(Judge):
         self._files += sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json"))
 
     def _read_labels(self, labels: str | None, default: list[str] | None) -> tuple[str, ...]:
-        if labels is None and default is not None:
+        if isinstance(labels, (list, tuple)):
+            names = [str(x) for x in labels]
+        elif labels is None and default is not None:
             names = default
         elif labels is None or labels == "imagenet":
             if self.num_classes != 1000 and labels is None:
@@ -767,7 +872,7 @@ class ImageClassifierJudge(Judge):
                 names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
             self._files.append(path)
         if len(names) != self.num_classes:
-            raise ErasureError(f"the label map has {len(names)} names but the classifier has {self.num_classes} "
+            raise LabelMapMismatch(f"the label map has {len(names)} names but the classifier has {self.num_classes} "
                                "classes; give one name per class, in index order")
         return tuple(names)
 
@@ -795,12 +900,17 @@ class ImageClassifierJudge(Judge):
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms import functional as F
 
+        mean, std = NORMALIZATIONS[self.normalize]
         out = []
         for image in images:
-            pil = F.resize(Image.fromarray(image), [self.resize], interpolation=InterpolationMode.BILINEAR,
-                           antialias=True)
-            tensor = F.convert_image_dtype(F.pil_to_tensor(F.center_crop(pil, [self.crop])), torch.float)
-            out.append(F.normalize(tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+            if self.resize_mode == "square":  # transforms.Resize((crop, crop)) on the PIL image
+                pil = F.resize(Image.fromarray(image), [self.crop, self.crop],
+                               interpolation=InterpolationMode.BILINEAR, antialias=True)
+            else:
+                pil = F.center_crop(F.resize(Image.fromarray(image), [self.resize],
+                                             interpolation=InterpolationMode.BILINEAR, antialias=True), [self.crop])
+            tensor = F.convert_image_dtype(F.pil_to_tensor(pil), torch.float)  # = ToTensor()
+            out.append(F.normalize(tensor, mean=mean, std=std))
         return torch.stack(out)
 
     def logits(self, images: Any) -> np.ndarray:
@@ -849,10 +959,10 @@ JUDGES.register("clip-zero-shot", JudgeSpec(
     needs="a CLIP: world, open_clip:NAME + --judge-weights FILE, or transformers:FOLDER",
     concept="a class name (added to the alternatives if absent)"))
 JUDGES.register("image-classifier", JudgeSpec(
-    name="image-classifier", summary="a torchvision or transformers image classifier: concept present when top-1 (top-k)",
+    name="image-classifier", summary="a torchvision, timm or transformers image classifier: concept present when top-1 (top-k)",
     config=ImageClassifierConfig, implementation="erasure.evaluation.judges:_image_classifier_judge",
     argument="architecture",
-    needs="torchvision ARCH + --judge-weights FILE (.safetensors), or transformers:FOLDER; a label map",
+    needs="torchvision ARCH or timm:NAME + --judge-weights FILE (.safetensors), or transformers:FOLDER; a label map",
     concept="a class name from the label map (case and underscores ignored) or its index"))
 
 
@@ -929,3 +1039,96 @@ JUDGES.register("combined", JudgeSpec(
     name="combined", summary="one labelling judge per attribute (UnlearnCanvas: style + object classifiers)",
     config=CombinedJudgeConfig, implementation="erasure.evaluation.judges:_combined_judge",
     needs="the files of each judge it combines", concept="attribute=value, e.g. style=Van_Gogh"))
+
+
+# --- unlearncanvas: the reference's two ViT-L classifiers -----------------------------------------------------
+
+UNLEARNCANVAS_ARCHITECTURE = "vit_large_patch16_224.augreg_in21k"
+# setting -> (attribute, the reference's checkpoint, what it is)
+UNLEARNCANVAS_WEIGHTS: dict[str, tuple[str, str, str]] = {
+    "style_weights": ("style", "style50.pth", "the 51-way style classifier"),
+    "object_weights": ("object", "style50_cls.pth", "the 20-way object classifier (UnlearnCanvas issue #6)"),
+}
+UNLEARNCANVAS_PREPROCESSING = "Resize((224, 224)), ToTensor(), Normalize([0.5], [0.5]) on the PIL image (accuracy.py)"
+
+
+@dataclass
+class UnlearnCanvasJudgeConfig:
+    style_weights: str | None = setting(None, "the style classifier: style50.pth from the UnlearnCanvas README's Google "
+                                        "Drive link (51 classes: theme_available)", types=(str, None))
+    object_weights: str | None = setting(None, "the object classifier: style50_cls.pth from the UnlearnCanvas README's "
+                                         "Google Drive link (20 classes: class_available)", types=(str, None))
+    architecture: str = setting(UNLEARNCANVAS_ARCHITECTURE, "the timm model both checkpoints are, built with "
+                                "pretrained=False (nothing is downloaded)", types=(str,))
+    allow_pickle: bool = setting(False, "the reference's .pth checkpoints are pickles: allow them (loaded with "
+                                 "torch.load(weights_only=True); --allow-pickle)", types=(bool,))
+    batch_size: int = setting(32, "images per forward pass", types=(int,), minimum=1)
+    device: str = setting("cpu", "where the classifiers run (cpu, cuda, cuda:1 ...)", types=(str,))
+
+
+def unlearncanvas_labels() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(styles, objects): the classifiers' class names in index order, read from the ``unlearncanvas`` preset
+    (UnlearnCanvas' ``theme_available``, 50 styles + Seed_Images, and ``class_available``)."""
+    from erasure.evaluation.presets import load_preset
+
+    settings = load_preset("unlearncanvas").settings
+    return tuple(settings["styles"]), tuple(settings["objects"])
+
+
+def _unlearncanvas_check(settings: Mapping[str, Any]) -> None:
+    """Both checkpoints given and present, and timm installed: one-line errors saying what to download."""
+    for key, (_, file, what) in UNLEARNCANVAS_WEIGHTS.items():
+        value = settings.get(key)
+        if value is None:
+            raise ErasureError(f"judge 'unlearncanvas' needs {what}: download {file} (the UnlearnCanvas README's "
+                               f"Google Drive link) and pass it with --judge-set {key}=PATH")
+        if not Path(value).expanduser().is_file():
+            raise ErasureError(f"judge 'unlearncanvas': {key} {value} not found; download {file} (the UnlearnCanvas "
+                               f"README's Google Drive link) and pass it with --judge-set {key}=PATH")
+    _import_timm()
+
+
+class UnlearnCanvasJudge(CombinedJudge):
+    """UnlearnCanvas' classifiers (``evaluation/quantitative/accuracy.py``): a timm
+    ``vit_large_patch16_224.augreg_in21k`` with its head replaced by ``Linear(1024, 51)`` (styles,
+    ``style50.pth``) and one with ``Linear(1024, 20)`` (objects, ``style50_cls.pth``), each loaded from
+    ``torch.load(ckpt)["model_state_dict"]``, on ``Resize((224, 224)), ToTensor(), Normalize([0.5], [0.5])``.
+    Labels are built in (the ``unlearncanvas`` preset's ``styles`` and ``objects``); concepts are
+    ``style=Van_Gogh`` or ``object=Dogs``."""
+
+    name = "unlearncanvas"
+
+    def __init__(self, style_weights: str | None = None, object_weights: str | None = None,
+                 architecture: str = UNLEARNCANVAS_ARCHITECTURE, allow_pickle: bool = False, batch_size: int = 32,
+                 device: str = "cpu") -> None:
+        settings = {"style_weights": style_weights, "object_weights": object_weights, "architecture": architecture,
+                    "allow_pickle": allow_pickle, "batch_size": batch_size, "device": device}
+        _unlearncanvas_check(settings)
+        styles, objects = unlearncanvas_labels()
+        labels = {"style": styles, "object": objects}
+        judges: dict[str, Judge] = {}
+        for key, (attribute, file, what) in UNLEARNCANVAS_WEIGHTS.items():
+            try:
+                judges[attribute] = ImageClassifierJudge(
+                    architecture=f"timm:{architecture}", weights=str(Path(settings[key]).expanduser()),
+                    labels=list(labels[attribute]), allow_pickle=allow_pickle, crop=224, resize_mode="square",
+                    normalize="half", attribute=attribute, batch_size=batch_size, device=device)
+            except LabelMapMismatch:
+                raise ErasureError(f"judge 'unlearncanvas': {key} {settings[key]} is not {what} (its head does not "
+                                   f"have {len(labels[attribute])} classes); give {file} (style50.pth is the style "
+                                   "classifier, style50_cls.pth the object classifier)") from None
+        super().__init__(judges)
+        self.settings = {**settings, "preprocessing": UNLEARNCANVAS_PREPROCESSING}
+
+
+def _unlearncanvas_judge(**settings: Any) -> UnlearnCanvasJudge:
+    return UnlearnCanvasJudge(**settings)
+
+
+JUDGES.register("unlearncanvas", JudgeSpec(
+    name="unlearncanvas", summary="UnlearnCanvas' two timm ViT-L classifiers (51 styles, 20 objects) with its "
+                                  "preprocessing: UA, IRA, CRA",
+    config=UnlearnCanvasJudgeConfig, implementation="erasure.evaluation.judges:_unlearncanvas_judge",
+    needs="style50.pth and style50_cls.pth (UnlearnCanvas README) by --judge-set style_weights=PATH "
+          "--judge-set object_weights=PATH --allow-pickle; pip install 'erasure[unlearncanvas]'",
+    concept="style=NAME or object=NAME, e.g. style=Van_Gogh", check="erasure.evaluation.judges:_unlearncanvas_check"))

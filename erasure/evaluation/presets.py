@@ -6,6 +6,11 @@ user's own copies of the prompt files (``"prompts_file": "<path to your copy of 
 and never contains them. Each JSON object has ``name``, ``description`` and ``prompt_files`` (a list of
 ``role``, ``prompts_file``, ``reference``, ``expected_columns``, ``concept_column``, ``rows``, ...);
 every other key is kept as written in :attr:`ProtocolPreset.settings`.
+
+A prompt file may instead be generated in the package (``"generated": NAME`` in its entry, NAME a key of
+:data:`GENERATORS`): UnlearnCanvas' answer set is a grid of styles x objects x seeds written by its sampling
+script, not a file, so :func:`unlearncanvas_answer_set` builds it from the preset's data
+(``.to_csv(PATH)`` writes it).
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ import json
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from erasure.errors import ErasureError
-from erasure.evaluation.prompts import PACKAGED_PROMPTS, PromptSet, packaged_files, read_prompt_set
+from erasure.evaluation.prompts import PACKAGED_PROMPTS, PromptRecord, PromptSet, packaged_files, read_prompt_set
 from erasure.registry import Registry
 
 PACKAGED_PRESETS: Traversable = PACKAGED_PROMPTS / "presets"
@@ -59,6 +64,24 @@ class ProtocolPreset:
             return self.prompt_files[0]
         return roles.get(role)
 
+    def generated_role(self) -> PresetPromptFile | None:
+        """The prompt file the package generates (``"generated"`` in its entry), if the preset has one."""
+        generated = [f for f in self.prompt_files if f.details.get("generated")]
+        return generated[0] if len(generated) == 1 else None
+
+    def generate_prompts(self, role: str | None = None) -> PromptSet:
+        """The prompt file ``role`` (default: the generated one) built in the package, with its published rows."""
+        chosen = self.prompt_file(role) if role is not None else self.generated_role()
+        if chosen is None or not chosen.details.get("generated"):
+            raise ErasureError(f"preset '{self.name}' generates no prompt file" + (f" '{role}'" if role else "")
+                               + "; give your copy of the file with --prompts-file FILE")
+        generator = GENERATORS.get(chosen.details["generated"])
+        prompt_set = generator(self)
+        if chosen.rows is not None and len(prompt_set) != chosen.rows:
+            raise ErasureError(f"preset '{self.name}': the generated {chosen.role} has {len(prompt_set)} rows, "
+                               f"not {chosen.rows}; the preset file is inconsistent (reinstall erasure)")
+        return prompt_set
+
     def read_prompts(self, path: str | Path, role: str | None = None, *, default_seed: int | None = None) -> PromptSet:
         """Read the user's copy of a protocol prompt file, checking it has the published columns."""
         expected = self.prompt_file(role)
@@ -71,6 +94,39 @@ class ProtocolPreset:
             raise ErasureError(f"{path} lacks the column(s) {', '.join(missing)} of preset '{self.name}' "
                                f"({expected.role}: {expected.reference}); is it the right file?")
         return prompt_set
+
+
+# --- prompt files generated in the package ------------------------------------------------------------
+
+def _unlearncanvas_records(preset: ProtocolPreset) -> PromptSet:
+    data = preset.settings
+    try:
+        template, styles, objects, seeds = (data["prompt_template"], data["styles"], data["objects"], data["seeds"])
+    except KeyError as missing:
+        raise ErasureError(f"preset file {preset.path} lacks the key {missing} its answer set is built from; "
+                           "reinstall erasure") from None
+    records = []
+    # the reference's order: one sampling run per seed, each over theme_available x class_available
+    for seed in seeds:
+        for style in styles:
+            for obj in objects:
+                records.append(PromptRecord(
+                    case_number=len(records), prompt=template.format(object=obj, style=style.replace("_", " ")),
+                    evaluation_seed=int(seed), extra={"style": style, "object": obj}))
+    return PromptSet(name=f"{preset.name}-answer-set", records=tuple(records), source=f"generated from {preset.path}")
+
+
+# name (a prompt file entry's "generated") -> the function building it from the preset
+GENERATORS: Registry[Callable[[ProtocolPreset], PromptSet]] = Registry("generated prompt file")
+GENERATORS.register("unlearncanvas-answer-set", _unlearncanvas_records)
+
+
+def unlearncanvas_answer_set() -> PromptSet:
+    """UnlearnCanvas' answer set, as its sampling script writes it (``sampling_unlearned_models/esd.py``):
+    ``"A {object} image in {style} style."`` (the style's ``_`` as spaces) for its 51 themes x 20 objects x
+    seeds 188, 288, 588, 688, 888 = 5,100 prompts, by seed, then theme, then object; columns ``style`` and
+    ``object`` hold the classifiers' class names (``Van_Gogh``, ``Dogs``). ``.to_csv(PATH)`` writes it."""
+    return load_preset("unlearncanvas").generate_prompts()
 
 
 def presets() -> Registry[Traversable]:
@@ -152,6 +208,7 @@ class ProtocolRun:
     rows_expected: int | None
     subset: bool
     options: dict[str, Any] = field(default_factory=dict, hash=False)
+    generated: bool = False  # the prompts were generated in the package, not read from the user's file
 
     def sampler_settings(self, **overrides: Any):
         """The protocol's :class:`~erasure.generation.SamplerSettings` (``overrides``: values the user set)."""
@@ -167,22 +224,33 @@ class ProtocolRun:
                 "samples_per_prompt": self.samples_per_prompt, "judge": self.judge,
                 "judge_settings": self.judge_settings, "metrics": list(self.metrics), "rows": self.rows,
                 "rows_expected": self.rows_expected, "subset": self.subset,
+                "prompts": "generated in the package" if self.generated else "the user's file",
                 "overrides": {k: v for k, v in overrides.items() if v is not None},
+                **{k: self.options[k] for k in ("judge_note", "note") if k in self.options},
                 "comparable_with_the_papers": not self.subset and not any(v is not None for v in overrides.values())}
 
 
-def protocol_run(preset: ProtocolPreset | str, prompts_file: str | Path, *, role: str | None = None,
+def protocol_run(preset: ProtocolPreset | str, prompts_file: str | Path | None, *, role: str | None = None,
                  subset: bool = False) -> tuple[ProtocolRun, PromptSet]:
     """The runnable protocol for the user's copy of one of the preset's prompt files, and that file read.
 
     The role is the one whose published columns the file has (``role`` picks among several); the file must
     have the published row count unless ``subset`` (a part of it: recorded, and the report says the numbers
-    are not the paper's)."""
+    are not the paper's). ``prompts_file=None``: the prompt file the package generates (UnlearnCanvas' answer
+    set); for a preset without one that is an error asking for the file."""
     preset = load_preset(preset) if isinstance(preset, str) else preset
     run = preset.settings.get("run")
     if not isinstance(run, dict):
         raise ErasureError(f"preset '{preset.name}' is not runnable yet (no run settings); runnable: "
                            f"{', '.join(runnable_presets()) or 'none'}")
+    if prompts_file is None:
+        chosen = preset.prompt_file(role) if role is not None else preset.generated_role()
+        if chosen is None or not chosen.details.get("generated"):
+            raise ErasureError(f"--preset {preset.name} needs --prompts-file FILE: your copy of the protocol's "
+                               "prompt file")
+        if chosen.role not in run.get("roles", {}):
+            raise ErasureError(f"preset '{preset.name}' has no run settings for its prompt file '{chosen.role}'")
+        return _protocol_run(preset, run, chosen, preset.generate_prompts(chosen.role), subset=False, generated=True)
     path = Path(prompts_file)
     if not path.is_file():
         raise ErasureError(f"prompt file {path} not found; give your copy of the protocol's file "
@@ -208,19 +276,28 @@ def protocol_run(preset: ProtocolPreset | str, prompts_file: str | Path, *, role
     prompt_set = preset.read_prompts(path, chosen.role)
     rows = len(prompt_set.records)
     if chosen.rows is not None and rows != chosen.rows and not subset:
+        whole = ("give the full file (or drop --prompts-file: erasure generates it)" if chosen.details.get("generated")
+                 else "give the full file")
         raise ErasureError(f"{path} has {rows} rows, but the protocol's {chosen.role} file has {chosen.rows} "
-                           f"({chosen.reference}); give the full file, or pass --subset to run on this part "
+                           f"({chosen.reference}); {whole}, or pass --subset to run on this part "
                            "(the report then says its numbers are not the paper's)")
+    return _protocol_run(preset, run, chosen, prompt_set, subset=subset, generated=False)
+
+
+def _protocol_run(preset: ProtocolPreset, run: dict, chosen: PresetPromptFile, prompt_set: PromptSet, *,
+                  subset: bool, generated: bool) -> tuple[ProtocolRun, PromptSet]:
+    rows = len(prompt_set.records)
     sampler = dict(run["roles"][chosen.role])
     judge_settings = {**run.get("judge_settings", {}), **run.get("role_judge_settings", {}).get(chosen.role, {})}
-    options = {k: v for k, v in run.items() if k in ("judge_classes_from_file", "clip_from_judge", "judge_note", "note")}
+    options = {k: v for k, v in run.items()
+               if k in ("judge_classes_from_file", "clip_from_judge", "judge_note", "note", "concept_example")}
     return ProtocolRun(
         preset=preset.name, version=str(run.get("version", "1")), role=chosen.role, sampler=sampler,
         samples_per_prompt=int(run.get("samples_per_prompt", 1)), judge=run.get("judge"),
         judge_settings=judge_settings, metrics=tuple(run.get("metrics", ())),
         compare_metrics=tuple(run.get("compare_metrics", ())), reference_metrics=tuple(run.get("reference_metrics", ())),
         concept=run.get("concept", "none"), rows=rows, rows_expected=chosen.rows, subset=bool(subset) and rows != chosen.rows,
-        options=options,
+        options=options, generated=generated,
     ), prompt_set
 
 
