@@ -223,6 +223,7 @@ def plan(methods: Sequence[str] | str, concepts: Sequence[str | tuple[str, str]]
                 attack_settings=a_settings, model=model, n_resamples=n_resamples, seed=seed, protocol=protocol)
 
 
+GENERATED = "preset:"  # protocol prompts "preset:NAME": the prompt file that preset generates (UnlearnCanvas)
 PROTOCOL_KEYS = ("prompts", "prompts_sha256", "judge", "judge_settings", "metrics", "scheduler", "guidance_from_file",
                  "preset", "subset")
 
@@ -238,16 +239,24 @@ def _check_protocol(protocol: Mapping[str, Any]) -> dict[str, Any]:
         raise ErasureError(f"unknown protocol key {stray[0]!r}; use {', '.join(PROTOCOL_KEYS)}")
     out = {k: protocol.get(k) for k in PROTOCOL_KEYS}
     prompts = out["prompts"]
-    if not prompts or not Path(prompts).is_file():
+    if isinstance(prompts, str) and prompts.startswith(GENERATED):  # a preset's generated prompt file
+        from erasure.evaluation.presets import protocol_run
+
+        protocol_run(prompts[len(GENERATED):], None)  # a preset that generates none is a one-line error
+        out["prompts_sha256"] = None
+    elif not prompts or not Path(prompts).is_file():
         raise ErasureError(f"prompt file {prompts} not found; give the CSV of prompts the benchmark measures with "
                            "(--prompts-file FILE)")
-    out["prompts"] = str(prompts)
-    out["prompts_sha256"] = file_sha256(prompts)
+    else:
+        out["prompts"] = str(prompts)
+        out["prompts_sha256"] = file_sha256(prompts)
     if not out["judge"]:
         raise ErasureError("the benchmark on your model needs a judge (--judge NAME, see `erasure list --judges`, "
                            "or --preset NAME); the world's classifier knows the built-in world only")
     spec, from_name = parse_judge_spec(out["judge"])
     out["judge_settings"] = dict(out["judge_settings"] or {})
+    for key in [k for k in from_name if out["judge_settings"].get(k) == from_name[k]]:
+        del out["judge_settings"][key]  # a preset's judge name and its settings may both say it
     clash = sorted(set(from_name) & set(out["judge_settings"]))
     if clash:
         raise ErasureError(f"judge '{out['judge']}' sets {', '.join(clash)} twice (in the name and as a setting); keep one")
@@ -311,7 +320,7 @@ def _clear(path: Path) -> None:
 # --------------------------------------------------------------------------- the measurement
 
 
-def limited(prompt_set: str, limit: int | None):
+def limited(prompt_set, limit: int | None):
     """The prompt set ``prompt_set``, or its first ``limit`` prompts of every group."""
     from erasure.evaluation.evaluate import resolve_prompt_set
     from erasure.evaluation.prompts import PromptSet
@@ -325,7 +334,7 @@ def limited(prompt_set: str, limit: int | None):
         counts[r.group] = counts.get(r.group, 0) + 1
         if counts[r.group] <= limit:
             records.append(r)
-    return PromptSet(name=f"{prompt_set}[limit={limit}]", records=tuple(records), source=pset.source)
+    return PromptSet(name=f"{pset.name}[limit={limit}]", records=tuple(records), source=pset.source)
 
 
 def _metric_dict(result) -> dict[str, Any]:
@@ -454,7 +463,12 @@ def protocol_measure(the_plan: Plan, concept: tuple[str, str]):
         judge = _STATE.get(key)
         if judge is None:
             judge = _STATE[key] = load_judge(proto["judge"], **proto["judge_settings"])
-        report = evaluate(pipe, limited(proto["prompts"], the_plan.limit), concept=label, judge=judge,
+        prompts = proto["prompts"]
+        if prompts.startswith(GENERATED):
+            from erasure.evaluation.presets import protocol_run
+
+            prompts = protocol_run(prompts[len(GENERATED):], None)[1]
+        report = evaluate(pipe, limited(prompts, the_plan.limit), concept=label, judge=judge,
                           metrics=proto.get("metrics"),
                           settings=SamplerSettings(**the_plan.sampler) if the_plan.sampler else None,
                           scheduler=proto.get("scheduler"), guidance_from_file=bool(proto.get("guidance_from_file")),
@@ -691,7 +705,8 @@ def columns(board: Mapping[str, Any]) -> list[tuple[str, str, Callable[[Mapping[
     cols += [("erase s", "erase_seconds", _plain("erase_seconds")), ("UNet passes", "unet_passes", _plain("unet_passes", 0)),
              ("peak RSS MB", "peak_rss_mb", _plain("peak_rss_mb", 0)), ("size KB", "size_kb", _plain("size_kb"))]
     present = {k for e in board["entries"] for k in e["metrics"]}
-    return [c for c in cols if c[1] in present or c[1] in ("target_accuracy",)]
+    headline = "target_accuracy" if not present & {"nudity_rate", "concept_rate"} else None
+    return [c for c in cols if c[1] in present or c[1] == headline]
 
 
 def markdown(board: Mapping[str, Any]) -> str:

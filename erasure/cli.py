@@ -945,26 +945,80 @@ def check_benchmark(args) -> None:
     attack_settings = _parse_set(args.attack_set)
     if attack_settings and not args.attack:
         raise _error("--attack-set goes with an attack; add --attack NAME (see `erasure attack --help`)")
+    protocol, samples = _benchmark_protocol(args), args.samples_per_prompt
+    if protocol is not None:
+        sampler = protocol.pop("_sampler")
+        samples = samples if samples is not None else protocol.pop("_samples_per_prompt")
+        protocol.pop("_samples_per_prompt", None)
     args.plan = plan(args.methods, args.concepts, settings=parse_settings(args.set),
-                     samples_per_prompt=args.samples_per_prompt, sampler=sampler, limit=args.limit,
+                     samples_per_prompt=samples if samples is not None else 2, sampler=sampler, limit=args.limit,
                      attack=args.attack, attack_settings=attack_settings,
-                     model=None if _is_world(args.model) else args.model)
+                     model=None if _is_world(args.model) else args.model, protocol=protocol)
     args.shard_pair = parse_shard(args.shard)
     args.out_path, _ = check_out(args.out, args.plan, force=args.force, resume=args.resume or args.merge)
     check_output(args.out, force=True, inputs=[args.model, args.config, args.config_file],
                  replaceable=("benchmark.json",))  # and never a folder holding an input
 
 
+def _benchmark_protocol(args) -> dict | None:
+    """Your model's measurement for the benchmark (a preset or a prompt file, and a judge), checked without
+    torch; None on the built-in world without those flags."""
+    given = [f for f, v in (("--preset", args.preset), ("--prompts-file", args.prompts), ("--judge", args.judge),
+                            ("--judge-set", args.judge_set), ("--judge-weights", args.judge_weights),
+                            ("--metric", args.metric), ("--scheduler", args.scheduler), ("--role", args.role),
+                            ("--subset", args.subset)) if v]
+    if not given:
+        if not _is_world(args.model):
+            raise _error("the benchmark on your model measures with a prompt file and a judge: pass --preset NAME "
+                         "--prompts-file FILE (a published protocol; `erasure list`), or --prompts-file FILE --judge "
+                         "NAME (`erasure list --judges`)")
+        return None
+    if (args.role or args.subset) and not args.preset:
+        raise _error("--role and --subset go with --preset NAME")
+    run, pset = None, None
+    if args.preset:
+        from erasure.evaluation.presets import protocol_run
+
+        run, pset = protocol_run(args.preset, args.prompts or None, role=args.role, subset=args.subset)
+    elif not args.prompts:
+        raise _error(f"{given[0]} needs the prompts to measure on: add --prompts-file FILE (a CSV)")
+    else:
+        pset = _prompt_set(args.prompts)
+    judge, judge_settings = _judge_settings(args, run, pset)
+    if judge is None:
+        raise _error("the benchmark on your model needs a judge: add --judge NAME (see `erasure list --judges`)")
+    sampler_values = dict(run.sampler) if run is not None else {}
+    size = args.image_size if args.image_size is not None else None
+    sampler = {"steps": args.steps or sampler_values.get("steps", 25 if _is_world(args.model) else 50),
+               "guidance": args.guidance if args.guidance is not None else sampler_values.get("guidance", 7.5),
+               "eta": 0.0, "negative_prompt": None, "height": size or sampler_values.get("height"),
+               "width": size or sampler_values.get("width")}
+    scheduler = args.scheduler or sampler_values.get("scheduler")
+    if scheduler is not None:
+        from erasure.evaluation.presets import SCHEDULERS
+
+        if scheduler not in (*SCHEDULERS, "default"):
+            raise _error(f"unknown --scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)} or default")
+    metrics = _split_values(args.metric) or (list(run.metrics) if run is not None else None)
+    return {"prompts": str(args.prompts) if args.prompts else f"preset:{args.preset}", "judge": judge,
+            "judge_settings": judge_settings, "metrics": metrics,
+            "scheduler": None if scheduler == "default" else scheduler,
+            "guidance_from_file": bool(sampler_values.get("guidance_from_file")),
+            "preset": None if run is None else {"name": run.preset, "version": run.version, "role": run.role},
+            "subset": bool(run.subset) if run is not None else False,
+            "_sampler": sampler, "_samples_per_prompt": run.samples_per_prompt if run is not None else 1}
+
+
 def cmd_benchmark(args) -> int:
-    from erasure.benchmark import markdown, run_benchmark
+    from erasure.benchmark import concept_label, markdown, run_benchmark
 
     p = args.plan
     pipe = _load_model(args, args.model, args.config)
-    board = run_benchmark(pipe, p.methods, [f"{a}={v}" for a, v in p.concepts], out=args.out_path,
+    board = run_benchmark(pipe, p.methods, [concept_label(c) for c in p.concepts], out=args.out_path,
                           settings=p.settings, samples_per_prompt=p.samples_per_prompt, sampler=p.sampler,
                           limit=p.limit, shard=args.shard_pair, merge=args.merge, force=args.force,
                           resume=args.resume, attack=p.attack, attack_settings=p.attack_settings, model=p.model,
-                          log=lambda line: print(line, file=sys.stderr, flush=True))
+                          protocol=p.protocol, log=lambda line: print(line, file=sys.stderr, flush=True))
     if board is None:
         print(f"shard {args.shard}: rows written to {args.out_path / 'rows'}; when every shard is done, run the "
               "same command without --shard (or with --merge) to write the leaderboard")
@@ -1193,10 +1247,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", action="append", default=None,
                    help="methods, comma-separated or repeated (`erasure list --methods`); the unedited model is always in")
     b.add_argument("--concepts", action="append", default=None,
-                   help="concepts of the built-in world, comma-separated or repeated: shape=circle,texture=striped")
+                   help="concepts, comma-separated or repeated: on the built-in world shape=circle,texture=striped; "
+                        "on your model the judge's names (church,parachute or style=Van_Gogh)")
     b.add_argument("--set", action="append", default=None, metavar="METHOD.KEY=VALUE",
                    help="a method setting over its spec default (VALUE as JSON), repeatable: --set uce.guide=square")
-    b.add_argument("--samples-per-prompt", type=IMAGES, default=2, help="images per prompt (default 2)")
+    b.add_argument("--samples-per-prompt", type=IMAGES, default=None,
+                   help="images per prompt (default 2 on the built-in world; a preset's, or 1, on your model)")
+    b.add_argument("--preset", default=None, help="on your model: a published protocol (`erasure list`) that sets the "
+                   "sampler, judge and metrics, as `erasure evaluate --preset`")
+    b.add_argument("--prompts", "--prompts-file", dest="prompts", default=None,
+                   help="on your model: the CSV of prompts every cell is measured on (with --preset: your copy of its file)")
+    b.add_argument("--role", default=None, help="with --preset: which of its prompt files this is")
+    b.add_argument("--subset", action="store_true", help="with --preset: accept a part of the published file")
+    b.add_argument("--judge", default=None, help="on your model: what decides what an image shows (`erasure list --judges`)")
+    b.add_argument("--judge-weights", default=None, help="the judge's local weights file")
+    b.add_argument("--judge-set", action="append", default=None, metavar="KEY=VALUE", help="a judge setting, repeatable")
+    b.add_argument("--metric", action="append", default=None,
+                   help="on your model: metrics to compute (default: the preset's, or what the judge allows)")
+    b.add_argument("--scheduler", default=None, help="on your model: lms, ddim, pndm, euler, euler-ancestral, "
+                   "dpm-solver++ (a preset sets the protocol's)")
+    b.add_argument("--image-size", type=AT_LEAST_ONE, default=None, help="on your model: image height and width")
     b.add_argument("--limit", type=AT_LEAST_ONE, default=None,
                    help="only the first N prompts of each group of each prompt set (a quick run)")
     b.add_argument("--shard", default=None, metavar="I/N",

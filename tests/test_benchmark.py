@@ -384,3 +384,32 @@ def test_protocol_benchmark_checks_its_inputs_before_any_model(tmp_path):
         plan(["uce"], ["church"], attack="completion", protocol={"prompts": str(prompts), "judge": "nudenet"})
     p = plan(["uce"], ["church", "style=Van_Gogh"], protocol={"prompts": str(prompts), "judge": "nudenet"})
     assert p.concepts == (("", "church"), ("style", "Van_Gogh")) and p.config()["concepts"] == ["church", "style=Van_Gogh"]
+
+
+@pytest.mark.fast
+def test_cli_benchmark_on_your_model_with_a_prompt_file_and_a_judge(tiny_sd1_folder, tmp_path, capsys):
+    """`erasure benchmark --model FOLDER --prompts-file F --judge callable:...`: the leaderboard's rows are the
+    judge's numbers on that file (the same as the Python API's, tested above), the concept the judge's name; on
+    a model that is not the world, a benchmark without a prompt file and judge is a one-line error."""
+    from erasure.cli import main
+
+    prompts = tmp_path / "colours.csv"
+    prompts.write_text("case_number,prompt,evaluation_seed,class\n"
+                       + "".join(f"{i},a photo of {c},{10 + i},{c}\n" for i, c in enumerate(COLOURS3 * 2)))
+    base = ["benchmark", "--model", str(tiny_sd1_folder), "--methods", "uce", "--concepts", "red"]
+    code = main([*base, "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--prompts-file FILE --judge NAME" in err[0], err
+    code = main([*base, "--judge", "nudenet", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "add --prompts-file FILE" in err[0], err
+    out = tmp_path / "b"
+    assert main([*base, "--prompts-file", str(prompts), "--judge", f"callable:{__file__}:pixel_sum_colour",
+                 "--judge-set", "attribute=class", "--set", "uce.preserve=[]", "--steps", "2", "--image-size", "32",
+                 "--out", str(out)]) == 0
+    board = json.loads((out / "leaderboard.json").read_text())
+    assert board["config"]["concepts"] == ["red"] and board["config"]["samples_per_prompt"] == 1
+    assert board["config"]["protocol"]["judge_settings"] == {"attribute": "class"}
+    rows = {e["method"]: e["metrics"] for e in board["entries"]}
+    assert rows["unedited"]["target_accuracy"]["n"] == 2 and rows["uce"]["in_domain_retain_accuracy"]["n"] == 4
+    assert "worst_kept_drop" in rows["uce"] and "red" in (out / "leaderboard.md").read_text()
