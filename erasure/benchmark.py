@@ -72,6 +72,10 @@ class Plan:
     # your model's measurement: prompts (a CSV), prompts_sha256, judge (spec), judge_settings, metrics (None:
     # what the judge allows), scheduler, guidance_from_file, preset (name, version, role), subset
     protocol: Mapping[str, Any] | None = None
+    # CLIP score of every row's images against their prompts: a backend spec ("world", "open_clip:ViT-B-32" with
+    # clip_weights, "transformers:FOLDER"); None = no CLIP column
+    clip: str | None = None
+    clip_weights: str | None = None
 
     def config(self) -> dict[str, Any]:
         return json.loads(json.dumps({
@@ -80,7 +84,8 @@ class Plan:
             "samples_per_prompt": self.samples_per_prompt, "sampler": dict(self.sampler) if self.sampler else None,
             "limit": self.limit, "attack": self.attack, "attack_settings": dict(self.attack_settings),
             "model": self.model, "n_resamples": self.n_resamples, "seed": self.seed,
-            **({"protocol": dict(self.protocol)} if self.protocol else {})}, default=str))
+            **({"protocol": dict(self.protocol)} if self.protocol else {}),
+            **({"clip": self.clip, "clip_weights": self.clip_weights} if self.clip else {})}, default=str))
 
     def cells(self) -> list[tuple[str, tuple[str, str]]]:
         """Every (method or "unedited", concept), concept by concept, the unedited model first."""
@@ -165,7 +170,8 @@ def plan(methods: Sequence[str] | str, concepts: Sequence[str | tuple[str, str]]
          settings: Mapping[str, Mapping[str, Any]] | None = None, samples_per_prompt: int = DEFAULT_SAMPLES,
          sampler: Any = None, limit: int | None = None, attack: str | None = None,
          attack_settings: Mapping[str, Any] | None = None, model: str | None = None, n_resamples: int = 1000,
-         seed: int = 0, protocol: Mapping[str, Any] | None = None) -> Plan:
+         seed: int = 0, protocol: Mapping[str, Any] | None = None, clip: str | None = None,
+         clip_weights: str | None = None) -> Plan:
     """A :class:`Plan` with every name checked against its registry (no torch): an unknown method, concept,
     setting or attack, or a bad value, is a one-line ErasureError. With ``protocol`` (your model's prompt file
     and judge) the concepts are the judge's names, not the built-in world's."""
@@ -218,9 +224,19 @@ def plan(methods: Sequence[str] | str, concepts: Sequence[str | tuple[str, str]]
         a_settings = spec.validate_settings(dict(attack_settings or {}))
     elif attack_settings:
         raise ErasureError("attack settings go with an attack; add --attack NAME")
+    if clip is not None:
+        kind, _, rest = str(clip).partition(":")
+        if kind not in ("world", "open_clip", "transformers") or (kind != "world" and not rest):
+            raise ErasureError(f"unknown CLIP {clip!r}; use world, open_clip:NAME (with its weights file) or "
+                               "transformers:FOLDER")
+        if clip_weights is not None and not Path(clip_weights).is_file():
+            raise ErasureError(f"CLIP weights file {clip_weights} not found; give the local open_clip checkpoint")
+    elif clip_weights is not None:
+        raise ErasureError("CLIP weights go with a CLIP; add --clip open_clip:NAME")
     return Plan(methods=tuple(names), concepts=tuple(dict.fromkeys(parsed)), settings=checked,
                 samples_per_prompt=samples_per_prompt, sampler=sampler, limit=limit, attack=attack,
-                attack_settings=a_settings, model=model, n_resamples=n_resamples, seed=seed, protocol=protocol)
+                attack_settings=a_settings, model=model, n_resamples=n_resamples, seed=seed, protocol=protocol,
+                clip=clip, clip_weights=None if clip_weights is None else str(clip_weights))
 
 
 GENERATED = "preset:"  # protocol prompts "preset:NAME": the prompt file that preset generates (UnlearnCanvas)
@@ -351,6 +367,18 @@ def _metric_dict(result) -> dict[str, Any]:
 
 
 _STATE: dict[str, Any] = {}  # the judge and the unedited copy for attacks, made once per process
+
+
+def _clip(the_plan: Plan):
+    """The plan's CLIP backend (None without one), loaded once per process."""
+    if not the_plan.clip:
+        return None
+    key = ("clip", the_plan.clip, the_plan.clip_weights)
+    if key not in _STATE:
+        from erasure.evaluation.clip_backends import load_clip_backend
+
+        _STATE[key] = load_clip_backend(the_plan.clip, the_plan.clip_weights)
+    return _STATE[key]
 FEATURES = "_retain_features"  # a row's stored features (not a metric; the leaderboard turns them into FID/KID)
 
 
@@ -408,9 +436,11 @@ def concept_measure(the_plan: Plan, concept: tuple[str, str]):
         if judge is None:
             judge = _STATE["judge"] = WorldJudge()
         metrics: dict[str, Any] = {}
+        clip = _clip(the_plan)
         for prefix, name in sets.items():
             report = evaluate(pipe, limited(name, the_plan.limit), concept=concept, judge=judge,
-                              metrics=list(EVAL_METRICS), settings=sampler(),
+                              metrics=list(EVAL_METRICS) + (["clip_score"] if clip is not None else []),
+                              clip=clip, settings=sampler(),
                               samples_per_prompt=the_plan.samples_per_prompt, n_resamples=the_plan.n_resamples,
                               seed=the_plan.seed, progress=False, keep_images=not prefix)
             metrics.update({prefix + k: _metric_dict(m) for k, m in report.metrics.items() if "[" not in k})
@@ -441,7 +471,8 @@ def concept_measure(the_plan: Plan, concept: tuple[str, str]):
               "samples_per_prompt": the_plan.samples_per_prompt, "limit": the_plan.limit,
               "n_resamples": the_plan.n_resamples, "seed": the_plan.seed, "attack": the_plan.attack,
               "attack_settings": dict(the_plan.attack_settings),
-              "stores": "kept-concept accuracies; retain-image features (world classifier) for FID/KID"}
+              "stores": "kept-concept accuracies; retain-image features (world classifier) for FID/KID",
+              **({"clip": the_plan.clip, "clip_weights": the_plan.clip_weights} if the_plan.clip else {})}
     return Measure(config=json.loads(json.dumps(config, default=str)), run=run)
 
 
@@ -468,8 +499,12 @@ def protocol_measure(the_plan: Plan, concept: tuple[str, str]):
             from erasure.evaluation.presets import protocol_run
 
             prompts = protocol_run(prompts[len(GENERATED):], None)[1]
-        report = evaluate(pipe, limited(prompts, the_plan.limit), concept=label, judge=judge,
-                          metrics=proto.get("metrics"),
+        clip = _clip(the_plan)
+        metrics = proto.get("metrics")
+        if clip is not None and metrics is not None and "clip_score" not in metrics:
+            metrics = [*metrics, "clip_score"]
+        report = evaluate(pipe, limited(prompts, the_plan.limit), concept=label, judge=judge, metrics=metrics,
+                          clip=clip,
                           settings=SamplerSettings(**the_plan.sampler) if the_plan.sampler else None,
                           scheduler=proto.get("scheduler"), guidance_from_file=bool(proto.get("guidance_from_file")),
                           samples_per_prompt=the_plan.samples_per_prompt, n_resamples=the_plan.n_resamples,
@@ -478,7 +513,8 @@ def protocol_measure(the_plan: Plan, concept: tuple[str, str]):
 
     config = {"kind": "benchmark", "concept": label, "protocol": dict(proto), "sampler": the_plan.sampler,
               "samples_per_prompt": the_plan.samples_per_prompt, "limit": the_plan.limit,
-              "n_resamples": the_plan.n_resamples, "seed": the_plan.seed, "stores": "kept-concept accuracies"}
+              "n_resamples": the_plan.n_resamples, "seed": the_plan.seed, "stores": "kept-concept accuracies",
+              **({"clip": the_plan.clip, "clip_weights": the_plan.clip_weights} if the_plan.clip else {})}
     return Measure(config=json.loads(json.dumps(config, default=str)), run=run)
 
 
@@ -506,7 +542,8 @@ def run_benchmark(pipe, methods: Sequence[str] | str, concepts: Sequence[str] | 
                   shard: tuple[int, int] | str | None = None, merge: bool = False, force: bool = False,
                   resume: bool = False, attack: str | None = None, attack_settings: Mapping[str, Any] | None = None,
                   model: str | None = None, n_resamples: int = 1000, seed: int = 0,
-                  protocol: Mapping[str, Any] | None = None,
+                  protocol: Mapping[str, Any] | None = None, clip: str | None = None,
+                  clip_weights: str | None = None,
                   measure: Callable[[Plan, tuple[str, str]], Any] | None = None,
                   log: Callable[[str], None] | None = print) -> dict[str, Any] | None:
     """Run the benchmark (module docstring) on ``pipe`` into ``out``; returns the leaderboard (as written to
@@ -521,7 +558,7 @@ def run_benchmark(pipe, methods: Sequence[str] | str, concepts: Sequence[str] | 
 
     the_plan = plan(methods, concepts, settings=settings, samples_per_prompt=samples_per_prompt, sampler=sampler,
                     limit=limit, attack=attack, attack_settings=attack_settings, model=model,
-                    n_resamples=n_resamples, seed=seed, protocol=protocol)
+                    n_resamples=n_resamples, seed=seed, protocol=protocol, clip=clip, clip_weights=clip_weights)
     shard = parse_shard(shard) if isinstance(shard, str) else shard
     if shard is not None and merge:
         raise ErasureError("--merge assembles every shard's rows; drop --shard")
@@ -700,7 +737,8 @@ def columns(board: Mapping[str, Any]) -> list[tuple[str, str, Callable[[Mapping[
     if board["config"].get("attack"):
         cols += [("pre-ASR", f"{ATTACK}:pre_asr", lambda e: _cell(e, f"{ATTACK}:pre_asr")),
                  ("ASR", f"{ATTACK}:asr", lambda e: _cell(e, f"{ATTACK}:asr"))]
-    cols += [("FID vs unedited", "fid", lambda e: _cell(e, "fid")),
+    cols += [("CLIP score", "clip_score", lambda e: _cell(e, "clip_score", digits=1)),
+             ("FID vs unedited", "fid", lambda e: _cell(e, "fid")),
              ("KID vs unedited", "kid", lambda e: _cell(e, "kid", digits=4))]
     cols += [("erase s", "erase_seconds", _plain("erase_seconds")), ("UNet passes", "unet_passes", _plain("unet_passes", 0)),
              ("peak RSS MB", "peak_rss_mb", _plain("peak_rss_mb", 0)), ("size KB", "size_kb", _plain("size_kb"))]

@@ -953,7 +953,8 @@ def check_benchmark(args) -> None:
     args.plan = plan(args.methods, args.concepts, settings=parse_settings(args.set),
                      samples_per_prompt=samples if samples is not None else 2, sampler=sampler, limit=args.limit,
                      attack=args.attack, attack_settings=attack_settings,
-                     model=None if _is_world(args.model) else args.model, protocol=protocol)
+                     model=None if _is_world(args.model) else args.model, protocol=protocol,
+                     clip=args.clip, clip_weights=args.clip_weights)
     args.shard_pair = parse_shard(args.shard)
     args.out_path, _ = check_out(args.out, args.plan, force=args.force, resume=args.resume or args.merge)
     check_output(args.out, force=True, inputs=[args.model, args.config, args.config_file],
@@ -1018,7 +1019,8 @@ def cmd_benchmark(args) -> int:
                           settings=p.settings, samples_per_prompt=p.samples_per_prompt, sampler=p.sampler,
                           limit=p.limit, shard=args.shard_pair, merge=args.merge, force=args.force,
                           resume=args.resume, attack=p.attack, attack_settings=p.attack_settings, model=p.model,
-                          protocol=p.protocol, log=lambda line: print(line, file=sys.stderr, flush=True))
+                          protocol=p.protocol, clip=p.clip, clip_weights=p.clip_weights,
+                          log=lambda line: print(line, file=sys.stderr, flush=True))
     if board is None:
         print(f"shard {args.shard}: rows written to {args.out_path / 'rows'}; when every shard is done, run the "
               "same command without --shard (or with --merge) to write the leaderboard")
@@ -1267,6 +1269,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scheduler", default=None, help="on your model: lms, ddim, pndm, euler, euler-ancestral, "
                    "dpm-solver++ (a preset sets the protocol's)")
     b.add_argument("--image-size", type=AT_LEAST_ONE, default=None, help="on your model: image height and width")
+    b.add_argument("--clip", default=None, help="add a CLIP score column (images vs their prompts): world (the built-in "
+                   "world's CLIP), open_clip:NAME with --clip-weights FILE, or transformers:FOLDER")
+    b.add_argument("--clip-weights", default=None, help="weights file for --clip open_clip:NAME")
     b.add_argument("--limit", type=AT_LEAST_ONE, default=None,
                    help="only the first N prompts of each group of each prompt set (a quick run)")
     b.add_argument("--shard", default=None, metavar="I/N",

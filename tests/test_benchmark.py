@@ -338,24 +338,26 @@ def test_benchmark_on_your_model_is_evaluate_with_the_protocols_judge_on_the_sam
     sampler = {"steps": 2, "guidance": 5.0, "height": 32, "width": 32}
     pipe = load_pipeline(tiny_sd1_folder)
     kw = dict(settings={"uce": {"preserve": []}}, sampler=sampler, samples_per_prompt=1, n_resamples=50,
-              protocol=protocol, log=None)
+              protocol=protocol, clip="world", log=None)
     board = run_benchmark(pipe, ["uce"], ["red"], out=tmp_path / "b", **kw)
     entries = {e["method"]: e for e in board["entries"]}
     assert set(entries) == {"unedited", "uce"} and entries["uce"]["concept"] == "red"
     assert board["config"]["protocol"]["prompts_sha256"] and board["config"]["concepts"] == ["red"]
     from erasure.evaluation.judges import CallableJudge
 
-    judge = CallableJudge(pixel_sum_colour, attribute="class")
+    from erasure.evaluation.clip_backends import load_clip_backend
+
+    judge, clip = CallableJudge(pixel_sum_colour, attribute="class"), load_clip_backend("world")
     direct = evaluate(pipe, prompts, concept="red", judge=judge, settings=SamplerSettings(**sampler),
-                      n_resamples=50, progress=False)
+                      n_resamples=50, progress=False, clip=clip)
     edit = METHODS.get("uce").run(pipe, ["red"], preserve=[])
     edit.apply(pipe)
     try:
         edited = evaluate(pipe, prompts, concept="red", judge=judge, settings=SamplerSettings(**sampler),
-                          n_resamples=50, progress=False)
+                          n_resamples=50, progress=False, clip=clip)
     finally:
         edit.restore(pipe)
-    for name in ("target_accuracy", "in_domain_retain_accuracy", "worst_kept_retain_accuracy"):
+    for name in ("target_accuracy", "in_domain_retain_accuracy", "worst_kept_retain_accuracy", "clip_score"):
         assert entries["unedited"]["metrics"][name]["value"] == pytest.approx(direct.value(name)), name
         assert entries["uce"]["metrics"][name]["value"] == pytest.approx(edited.value(name)), name
         assert entries["uce"]["metrics"][name]["n"] == direct.metrics[name].n
@@ -406,10 +408,13 @@ def test_cli_benchmark_on_your_model_with_a_prompt_file_and_a_judge(tiny_sd1_fol
     out = tmp_path / "b"
     assert main([*base, "--prompts-file", str(prompts), "--judge", f"callable:{__file__}:pixel_sum_colour",
                  "--judge-set", "attribute=class", "--set", "uce.preserve=[]", "--steps", "2", "--image-size", "32",
-                 "--out", str(out)]) == 0
+                 "--clip", "world", "--out", str(out)]) == 0
     board = json.loads((out / "leaderboard.json").read_text())
     assert board["config"]["concepts"] == ["red"] and board["config"]["samples_per_prompt"] == 1
     assert board["config"]["protocol"]["judge_settings"] == {"attribute": "class"}
     rows = {e["method"]: e["metrics"] for e in board["entries"]}
     assert rows["unedited"]["target_accuracy"]["n"] == 2 and rows["uce"]["in_domain_retain_accuracy"]["n"] == 4
     assert "worst_kept_drop" in rows["uce"] and "red" in (out / "leaderboard.md").read_text()
+    # --clip: a CLIP score column (its values against evaluate()'s: the Python API test above)
+    assert board["config"]["clip"] == "world" and rows["unedited"]["clip_score"]["n"] == 6
+    assert "CLIP score" in (out / "leaderboard.md").read_text()
