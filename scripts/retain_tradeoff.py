@@ -51,20 +51,37 @@ def main(argv=None) -> int:
     p.add_argument("--weights", nargs="+", type=float, default=[0.0, 1.0, 4.0],
                    help="retain weights (0 = no retain term: the method's defaults)")
     p.add_argument("--retain", type=int, default=32, help="retain prompts per concept")
+    p.add_argument("--control", default="empty", help="a trained word no evaluation prompt uses ('an empty gray background'): each method also erases it "
+                   "(same settings, no retain term) and is measured on the concept's prompts, so its worst kept "
+                   "drop is what an erasure of that size moves by chance ('' = no control rows)")
     p.add_argument("--samples-per-prompt", type=int, default=2)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method setting for every row (VALUE as JSON), e.g. --set lr=1e-4; repeatable")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/retain")
     p.add_argument("--docs", nargs="?", const="docs/methods.md", default=None, metavar="FILE")
+    p.add_argument("--table", default=TABLE, help=f"the docs markers to write between (default {TABLE})")
     args = p.parse_args(argv)
     command = "python scripts/retain_tradeoff.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.docs:
-        check_markers(args.docs, [TABLE])
+        check_markers(args.docs, [args.table])
     cases = []
     for item in args.cases:
         method, concept, anchor = (item.split(":") + ["", ""])[:3]
         if "=" not in concept or not anchor:
             raise ErasureError(f"--cases takes METHOD:ATTRIBUTE=VALUE:ANCHOR, got {item!r}")
         cases.append((method, concept, anchor))
+    import json
+
+    common = {}
+    for item in args.set:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ErasureError(f"--set wants KEY=VALUE, got {item!r}")
+        try:
+            common[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            common[key.strip()] = text
     import torch
 
     from erasure import load_pipeline
@@ -86,11 +103,14 @@ def main(argv=None) -> int:
         variants = [Variant(f"{UNEDITED} / {concept}", None, (), {}, measure=concept)]
         for method, anchor in members:
             for w in args.weights:
-                settings = {"anchor": anchor}
+                settings = {"anchor": anchor, **common}
                 if w > 0:
                     settings.update(retain_prompts=prompts, retain_weight=w)
                 variants.append(Variant(f"{method} w={w:g} / {concept}", method, (value,), settings, measure=concept,
                                         extra={"retain_weight": w}))
+            if args.control:
+                variants.append(Variant(f"{method} control {args.control!r} / {concept}", method, (args.control,),
+                                        {"anchor": anchor, **common}, measure=concept, extra={"control": args.control}))
         rows = run_experiment(pipe, variants, measure, out=Path(args.out) / concept.replace("=", "-"))
         board = leaderboard(rows, the_plan)
         for variant, entry in zip(variants, board["entries"]):
@@ -99,7 +119,8 @@ def main(argv=None) -> int:
     columns = [
         ("method", lambda r: "unedited" if r[0].method is None else f"`{r[0].method}`"),
         ("concept (anchor)", lambda r: r[2] + (f" ({r[3]})" if r[3] else "")),
-        ("retain weight", lambda r: "" if r[0].method is None else f"{r[0].extra['retain_weight']:g}"),
+        ("retain weight", lambda r: "" if r[0].method is None else f"{r[0].extra['retain_weight']:g}"
+         if "retain_weight" in r[0].extra else f"control: erases '{r[0].extra['control']}'"),
         ("target acc.", lambda r: _cell(r[1], "target_accuracy")),
         ("in-domain retain", lambda r: _cell(r[1], "in_domain_retain_accuracy", interval=False)),
         ("worst kept drop", lambda r: _drop(r[1], "worst_kept_drop")),
@@ -109,17 +130,20 @@ def main(argv=None) -> int:
          else f"{r[1]['metrics']['erase_seconds']['value']:.0f} s"),
     ]
     table = markdown_table(table_rows, columns)
-    note = (f"Each method's defaults with the anchor shown; retain weight 0 = no retain term, otherwise {args.retain} "
+    extra = "".join(f", {k}={v}" for k, v in common.items())
+    note = (f"Each method's defaults{extra} with the anchor shown; retain weight 0 = no retain term, otherwise {args.retain} "
             "retain prompts (training-grammar captions of scenes without the concept, seed 0) and that weight. "
             f"{args.samples_per_prompt} images per prompt, 25 DDIM steps, guidance 5, 95% bootstrap intervals on "
             "target accuracy. Worst kept drop: the kept concept that lost most against the unedited model on the "
             "same seeds (n images), and how many lost more than 10 points; phrasing: the same on the held-out "
-            "phrasing set. Erase time on one CPU thread.")
+            "phrasing set. Control rows erase a trained word no evaluation prompt uses ('empty', from the captions of empty scenes) with the same settings and are measured "
+            "on the concept's prompts: their drops are what an ESD run of the same size moves with nothing to erase (drift of the shared weights, read as the worst of some 40 small groups). "
+            "Erase time on one CPU thread.")
     text = f"{table}\n{note}"
     print(text)
     if args.docs:
-        write_docs_table(args.docs, TABLE, text, command=command)
-        print(f"wrote {TABLE} into {args.docs}")
+        write_docs_table(args.docs, args.table, text, command=command)
+        print(f"wrote {args.table} into {args.docs}")
     return 0
 
 
