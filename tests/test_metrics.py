@@ -323,9 +323,11 @@ def test_worst_kept_retain_accuracy_on_crafted_labels():
     records, predictions = crafted()
     out = worst_kept_retain_accuracy(records, predictions, STAR, n_resamples=0)
     kept = out["worst_kept_retain_accuracy"].details["kept"]
-    assert kept["shape=circle"] == {"accuracy": 0.5, "n": 2} and kept["shape=heart"] == {"accuracy": 1.0, "n": 1}
-    assert kept["colour=blue"] == {"accuracy": 0.0, "n": 1}  # the 'other' blue prompt; the blue star is left out
-    assert kept["texture=plain"] == {"accuracy": 0.0, "n": 1} and "texture=dotted" in kept
+    # "correct": each image's outcome in image order (for pairing two runs on the same seeds)
+    assert kept["shape=circle"] == {"accuracy": 0.5, "n": 2, "correct": "10"}
+    assert kept["shape=heart"] == {"accuracy": 1.0, "n": 1, "correct": "1"}
+    assert kept["colour=blue"] == {"accuracy": 0.0, "n": 1, "correct": "0"}  # the 'other' blue prompt, not the blue star
+    assert kept["texture=plain"] == {"accuracy": 0.0, "n": 1, "correct": "0"} and "texture=dotted" in kept
     assert out["worst_kept_retain_accuracy"].value == 0.0 and out["worst_kept_retain_accuracy"].n == 1
     in_domain = out["worst_kept_in_domain_retain_accuracy"]
     assert in_domain.value == 0.5 and in_domain.details["worst_concept"] == "shape=circle"

@@ -88,7 +88,8 @@ def test_judge_metrics_on_known_content(monkeypatch, colour_prompts):
     assert m["in_domain_retain_accuracy[class=blue]"].value == 1.0
     worst = m["worst_kept_retain_accuracy"]
     assert worst.value == 0.75 and worst.n == 4 and worst.details["worst_concept"] == "class=green"
-    assert worst.details["kept"] == {"class=green": {"accuracy": 0.75, "n": 4}, "class=blue": {"accuracy": 1.0, "n": 4}}
+    assert worst.details["kept"] == {"class=green": {"accuracy": 0.75, "n": 4, "correct": "0111"},
+                                     "class=blue": {"accuracy": 1.0, "n": 4, "correct": "1111"}}
     assert m["worst_kept_in_domain_retain_accuracy"].value == 0.75
     assert 0.0 <= worst.ci_low <= 0.75 <= worst.ci_high <= 1.0
     assert report.info["judge"]["judge"] == "callable" and report.info["concept"] == "class=red"
@@ -564,12 +565,32 @@ def test_comparison_flags_kept_concepts_that_lost_more_than_ten_points(monkeypat
                         _stand_in_generator({0: "blue", 1: "blue", 2: "blue", 3: "blue", 4: "red", 5: "red", 8: "red"}))
     after = evaluate(_Pipe(), colour_prompts, **kw)
     compare(after, before, n_resamples=0)
+    # p: the exact McNemar test of the paired images (2 lost, none gained: 2 x 1/4; 1 lost: 2 x 1/2)
     assert after.info["kept_concepts_dropped"] == {
-        "class=green": {"before": 1.0, "after": 0.5, "drop": 0.5, "n": 4},
-        "class=blue": {"before": 1.0, "after": 0.75, "drop": 0.25, "n": 4}}
-    assert "class=green 1.00 -> 0.50 (n=4)" in after.markdown(before)
+        "class=green": {"before": 1.0, "after": 0.5, "drop": 0.5, "n": 4, "p": 0.5},
+        "class=blue": {"before": 1.0, "after": 0.75, "drop": 0.25, "n": 4, "p": 1.0}}
+    assert "class=green 1.00 -> 0.50 (n=4, p=0.5)" in after.markdown(before)
     # the changed images on the retain prompts are counted too: 3 of 8
     assert after.value("changed_fraction") == pytest.approx(3 / 8)
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("lost, gained, same", [(0, 0, 5), (3, 0, 7), (8, 1, 3), (12, 4, 0), (5, 5, 2), (1, 9, 0)])
+def test_paired_drop_p_value_is_the_exact_mcnemar_test(lost, gained, same):
+    """The per-concept p of a flagged drop equals scipy's exact binomial test of min(lost, gained) of lost + gained
+    at 1/2 (the exact McNemar test), whatever the order of the images; unpaired runs get none."""
+    import random
+
+    from scipy.stats import binomtest
+
+    from erasure.evaluation.evaluate import paired_drop_p_value
+
+    pairs = [("1", "0")] * lost + [("0", "1")] * gained + [("1", "1")] * same + [("0", "0")] * same
+    random.Random(lost * 31 + gained).shuffle(pairs)
+    before, after = "".join(b for b, _ in pairs), "".join(a for _, a in pairs)
+    expected = 1.0 if lost + gained == 0 else binomtest(min(lost, gained), lost + gained, 0.5).pvalue
+    assert paired_drop_p_value(before, after) == pytest.approx(expected, rel=1e-12)
+    assert paired_drop_p_value(before, after + "1") is None and paired_drop_p_value(None, after) is None
 
 
 def _constant_vit(folder: Path, labels: list[str], winner: int) -> Path:
@@ -721,8 +742,10 @@ def test_unlearncanvas_protocol_from_the_cli_with_its_classifiers(tiny_sd1_folde
     assert metrics["worst_kept_retain_accuracy"]["value"] == 0.0
     kept = metrics["worst_kept_retain_accuracy"]["details"]["kept"]
     # the kept concepts are counted on the images whose prompt does not name Van Gogh
-    assert kept == {"style=Monet": {"accuracy": 1.0, "n": 4}, "style=Picasso": {"accuracy": 0.0, "n": 2},
-                    "object=Cats": {"accuracy": 1.0, "n": 3}, "object=Dogs": {"accuracy": 0.0, "n": 3}}
+    assert kept == {"style=Monet": {"accuracy": 1.0, "n": 4, "correct": "1111"},
+                    "style=Picasso": {"accuracy": 0.0, "n": 2, "correct": "00"},
+                    "object=Cats": {"accuracy": 1.0, "n": 3, "correct": "111"},
+                    "object=Dogs": {"accuracy": 0.0, "n": 3, "correct": "000"}}
     protocol = info["protocol"]
     assert (protocol["name"], protocol["version"], protocol["prompt_file_role"]) == ("unlearncanvas", "1", "answer-set")
     assert protocol["subset"] is True and protocol["comparable_with_the_papers"] is False

@@ -314,7 +314,9 @@ def worst_kept_retain_accuracy(
     if not per_concept:
         raise NothingToScore(f"no prompt names a kept concept (a label other than {attribute}={value}); "
                              "worst kept retain accuracy needs retain prompts with label columns")
-    table = {k: {"accuracy": float(v.mean()), "n": int(len(v))} for k, v in per_concept.items()}
+    # "correct": the per-image outcomes in image order, so two runs on the same prompts and seeds can be paired
+    table = {k: {"accuracy": float(v.mean()), "n": int(len(v)), "correct": "".join("1" if x else "0" for x in v)}
+             for k, v in per_concept.items()}
     options = dict(n_resamples=n_resamples, seed=seed, confidence=confidence)
     out: dict[str, MetricResult] = {}
     for name, keys in (("worst_kept_retain_accuracy", list(per_concept)),

@@ -81,7 +81,11 @@ class Report:
         dropped = self.info.get("kept_concepts_dropped")
         if dropped:
             lines += ["", f"Kept concepts that lost more than {RETENTION_DROP_FLAG:.0%} against the baseline: "
-                      + ", ".join(f"{c} {d['before']:.2f} -> {d['after']:.2f} (n={d['n']})" for c, d in dropped.items())]
+                      + ", ".join(f"{c} {d['before']:.2f} -> {d['after']:.2f} (n={d['n']}"
+                                  + (f", p={d['p']:.2g}" if d.get("p") is not None else "") + ")"
+                                  for c, d in dropped.items())
+                      + (" (p: exact McNemar test on the same prompts and seeds, per concept, not corrected for the "
+                         "number of kept concepts)" if any(d.get("p") is not None for d in dropped.values()) else "")]
         if figures:
             lines += ["", "## Figures", ""]
             for name in figures:
@@ -157,8 +161,11 @@ def verdict(edited: Report, baseline: Report | None = None) -> list[str]:
     if kept:
         dropped = edited.info.get("kept_concepts_dropped")
         if dropped:
+            tested = [d["p"] for d in dropped.values() if d.get("p") is not None]
             flag = (f"{len(dropped)} kept concept{'s' if len(dropped) > 1 else ''} lost more than "
-                    f"{100 * RETENTION_DROP_FLAG:.0f} points: " + ", ".join(dropped))
+                    f"{100 * RETENTION_DROP_FLAG:.0f} points: " + ", ".join(dropped)
+                    + (f" ({sum(p < 0.05 for p in tested)} of them with p < 0.05, paired on the same seeds)"
+                       if tested else ""))
         elif dropped is not None:
             flag = f"no kept concept lost more than {100 * RETENTION_DROP_FLAG:.0f} points"
         else:
@@ -290,10 +297,32 @@ def kept_concepts_dropped(edited: Report, baseline: Report, threshold: float = R
     if after is None or before is None:
         return None
     kept_after, kept_before = after.details.get("kept", {}), before.details.get("kept", {})
-    out = {c: {"before": kept_before[c]["accuracy"], "after": kept_after[c]["accuracy"], "drop": round(d, 6),
-               "n": kept_after[c]["n"]}
-           for c, d in kept_accuracy_drops(kept_after, kept_before).items() if d > threshold}
+    out = {}
+    for c, d in kept_accuracy_drops(kept_after, kept_before).items():
+        if d > threshold:
+            out[c] = {"before": kept_before[c]["accuracy"], "after": kept_after[c]["accuracy"], "drop": round(d, 6),
+                      "n": kept_after[c]["n"]}
+            p = paired_drop_p_value(kept_before[c].get("correct"), kept_after[c].get("correct"))
+            if p is not None:
+                out[c]["p"] = round(p, 6)
     return dict(sorted(out.items(), key=lambda item: -item[1]["drop"]))
+
+
+def paired_drop_p_value(before: str | None, after: str | None) -> float | None:
+    """Exact two-sided McNemar test of one kept concept's images, paired by prompt and seed (``"1"`` = the
+    concept was there): b images lost it, c gained it; p = P(min(b, c) or fewer of b + c fair coin flips) x 2,
+    capped at 1. None unless both runs scored the same images (same length: the same prompts and seeds)."""
+    if not before or not after or len(before) != len(after):
+        return None
+    lost = sum(1 for x, y in zip(before, after) if x == "1" and y == "0")
+    gained = sum(1 for x, y in zip(before, after) if x == "0" and y == "1")
+    n = lost + gained
+    if n == 0:
+        return 1.0
+    import math
+
+    tail = sum(math.comb(n, i) for i in range(min(lost, gained) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def world_features(images: np.ndarray) -> np.ndarray:
