@@ -362,7 +362,9 @@ def _metric_dict(result) -> dict[str, Any]:
         out["concept"] = worst
         out["mean_of_kept"] = result.details.get("mean_of_kept")
         # every kept concept's accuracy and n: the leaderboard's drop against the unedited model comes from it
-        out["kept"] = {k: {"accuracy": v["accuracy"], "n": v["n"]} for k, v in result.details.get("kept", {}).items()}
+        # (and the per-image outcomes, so two rows on the same seeds can be paired: a drop's McNemar p)
+        out["kept"] = {k: {"accuracy": v["accuracy"], "n": v["n"], **({"correct": v["correct"]} if "correct" in v else {})}
+                       for k, v in result.details.get("kept", {}).items()}
     return json_safe(out)
 
 
@@ -681,10 +683,18 @@ def worst_kept_drop(after: Mapping[str, Any] | None, before: Mapping[str, Any] |
     drops = kept_accuracy_drops(kept_after, kept_before)
     if not drops:
         return None
+    from erasure.evaluation.evaluate import paired_drop_p_value
+
     worst = max(drops, key=lambda k: (round(drops[k], 9), kept_after[k]["n"], k))
-    return {"value": round(drops[worst], 6), "ci_low": None, "ci_high": None, "n": kept_after[worst]["n"],
-            "concept": worst, "before": kept_before[worst]["accuracy"], "after": kept_after[worst]["accuracy"],
-            "flagged": sorted(k for k, d in drops.items() if d > flag + 1e-9)}
+    flagged = sorted(k for k, d in drops.items() if d > flag + 1e-9)
+    p = {k: paired_drop_p_value(kept_before[k].get("correct"), kept_after[k].get("correct")) for k in {worst, *flagged}}
+    out = {"value": round(drops[worst], 6), "ci_low": None, "ci_high": None, "n": kept_after[worst]["n"],
+           "concept": worst, "before": kept_before[worst]["accuracy"], "after": kept_after[worst]["accuracy"],
+           "flagged": flagged}
+    if all(v is not None for v in p.values()):  # rows that kept the per-image outcomes (the exact McNemar test)
+        out["p"] = round(p[worst], 6)
+        out["flagged_p_below_0.05"] = sorted(k for k in flagged if p[k] < 0.05)
+    return out
 
 
 def _cell(entry: Mapping[str, Any], name: str, digits: int = 2, interval: bool = True) -> str:
@@ -704,9 +714,12 @@ def _drop_cell(entry: Mapping[str, Any], name: str) -> str:
     m = entry["metrics"].get(name)
     if m is None or m.get("value") is None:
         return "n/a"
-    text = (f"{-100 * m['value'] + 0.0:+.0f} pts ({m['concept']} {m['before']:.2f} -> {m['after']:.2f}, n={m['n']}")
+    text = (f"{-100 * m['value'] + 0.0:+.0f} pts ({m['concept']} {m['before']:.2f} -> {m['after']:.2f}, n={m['n']}"
+            + (f", p={m['p']:.2g}" if m.get("p") is not None else ""))
     flagged = m.get("flagged") or []
-    return text + (f"; {len(flagged)} kept concept{'s' if len(flagged) > 1 else ''} > 10 pts)" if flagged else ")")
+    significant = m.get("flagged_p_below_0.05")
+    return text + (f"; {len(flagged)} kept concept{'s' if len(flagged) > 1 else ''} > 10 pts"
+                   + (f", {len(significant)} with p < 0.05" if significant is not None else "") + ")" if flagged else ")")
 
 
 def _plain(name: str, digits: int = 1) -> Callable[[Mapping[str, Any]], str]:

@@ -42,7 +42,10 @@ def _drop(entry, name: str) -> str:
     if m is None or m.get("value") is None:
         return ""
     flagged = len(m.get("flagged") or [])
-    return f"{-100 * m['value'] + 0.0:+.0f} ({m['concept']}, n={m['n']}" + (f"; {flagged} > 10)" if flagged else ")")
+    p = f", p={m['p']:.2g}" if m.get("p") is not None else ""
+    sig = m.get("flagged_p_below_0.05")
+    sig = f", {len(sig)} with p < 0.05" if sig is not None else ""
+    return f"{-100 * m['value'] + 0.0:+.0f} ({m['concept']}, n={m['n']}{p}" + (f"; {flagged} > 10{sig})" if flagged else ")")
 
 
 def main(argv=None) -> int:

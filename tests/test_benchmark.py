@@ -304,6 +304,16 @@ def test_worst_kept_drop_against_the_unedited_model():
     from erasure.benchmark import _drop_cell
 
     assert _drop_cell({"metrics": {"w": d}}, "w") == "-30 pts (shape=cross 0.90 -> 0.60, n=18; 2 kept concepts > 10 pts)"
+    # rows that kept each image's outcome: the worst drop's exact McNemar p, and which flagged drops have p < 0.05
+    before = {"kept": {"shape=cross": {"accuracy": 0.9, "n": 10, "correct": "1111111110"},
+                       "colour=red": {"accuracy": 1.0, "n": 4, "correct": "1111"}}}
+    after = {"kept": {"shape=cross": {"accuracy": 0.2, "n": 10, "correct": "1100000000"},
+                      "colour=red": {"accuracy": 0.75, "n": 4, "correct": "1110"}}}
+    d = worst_kept_drop(after, before)
+    assert d["concept"] == "shape=cross" and d["p"] == pytest.approx(2 / 2 ** 7)  # 7 lost, 0 gained
+    assert d["flagged"] == ["colour=red", "shape=cross"] and d["flagged_p_below_0.05"] == ["shape=cross"]
+    assert _drop_cell({"metrics": {"w": d}}, "w") == ("-70 pts (shape=cross 0.90 -> 0.20, n=10, p=0.016; "
+                                                      "2 kept concepts > 10 pts, 1 with p < 0.05)")
 
 
 COLOURS3 = ("red", "green", "blue")
