@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the unedited model's row")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="keep each (concept, method) row's numbers in DIR as it finishes; a rerun reads them back")
     parser.add_argument("--docs", nargs="?", const="docs/attacks.md", default=None, metavar="FILE",
                         help=f"also write the table between the {TABLE} markers in FILE (default docs/attacks.md)")
     args = parser.parse_args(argv)
@@ -63,11 +65,34 @@ def main(argv=None) -> int:
             settings.setdefault(name, {})[key] = json.loads(value)
         except json.JSONDecodeError:
             settings.setdefault(name, {})[key] = value
+    import hashlib
+    from types import SimpleNamespace
+
+    from erasure.files import write_json
+
     pipe = erasure.load_pipeline("shapeworld")
     rows = []
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     for concept in args.concepts:
         for method in ([None] if not args.no_baseline else []) + list(args.methods):
             result, label = None, method or "unedited"
+            spec = METHODS.get(method) if method is not None else None
+            kwargs = dict(spec.world_test_settings) if spec is not None else {}
+            if spec is not None and spec.anchor_setting and concept in ANCHORS:
+                kwargs[spec.anchor_setting] = ANCHORS[concept]
+            key = hashlib.sha256(json.dumps([concept, method, kwargs, args.attacks, settings, args.prompts, args.seed],
+                                            sort_keys=True, default=str).encode()).hexdigest()[:20]
+            cached = out / f"{key}.json" if out is not None else None
+            if cached is not None and cached.is_file():
+                stored = json.loads(cached.read_text())
+                cells = {a: SimpleNamespace(metrics={k: SimpleNamespace(**m) for k, m in ms.items()})
+                         for a, ms in stored["cells"].items()}
+                rows.append({"concept": concept, "method": stored["method"], "cells": cells,
+                             "seconds": stored["seconds"]})
+                print(f"{concept} / {stored['method']}: read back from {cached}")
+                continue
             if method is not None:
                 spec = METHODS.get(method)
                 kwargs = dict(spec.world_test_settings)
@@ -86,6 +111,11 @@ def main(argv=None) -> int:
                 cells[name] = report
                 seconds[name] = time.perf_counter() - start
             rows.append({"concept": concept, "method": label, "cells": cells, "seconds": seconds})
+            if cached is not None:
+                write_json(cached, {"concept": concept, "method": label, "seconds": seconds, "cells": {
+                    a: {k: {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high}
+                        for k, m in r.metrics.items() if k in ("pre_asr", "asr")} for a, r in cells.items()}},
+                           force=True)
     print(f"Built-in world, first {args.prompts} prompts naming the concept, judge: the world's classifier. "
           f"Attack settings: {settings}")
     # pre-ASR: the first attack's (every attack starts from the same prompts and seeds)
