@@ -138,7 +138,9 @@ def main(argv=None) -> int:
             "retain prompts (training-grammar captions of scenes without the concept, seed 0) and that weight. "
             f"{args.samples_per_prompt} images per prompt, 25 DDIM steps, guidance 5, 95% bootstrap intervals on "
             "target accuracy. Worst kept drop: the kept concept that lost most against the unedited model on the "
-            "same seeds (n images), and how many lost more than 10 points; phrasing: the same on the held-out "
+            "same seeds (n images; p: the exact McNemar test of its images paired by prompt and seed), how many "
+            "kept concepts lost more than 10 points and how many of those with p < 0.05 (per concept, not "
+            "corrected for the ~40 kept concepts); phrasing: the same on the held-out "
             "phrasing set. Control rows erase a trained word no evaluation prompt uses ('empty', from the captions of empty scenes) with the same settings and are measured "
             "on the concept's prompts: their drops are what an ESD run of the same size moves with nothing to erase (drift of the shared weights, read as the worst of some 40 small groups). "
             "Erase time on one CPU thread.")
