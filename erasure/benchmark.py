@@ -709,6 +709,31 @@ def _cell(entry: Mapping[str, Any], name: str, digits: int = 2, interval: bool =
     return text
 
 
+def compact_cell(entry: Mapping[str, Any], name: str, interval: bool = True) -> str:
+    """'0.21 [0.12, 0.31]' (or '0.21' without the interval): a metric as the docs tables write it."""
+    m = entry["metrics"].get(name)
+    if m is None or m.get("value") is None:
+        return "n/a"
+    if interval and m.get("ci_low") is not None:
+        return f"{m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]"
+    return f"{m['value']:.2f}"
+
+
+def compact_drop(entry: Mapping[str, Any], name: str = "worst_kept_drop", *, with_n: bool = False) -> str:
+    """'-40 (shape=heart; 9 > 10, 1 with p < 0.05)', with ``with_n`` '-40 (shape=heart, n=10, p=0.12; ...)': the
+    worst kept drop in points and how many kept concepts lost more than 10 (and of those, with p < 0.05)."""
+    m = entry["metrics"].get(name)
+    if m is None or m.get("value") is None:
+        return ""
+    flagged = len(m.get("flagged") or [])
+    sig = m.get("flagged_p_below_0.05")
+    sig = f", {len(sig)} with p < 0.05" if sig is not None else ""
+    head = m["concept"]
+    if with_n:
+        head += f", n={m['n']}" + (f", p={m['p']:.2g}" if m.get("p") is not None else "")
+    return f"{-100 * m['value'] + 0.0:+.0f} ({head}" + (f"; {flagged} > 10{sig})" if flagged else ")")
+
+
 def _drop_cell(entry: Mapping[str, Any], name: str) -> str:
     """'-30 pts (shape=cross 0.89 -> 0.59, n=18; 2 kept concepts > 10 pts)': the worst kept concept's change."""
     m = entry["metrics"].get(name)

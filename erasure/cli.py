@@ -945,11 +945,11 @@ def check_benchmark(args) -> None:
     attack_settings = _parse_set(args.attack_set)
     if attack_settings and not args.attack:
         raise _error("--attack-set goes with an attack; add --attack NAME (see `erasure attack --help`)")
-    protocol, samples = _benchmark_protocol(args), args.samples_per_prompt
-    if protocol is not None:
-        sampler = protocol.pop("_sampler")
-        samples = samples if samples is not None else protocol.pop("_samples_per_prompt")
-        protocol.pop("_samples_per_prompt", None)
+    protocol, samples = None, args.samples_per_prompt
+    measured = _benchmark_protocol(args)
+    if measured is not None:
+        protocol, sampler, preset_samples = measured
+        samples = samples if samples is not None else preset_samples
     args.plan = plan(args.methods, args.concepts, settings=parse_settings(args.set),
                      samples_per_prompt=samples if samples is not None else 2, sampler=sampler, limit=args.limit,
                      attack=args.attack, attack_settings=attack_settings,
@@ -961,9 +961,10 @@ def check_benchmark(args) -> None:
                  replaceable=("benchmark.json",))  # and never a folder holding an input
 
 
-def _benchmark_protocol(args) -> dict | None:
+def _benchmark_protocol(args) -> tuple[dict, dict, int] | None:
     """Your model's measurement for the benchmark (a preset or a prompt file, and a judge), checked without
-    torch; None on the built-in world without those flags."""
+    torch: (protocol, sampler settings, images per prompt by default); None on the built-in world without those
+    flags."""
     given = [f for f, v in (("--preset", args.preset), ("--prompts-file", args.prompts), ("--judge", args.judge),
                             ("--judge-set", args.judge_set), ("--judge-weights", args.judge_weights),
                             ("--metric", args.metric), ("--scheduler", args.scheduler), ("--role", args.role),
@@ -989,11 +990,10 @@ def _benchmark_protocol(args) -> dict | None:
     if judge is None:
         raise _error("the benchmark on your model needs a judge: add --judge NAME (see `erasure list --judges`)")
     sampler_values = dict(run.sampler) if run is not None else {}
-    size = args.image_size if args.image_size is not None else None
     sampler = {"steps": args.steps or sampler_values.get("steps", 25 if _is_world(args.model) else 50),
                "guidance": args.guidance if args.guidance is not None else sampler_values.get("guidance", 7.5),
-               "eta": 0.0, "negative_prompt": None, "height": size or sampler_values.get("height"),
-               "width": size or sampler_values.get("width")}
+               "eta": 0.0, "negative_prompt": None, "height": args.image_size or sampler_values.get("height"),
+               "width": args.image_size or sampler_values.get("width")}
     scheduler = args.scheduler or sampler_values.get("scheduler")
     if scheduler is not None:
         from erasure.evaluation.presets import SCHEDULERS
@@ -1001,13 +1001,13 @@ def _benchmark_protocol(args) -> dict | None:
         if scheduler not in (*SCHEDULERS, "default"):
             raise _error(f"unknown --scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)} or default")
     metrics = _split_values(args.metric) or (list(run.metrics) if run is not None else None)
-    return {"prompts": str(args.prompts) if args.prompts else f"preset:{args.preset}", "judge": judge,
-            "judge_settings": judge_settings, "metrics": metrics,
-            "scheduler": None if scheduler == "default" else scheduler,
-            "guidance_from_file": bool(sampler_values.get("guidance_from_file")),
-            "preset": None if run is None else {"name": run.preset, "version": run.version, "role": run.role},
-            "subset": bool(run.subset) if run is not None else False,
-            "_sampler": sampler, "_samples_per_prompt": run.samples_per_prompt if run is not None else 1}
+    protocol = {"prompts": str(args.prompts) if args.prompts else f"preset:{args.preset}", "judge": judge,
+                "judge_settings": judge_settings, "metrics": metrics,
+                "scheduler": None if scheduler == "default" else scheduler,
+                "guidance_from_file": bool(sampler_values.get("guidance_from_file")),
+                "preset": None if run is None else {"name": run.preset, "version": run.version, "role": run.role},
+                "subset": bool(run.subset) if run is not None else False}
+    return protocol, sampler, (run.samples_per_prompt if run is not None else 1)
 
 
 def cmd_benchmark(args) -> int:

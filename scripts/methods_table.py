@@ -22,32 +22,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from erasure import load_pipeline  # noqa: E402
-from erasure.benchmark import UNEDITED, run_benchmark  # noqa: E402
+from erasure.benchmark import UNEDITED, compact_cell as _cell, compact_drop, run_benchmark  # noqa: E402
 from erasure.errors import ErasureError  # noqa: E402
 from erasure.experiments import check_markers, markdown_table, script_main, write_docs_table  # noqa: E402
 from erasure.methods import METHODS  # noqa: E402
 
 TABLE = "methods"
 ALIASES = ("esd",)  # registered names that are another method under a second name
-
-
-def _cell(entry, name: str, interval: bool = True) -> str:
-    m = entry["metrics"].get(name)
-    if m is None or m.get("value") is None:
-        return "n/a"
-    return f"{m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]" if interval and m.get("ci_low") is not None \
-        else f"{m['value']:.2f}"
-
-
-def _drop(entry) -> str:
-    """'-30 (shape=cross; 2 > 10)': points lost by the worst kept concept, and how many lost more than 10."""
-    m = entry["metrics"].get("worst_kept_drop")
-    if m is None or m.get("value") is None:
-        return ""
-    flagged = len(m.get("flagged") or [])
-    sig = m.get("flagged_p_below_0.05")
-    sig = f", {len(sig)} with p < 0.05" if sig is not None else ""
-    return f"{-100 * m['value'] + 0.0:+.0f} ({m['concept']}" + (f"; {flagged} > 10{sig})" if flagged else ")")
 
 
 def _seconds(entry) -> str:
@@ -111,7 +92,7 @@ def main(argv=None) -> int:
         columns += [
             (f"{value}: target acc.", lambda m, by=by: _cell(by[m], "target_accuracy")),
             (f"{value}: in-domain retain", lambda m, by=by: _cell(by[m], "in_domain_retain_accuracy", interval=False)),
-            (f"{value}: worst kept drop", lambda m, by=by: _drop(by[m])),
+            (f"{value}: worst kept drop", lambda m, by=by: compact_drop(by[m])),
         ]
     first = boards[concepts[0][0]]
     columns.append((f"erase time ({concepts[0][0].split('=', 1)[1]})", lambda m: _seconds(first[m])))

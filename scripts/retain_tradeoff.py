@@ -21,31 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from erasure.benchmark import compact_cell as _cell, compact_drop  # noqa: E402
 from erasure.errors import ErasureError  # noqa: E402
 from erasure.experiments import check_markers, markdown_table, script_main, write_docs_table  # noqa: E402
 
 TABLE = "retain-tradeoff"
 CASES = ("esd-x:texture=striped:plain", "lora-esd:shape=circle:square", "lora-esd:texture=striped:plain")
-
-
-def _cell(entry, name: str, interval: bool = True) -> str:
-    m = entry["metrics"].get(name)
-    if m is None or m.get("value") is None:
-        return "n/a"
-    if interval and m.get("ci_low") is not None:
-        return f"{m['value']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]"
-    return f"{m['value']:.2f}"
-
-
-def _drop(entry, name: str) -> str:
-    m = entry["metrics"].get(name)
-    if m is None or m.get("value") is None:
-        return ""
-    flagged = len(m.get("flagged") or [])
-    p = f", p={m['p']:.2g}" if m.get("p") is not None else ""
-    sig = m.get("flagged_p_below_0.05")
-    sig = f", {len(sig)} with p < 0.05" if sig is not None else ""
-    return f"{-100 * m['value'] + 0.0:+.0f} ({m['concept']}, n={m['n']}{p}" + (f"; {flagged} > 10{sig})" if flagged else ")")
 
 
 def main(argv=None) -> int:
@@ -56,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--retain", type=int, default=32, help="retain prompts per concept")
     p.add_argument("--control", default="empty", help="a trained word no evaluation prompt uses ('an empty gray background'): each method also erases it "
                    "(same settings, no retain term) and is measured on the concept's prompts, so its worst kept "
-                   "drop is what an erasure of that size moves by chance ('' = no control rows)")
+                   "drop is what an ESD run of that size moves with nothing to erase ('' = no control rows)")
     p.add_argument("--samples-per-prompt", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a method setting for every row (VALUE as JSON), e.g. --set lr=1e-4; repeatable")
@@ -126,9 +107,9 @@ def main(argv=None) -> int:
          if "retain_weight" in r[0].extra else f"control: erases '{r[0].extra['control']}'"),
         ("target acc.", lambda r: _cell(r[1], "target_accuracy")),
         ("in-domain retain", lambda r: _cell(r[1], "in_domain_retain_accuracy", interval=False)),
-        ("worst kept drop", lambda r: _drop(r[1], "worst_kept_drop")),
+        ("worst kept drop", lambda r: compact_drop(r[1], "worst_kept_drop", with_n=True)),
         ("phrasing: target acc.", lambda r: _cell(r[1], "phrasing:target_accuracy")),
-        ("phrasing: worst kept drop", lambda r: _drop(r[1], "phrasing:worst_kept_drop")),
+        ("phrasing: worst kept drop", lambda r: compact_drop(r[1], "phrasing:worst_kept_drop", with_n=True)),
         ("erase time", lambda r: "" if r[1]["metrics"].get("erase_seconds") is None
          else f"{r[1]['metrics']['erase_seconds']['value']:.0f} s"),
     ]

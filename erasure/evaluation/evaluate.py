@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -319,8 +320,6 @@ def paired_drop_p_value(before: str | None, after: str | None) -> float | None:
     n = lost + gained
     if n == 0:
         return 1.0
-    import math
-
     tail = sum(math.comb(n, i) for i in range(min(lost, gained) + 1)) / 2 ** n
     return min(1.0, 2 * tail)
 
