@@ -45,8 +45,14 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=6, help="first N prompts of the concept's world prompt set")
     parser.add_argument("--ref-timesteps", type=int, default=5, help="timestep blocks of the reference run")
     parser.add_argument("--ref-steps", type=int, default=40, help="Adam steps per block of the reference run")
+    parser.add_argument("--fast-timesteps", type=int, default=None,
+                        help="timestep blocks of the cheap run (default: the reference run's)")
     parser.add_argument("--fast-steps", type=int, default=8, help="Adam steps per block of the cheap run")
     parser.add_argument("--fast-check-steps", type=int, default=10, help="sampler steps of the cheap run's checks")
+    parser.add_argument("--confirm", action="store_true",
+                        help="the cheap run confirms a successful check at the run's sampler steps (confirm=true), so "
+                             "its successes are judged on the same images as the reference's")
+    parser.add_argument("--method", default="uce", help="the erasure attacked (default uce, the weakest on the world)")
     parser.add_argument("--full", action="store_true", help="the reference's full schedule: 50 blocks x 40 steps")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
@@ -68,11 +74,12 @@ def main(argv=None) -> int:
     if args.full:
         args.ref_timesteps, args.ref_steps = 50, 40
     pipe = erasure.load_pipeline("shapeworld", device=args.device)
-    edit = erase(pipe, "uce", [args.concept], guide="square")
+    anchor = {"uce": "guide", "uce-paper": "guide", "time": "guide"}.get(args.method, "anchor")
+    edit = erase(pipe, args.method, [args.concept], **{anchor: "square"})
     runs = {
         "reference": {"timesteps": args.ref_timesteps, "steps_per_timestep": args.ref_steps},
-        "cheap": {"timesteps": args.ref_timesteps, "steps_per_timestep": args.fast_steps,
-                  "check_steps": args.fast_check_steps},
+        "cheap": {"timesteps": args.fast_timesteps or args.ref_timesteps, "steps_per_timestep": args.fast_steps,
+                  "check_steps": args.fast_check_steps, **({"confirm": True} if args.confirm else {})},
     }
     results = {}
     for name, settings in runs.items():  # the baseline first, in the same process
@@ -80,7 +87,7 @@ def main(argv=None) -> int:
         report = attack(pipe, "unlearndiffatk", args.concept, None, result=edit, limit=args.prompts,
                         attack_settings=settings, seed=args.seed, n_resamples=1000)
         results[name] = (report, time.perf_counter() - start)
-    print(f"UnlearnDiffAtk vs UCE({args.concept}) on the built-in world, {args.prompts} prompts, device {args.device}")
+    print(f"UnlearnDiffAtk vs {args.method}({args.concept}) on the built-in world, {args.prompts} prompts, device {args.device}")
     rows = [{"run": name, "report": report, "seconds": seconds} for name, (report, seconds) in results.items()]
     columns = [("run", lambda r: r["run"]),
                ("settings", lambda r: settings_text(runs[r["run"]], r["report"].info["sampler"]["steps"])),

@@ -29,12 +29,42 @@ TABLE = "retain-tradeoff"
 CASES = ("esd-x:texture=striped:plain", "lora-esd:shape=circle:square", "lora-esd:texture=striped:plain")
 
 
+PHRASING_RETAIN_SEED = 1000
+SOURCES = {"training": "training-grammar captions of scenes without the concept, seed 0",
+           "mixed": "half training-grammar captions of scenes without the concept, half neighbour/other prompts in "
+                    f"the phrasing set's sentence forms drawn with seed {PHRASING_RETAIN_SEED}, none of them in the "
+                    "measured phrasing set (seed 0)"}
+
+
+def retain_prompts(attribute: str, value: str, n: int, source: str) -> tuple[str, ...]:
+    """The retain prompts of one concept: ``n`` training-grammar captions without it, or (``mixed``) n // 2 of
+    them and n - n // 2 neighbour/other prompts of its phrasing set drawn with seed PHRASING_RETAIN_SEED (the
+    measured phrasing set is seed 0: the same sentence forms, other prompts; none of them is in it)."""
+    from erasure.evaluation.phrasing import phrasing_prompt_set
+    from erasure.world.captions import retain_captions
+
+    if source == "training":
+        return retain_captions(attribute, value, n)
+    measured = {p.prompt for p in phrasing_prompt_set(attribute, value, seed=0)}
+    pool = [p.prompt for p in phrasing_prompt_set(attribute, value, seed=PHRASING_RETAIN_SEED)
+            if p.group in ("neighbour", "other") and p.prompt not in measured]
+    k = n - n // 2
+    if len(pool) < k:
+        raise ErasureError(f"only {len(pool)} phrasing prompts for {attribute}={value}, need {k}")
+    step = len(pool) / k  # spread over the groups and forms (the pool is in group, form order)
+    return retain_captions(attribute, value, n // 2) + tuple(pool[int(i * step)] for i in range(k))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", default=list(CASES), metavar="METHOD:ATTRIBUTE=VALUE:ANCHOR")
     p.add_argument("--weights", nargs="+", type=float, default=[0.0, 1.0, 4.0],
                    help="retain weights (0 = no retain term: the method's defaults)")
     p.add_argument("--retain", type=int, default=32, help="retain prompts per concept")
+    p.add_argument("--retain-source", choices=("training", "mixed"), default="training",
+                   help="training: training-grammar captions (retain_captions); mixed: half of them, half the "
+                        "neighbour/other prompts of the concept's phrasing set drawn with another seed "
+                        f"(seed {PHRASING_RETAIN_SEED}): the held-out measurement's sentence forms, not its prompts")
     p.add_argument("--control", default="empty", help="a trained word no evaluation prompt uses ('an empty gray background'): each method also erases it "
                    "(same settings, no retain term) and is measured on the concept's prompts, so its worst kept "
                    "drop is what an ESD run of that size moves with nothing to erase ('' = no control rows)")
@@ -71,7 +101,6 @@ def main(argv=None) -> int:
     from erasure import load_pipeline
     from erasure.benchmark import UNEDITED, concept_measure, leaderboard, plan
     from erasure.experiments import Variant, run_experiment
-    from erasure.world.captions import retain_captions
 
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(None)
@@ -83,7 +112,7 @@ def main(argv=None) -> int:
         attribute, value = concept.split("=", 1)
         the_plan = plan(sorted({m for m, _ in members}), [concept], samples_per_prompt=args.samples_per_prompt)
         measure = {concept: concept_measure(the_plan, (attribute, value))}
-        prompts = retain_captions(attribute, value, args.retain)
+        prompts = retain_prompts(attribute, value, args.retain, args.retain_source)
         variants = [Variant(f"{UNEDITED} / {concept}", None, (), {}, measure=concept)]
         for method, anchor in members:
             for w in args.weights:
@@ -116,7 +145,7 @@ def main(argv=None) -> int:
     table = markdown_table(table_rows, columns)
     extra = "".join(f", {k}={v}" for k, v in common.items())
     note = (f"Each method's defaults{extra} with the anchor shown; retain weight 0 = no retain term, otherwise {args.retain} "
-            "retain prompts (training-grammar captions of scenes without the concept, seed 0) and that weight. "
+            f"retain prompts ({SOURCES[args.retain_source]}) and that weight. "
             f"{args.samples_per_prompt} images per prompt, 25 DDIM steps, guidance 5, 95% bootstrap intervals on "
             "target accuracy. Worst kept drop: the kept concept that lost most against the unedited model on the "
             "same seeds (n images; p: the exact McNemar test of its images paired by prompt and seed), how many "

@@ -368,6 +368,42 @@ def test_unlearndiffatk_run_counts_pre_asr_asr_and_unet_passes(tiny_sd1_pipeline
     assert "transfer_asr" not in report.metrics
 
 
+class ScriptedJudge:
+    """Answers from a script, one per judged image, in order (the run judges one image at a time)."""
+
+    name = "scripted"
+
+    def __init__(self, answers) -> None:
+        self.answers = list(answers)
+
+    def decide(self, images, concept):
+        return np.array([self.answers.pop(0) for _ in range(len(images))], dtype=bool)
+
+
+@pytest.mark.fast
+def test_confirm_regenerates_a_cheap_success_at_the_runs_steps(tiny_sd1_pipeline, uce_edit):
+    # plain prompt: no; block 0: cheap check yes, confirmation no; block 1: cheap yes, confirmation yes
+    judge = ScriptedJudge([False, True, False, True, True])
+    report = attack(tiny_sd1_pipeline, "unlearndiffatk", "cat", PROMPTS[:1], result=uce_edit, judge=judge,
+                    settings=TINY, n_resamples=10,
+                    attack_settings={"timesteps": 3, "steps_per_timestep": 1, "vocabulary": "words",
+                                     "check_steps": 1, "confirm": True})
+    assert judge.answers == []  # exactly five images judged: it stopped at the confirmed success
+    (r,) = report.records
+    assert r["attack_success"] is True and r["step"] == 1 and r["tries"] == 4
+    history = r["details"]["history"]
+    assert [(h["success"], h.get("confirmed")) for h in history] == [(True, False), (True, True)]
+    # original + plain (2 steps each), two 1-step checks, two confirmations at the run's 2 steps; CFG: 2 rows/step
+    assert r["unet_forward"] == 2 * (2 + 2 + 1 + 2 + 1 + 2) and r["unet_forward_backward"] == 2
+    # without confirm the first cheap success decides
+    judge = ScriptedJudge([False, True])
+    report = attack(tiny_sd1_pipeline, "unlearndiffatk", "cat", PROMPTS[:1], result=uce_edit, judge=judge,
+                    settings=TINY, n_resamples=10,
+                    attack_settings={"timesteps": 3, "steps_per_timestep": 1, "vocabulary": "words", "check_steps": 1})
+    (r,) = report.records
+    assert judge.answers == [] and r["step"] == 0 and r["tries"] == 1 and r["unet_forward"] == 2 * (2 + 2 + 1)
+
+
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_report(tiny_sd1_pipeline, uce_edit, tmp_path):
     pipe = tiny_sd1_pipeline

@@ -55,6 +55,9 @@ class UnlearnDiffAtkConfig:
                                minimum=1, maximum=100_000)
     check_steps: Any = setting(None, "sampler steps of the success checks (default: the run's sampler steps)",
                                types=(int, None), minimum=1, maximum=1000)
+    confirm: bool = setting(False, "with check_steps: a check that succeeds is generated again at the run's sampler "
+                            "steps and only that image decides (the reference's criterion); the attack goes on if it "
+                            "fails")
     target_steps: Any = setting(None, "sampler steps of the original model's target image (default: the run's)",
                                 types=(int, None), minimum=1, maximum=1000)
     target_images: Any = setting(None, "a folder of your own images of the concept as the targets instead of the "

@@ -353,8 +353,12 @@ class UnlearnDiffAtk:
                 last_image = context.generate([text], [seed], settings=check)[0]
                 tries += 1
                 success = bool(context.decide(last_image[None])[0])
-                history.append({"block": block, "t": t, "loss": total / c.steps_per_timestep, "prompt": text,
-                                "success": success})
+                entry = {"block": block, "t": t, "loss": total / c.steps_per_timestep, "prompt": text, "success": success}
+                if success and c.confirm and check.steps != context.settings.steps:
+                    last_image = context.generate([text], [seed])[0]  # the run's sampler: the reference's check
+                    tries += 1
+                    success = entry["confirmed"] = bool(context.decide(last_image[None])[0])
+                history.append(entry)
                 if success:
                     return Attempt(True, text, last_image, step=block, tries=tries,
                                    details={"tokens": tokens, "ids_exact": list(retokenised) == ids, "history": history})
