@@ -6,7 +6,8 @@ docs/attacks.md, with its command; each attack's seconds are printed after the t
         --set unlearndiffatk:timesteps=3 --set unlearndiffatk:steps_per_timestep=5 --set cce:steps=50 [--docs]
 
 The unedited model's row is its baseline: its pre-ASR is how often the concept comes out at all. Each method
-erases with its spec's world-test settings (a short run that erases on the world) and the anchor below.
+erases with its spec's world-test settings (a short run that erases on the world), or with ``--defaults`` at its
+defaults, and the anchor below.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts", type=int, default=40)
     parser.add_argument("--set", action="append", default=[], help="ATTACK:KEY=VALUE, repeatable")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unedited model's row")
+    parser.add_argument("--defaults", action="store_true",
+                        help="each method erases at its defaults (what `erasure erase` runs) instead of its spec's "
+                             "short world-test settings; the concept's anchor either way")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, metavar="DIR",
@@ -79,7 +83,7 @@ def main(argv=None) -> int:
         for method in ([None] if not args.no_baseline else []) + list(args.methods):
             result, label = None, method or "unedited"
             spec = METHODS.get(method) if method is not None else None
-            kwargs = dict(spec.world_test_settings) if spec is not None else {}
+            kwargs = dict(spec.world_test_settings) if spec is not None and not args.defaults else {}
             if spec is not None and spec.anchor_setting and concept in ANCHORS:
                 kwargs[spec.anchor_setting] = ANCHORS[concept]
             key = hashlib.sha256(json.dumps([concept, method, kwargs, args.attacks, settings, args.prompts, args.seed],
@@ -94,12 +98,8 @@ def main(argv=None) -> int:
                 print(f"{concept} / {stored['method']}: read back from {cached}")
                 continue
             if method is not None:
-                spec = METHODS.get(method)
-                kwargs = dict(spec.world_test_settings)
-                if spec.anchor_setting and concept in ANCHORS:
-                    # the concept's anchor, over the world-test settings' own (written for the circle: a texture
-                    # anchored to "square" is not erased, which the table would show as the attack's success)
-                    kwargs[spec.anchor_setting] = ANCHORS[concept]
+                # kwargs: the concept's anchor, over the world-test settings' own (written for the circle: a
+                # texture anchored to "square" is not erased, which the table would show as the attack's success)
                 if spec.anchor_setting in kwargs:
                     label = f"{method} ({spec.anchor_setting} {kwargs[spec.anchor_setting]})"
                 result = erase(pipe, method, [concept], **kwargs)
@@ -116,7 +116,8 @@ def main(argv=None) -> int:
                     a: {k: {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high}
                         for k, m in r.metrics.items() if k in ("pre_asr", "asr")} for a, r in cells.items()}},
                            force=True)
-    print(f"Built-in world, first {args.prompts} prompts naming the concept, judge: the world's classifier. "
+    print(f"Built-in world, first {args.prompts} prompts naming the concept, judge: the world's classifier, methods at "
+          f"{'their defaults' if args.defaults else 'their world-test settings'}. "
           f"Attack settings: {settings}")
     # pre-ASR: the first attack's (every attack starts from the same prompts and seeds)
     columns = [("concept", lambda r: r["concept"]), ("method", lambda r: r["method"]),
