@@ -16,7 +16,12 @@ On your own model the measurement is a prompt file and a judge instead (``protoc
 "image-classifier:resnet50", "judge_settings": {...}}``, or a published protocol's preset from the command line:
 ``erasure benchmark --model sd15 --preset imagenette --prompts-file imagenette.csv --judge-weights resnet50.safetensors
 --concepts church,parachute``); the concepts are then the judge's names (``church``, ``style=Van_Gogh``), and
-the metrics are the preset's, or what the judge allows (``evaluate``'s defaults).
+the metrics are the preset's, or what the judge allows (``evaluate``'s defaults). FID/KID against the unedited
+model there need features (``features="inception"`` with ``features_weights`` pytorch-fid's
+``pt_inception-2015-12-05-6726825d.pth`` and ``allow_pickle=True``, or a CLIP's image tower: ``"open_clip:NAME"``
+with ``features_weights``, ``"transformers:FOLDER"``), computed on all of a row's images: a prompt file of the
+field has no retain subset, so its FID/KID also move with the erased concept's own images. On the built-in world
+FID/KID are on the world classifier's features of the retain images, always.
 
 Method settings are each method's spec defaults, overridden per method (``settings={"uce": {"guide":
 "square"}}``, on the command line ``--set uce.guide=square``). ``shard=(i, n)`` runs only every n-th cell
@@ -76,6 +81,12 @@ class Plan:
     # clip_weights, "transformers:FOLDER"); None = no CLIP column
     clip: str | None = None
     clip_weights: str | None = None
+    # FID/KID features on your model (protocol only): "inception" (pytorch-fid's, weights in features_weights),
+    # or a CLIP backend spec as ``clip``; None = no FID/KID there. allow_pickle: load a .pth features_weights
+    # (not part of config(): it changes no number)
+    features: str | None = None
+    features_weights: str | None = None
+    allow_pickle: bool = False
 
     def config(self) -> dict[str, Any]:
         return json.loads(json.dumps({
@@ -85,7 +96,9 @@ class Plan:
             "limit": self.limit, "attack": self.attack, "attack_settings": dict(self.attack_settings),
             "model": self.model, "n_resamples": self.n_resamples, "seed": self.seed,
             **({"protocol": dict(self.protocol)} if self.protocol else {}),
-            **({"clip": self.clip, "clip_weights": self.clip_weights} if self.clip else {})}, default=str))
+            **({"clip": self.clip, "clip_weights": self.clip_weights} if self.clip else {}),
+            **({"features": self.features, "features_weights": self.features_weights} if self.features else {})},
+            default=str))
 
     def cells(self) -> list[tuple[str, tuple[str, str]]]:
         """Every (method or "unedited", concept), concept by concept, the unedited model first."""
@@ -171,10 +184,12 @@ def plan(methods: Sequence[str] | str, concepts: Sequence[str | tuple[str, str]]
          sampler: Any = None, limit: int | None = None, attack: str | None = None,
          attack_settings: Mapping[str, Any] | None = None, model: str | None = None, n_resamples: int = 1000,
          seed: int = 0, protocol: Mapping[str, Any] | None = None, clip: str | None = None,
-         clip_weights: str | None = None) -> Plan:
+         clip_weights: str | None = None, features: str | None = None, features_weights: str | None = None,
+         allow_pickle: bool = False) -> Plan:
     """A :class:`Plan` with every name checked against its registry (no torch): an unknown method, concept,
     setting or attack, or a bad value, is a one-line ErasureError. With ``protocol`` (your model's prompt file
-    and judge) the concepts are the judge's names, not the built-in world's."""
+    and judge) the concepts are the judge's names, not the built-in world's; ``features`` (with
+    ``features_weights``, ``allow_pickle``) are FID/KID's features there (:func:`check_features`)."""
     from erasure.methods import METHODS
 
     names = parse_list(methods, "methods")
@@ -233,10 +248,58 @@ def plan(methods: Sequence[str] | str, concepts: Sequence[str | tuple[str, str]]
             raise ErasureError(f"CLIP weights file {clip_weights} not found; give the local open_clip checkpoint")
     elif clip_weights is not None:
         raise ErasureError("CLIP weights go with a CLIP; add --clip open_clip:NAME")
+    check_features(features, features_weights, allow_pickle=allow_pickle, protocol=protocol is not None)
     return Plan(methods=tuple(names), concepts=tuple(dict.fromkeys(parsed)), settings=checked,
                 samples_per_prompt=samples_per_prompt, sampler=sampler, limit=limit, attack=attack,
                 attack_settings=a_settings, model=model, n_resamples=n_resamples, seed=seed, protocol=protocol,
-                clip=clip, clip_weights=None if clip_weights is None else str(clip_weights))
+                clip=clip, clip_weights=None if clip_weights is None else str(clip_weights),
+                features=None if features is None else str(features),
+                features_weights=None if features_weights is None else str(features_weights),
+                allow_pickle=bool(allow_pickle))
+
+
+INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid's release file
+
+
+def check_features(features: str | None, weights: str | None, *, allow_pickle: bool = False,
+                   protocol: bool = True) -> None:
+    """FID/KID features as ``erasure evaluate --features`` takes them, checked without torch: ``inception``
+    (pytorch-fid installed, its weights file given and present, a pickle only with ``allow_pickle``), or a CLIP
+    backend spec (``open_clip:NAME`` with its weights file, ``transformers:FOLDER`` that exists, ``world``). On the built-in
+    world (no ``protocol``) the benchmark's FID/KID are on the world classifier's features: refused."""
+    import importlib.util
+
+    if features is None:
+        if weights is not None:
+            raise ErasureError("features weights go with features; add --features inception or --features open_clip:NAME")
+        return
+    if not protocol:
+        raise ErasureError("on the built-in world the benchmark's FID/KID use the world classifier's features; "
+                           "--features is for your model (with --prompts-file and --judge, or --preset)")
+    kind, _, rest = str(features).partition(":")
+    if kind == "inception" and not rest:
+        if importlib.util.find_spec("pytorch_fid") is None:
+            raise ErasureError("--features inception needs pytorch-fid: pip install pytorch-fid (or use a CLIP)")
+        if weights is None:
+            raise ErasureError(f"--features inception needs pytorch-fid's weights file: download {INCEPTION_WEIGHTS} "
+                               "(pytorch-fid's release) and pass --features-weights PATH --allow-pickle")
+    elif kind not in ("world", "open_clip", "transformers") or (kind != "world" and not rest) or (
+            kind == "world" and rest):
+        raise ErasureError(f"unknown features {features!r}; use inception (with --features-weights), "
+                           "open_clip:NAME (with its weights file) or transformers:FOLDER")
+    elif weights is not None and kind != "open_clip":
+        raise ErasureError(f"features {features!r} take no weights file; --features-weights is for inception "
+                           "and open_clip:NAME")
+    elif kind == "open_clip" and weights is None:
+        raise ErasureError(f"--features {features} needs its weights file: pass --features-weights PATH (a local "
+                           "open_clip checkpoint; nothing is downloaded)")
+    if kind == "transformers" and not Path(rest).expanduser().is_dir():
+        raise ErasureError(f"features folder {rest} not found; give the local transformers CLIP folder")
+    if weights is not None and not Path(weights).expanduser().is_file():
+        raise ErasureError(f"features weights file {weights} not found; give the local weights file of --features")
+    if kind == "inception" and Path(str(weights)).suffix != ".safetensors" and not allow_pickle:
+        raise ErasureError(f"--features-weights {weights} is a pickle file (pytorch-fid's .pth): pass --allow-pickle, "
+                           "or convert it to .safetensors")
 
 
 GENERATED = "preset:"  # protocol prompts "preset:NAME": the prompt file that preset generates (UnlearnCanvas)
@@ -381,6 +444,35 @@ def _clip(the_plan: Plan):
 
         _STATE[key] = load_clip_backend(the_plan.clip, the_plan.clip_weights)
     return _STATE[key]
+
+
+def _features(the_plan: Plan):
+    """(the plan's FID/KID features function, its name), loaded once per process; (None, None) without one."""
+    if not the_plan.features:
+        return None, None
+    key = ("features", the_plan.features, the_plan.features_weights, the_plan.allow_pickle)
+    if key not in _STATE:
+        if the_plan.features == "inception":
+            from erasure.evaluation.distances import InceptionFeatures
+
+            _STATE[key] = InceptionFeatures(the_plan.features_weights, allow_pickle=the_plan.allow_pickle)
+        else:
+            from erasure.evaluation.clip_backends import load_clip_backend
+
+            _STATE[key] = load_clip_backend(the_plan.features, the_plan.features_weights).embed_images
+    return _STATE[key], features_name(the_plan)
+
+
+def features_name(the_plan: Plan) -> str:
+    """The name FID/KID records give their features: the world classifier's, pytorch-fid's Inception (its
+    weights file), or the CLIP spec's image embeddings (as ``erasure evaluate --features`` names them)."""
+    if not the_plan.features:
+        return "world classifier"
+    if the_plan.features == "inception":
+        return f"pytorch-fid InceptionV3 pool3 ({Path(str(the_plan.features_weights)).name})"
+    return f"{the_plan.features} image embeddings"
+
+
 FEATURES = "_retain_features"  # a row's stored features (not a metric; the leaderboard turns them into FID/KID)
 
 
@@ -481,7 +573,10 @@ def concept_measure(the_plan: Plan, concept: tuple[str, str]):
 def protocol_measure(the_plan: Plan, concept: tuple[str, str]):
     """The measurement on your model: ``evaluate`` with the protocol's judge (built once per process) on its
     prompt file, the concept as the judge names it, the protocol's metrics (or what the judge allows), sampler
-    and scheduler; every row on the same prompts and seeds."""
+    and scheduler; every row on the same prompts and seeds. With the plan's ``features`` (loaded once per
+    process) it also stores the features of ALL the row's images under ``FEATURES`` (the leaderboard's FID/KID
+    against the unedited row): a prompt file of the field has no retain subset of prompts that do not name
+    the concept, so these distances include the erased concept's own images."""
     from erasure.experiments import Measure
 
     proto = the_plan.protocol or {}
@@ -505,18 +600,26 @@ def protocol_measure(the_plan: Plan, concept: tuple[str, str]):
         metrics = proto.get("metrics")
         if clip is not None and metrics is not None and "clip_score" not in metrics:
             metrics = [*metrics, "clip_score"]
+        features, _ = _features(the_plan)
         report = evaluate(pipe, limited(prompts, the_plan.limit), concept=label, judge=judge, metrics=metrics,
                           clip=clip,
                           settings=SamplerSettings(**the_plan.sampler) if the_plan.sampler else None,
                           scheduler=proto.get("scheduler"), guidance_from_file=bool(proto.get("guidance_from_file")),
                           samples_per_prompt=the_plan.samples_per_prompt, n_resamples=the_plan.n_resamples,
-                          seed=the_plan.seed, progress=False, keep_images=False)
-        return {k: _metric_dict(m) for k, m in report.metrics.items() if "[" not in k}
+                          seed=the_plan.seed, progress=False, keep_images=features is not None)
+        out = {k: _metric_dict(m) for k, m in report.metrics.items() if "[" not in k}
+        if features is not None:  # the FID/KID inputs: every image's features (no retain subset on a prompt file)
+            out[FEATURES] = encode_features(features(report.images))
+        return out
 
     config = {"kind": "benchmark", "concept": label, "protocol": dict(proto), "sampler": the_plan.sampler,
               "samples_per_prompt": the_plan.samples_per_prompt, "limit": the_plan.limit,
               "n_resamples": the_plan.n_resamples, "seed": the_plan.seed, "stores": "kept-concept accuracies",
               **({"clip": the_plan.clip, "clip_weights": the_plan.clip_weights} if the_plan.clip else {})}
+    if the_plan.features:  # only then: without features a row's identity is what it always was
+        config.update(stores=f"kept-concept accuracies; features ({features_name(the_plan)}) of all images (a "
+                             "prompt file has no retain subset) for FID/KID",
+                      features=the_plan.features, features_weights=the_plan.features_weights)
     return Measure(config=json.loads(json.dumps(config, default=str)), run=run)
 
 
@@ -545,7 +648,8 @@ def run_benchmark(pipe, methods: Sequence[str] | str, concepts: Sequence[str] | 
                   resume: bool = False, attack: str | None = None, attack_settings: Mapping[str, Any] | None = None,
                   model: str | None = None, n_resamples: int = 1000, seed: int = 0,
                   protocol: Mapping[str, Any] | None = None, clip: str | None = None,
-                  clip_weights: str | None = None,
+                  clip_weights: str | None = None, features: str | None = None,
+                  features_weights: str | None = None, allow_pickle: bool = False,
                   measure: Callable[[Plan, tuple[str, str]], Any] | None = None,
                   log: Callable[[str], None] | None = print) -> dict[str, Any] | None:
     """Run the benchmark (module docstring) on ``pipe`` into ``out``; returns the leaderboard (as written to
@@ -553,6 +657,7 @@ def run_benchmark(pipe, methods: Sequence[str] | str, concepts: Sequence[str] | 
 
     ``merge``: compute nothing, assemble the leaderboard from the rows there (every cell must be done).
     ``protocol``: your model's prompt file and judge (module docstring; :func:`plan`).
+    ``features``, ``features_weights``, ``allow_pickle``: FID/KID's features on your model (:func:`check_features`).
     ``measure(plan, concept)`` replaces the world measurement (tests, other judges): it returns a
     :class:`~erasure.experiments.Measure`. The pipeline is left as it was."""
     from erasure.experiments import model_identity, row_key, run_experiment
@@ -560,7 +665,8 @@ def run_benchmark(pipe, methods: Sequence[str] | str, concepts: Sequence[str] | 
 
     the_plan = plan(methods, concepts, settings=settings, samples_per_prompt=samples_per_prompt, sampler=sampler,
                     limit=limit, attack=attack, attack_settings=attack_settings, model=model,
-                    n_resamples=n_resamples, seed=seed, protocol=protocol, clip=clip, clip_weights=clip_weights)
+                    n_resamples=n_resamples, seed=seed, protocol=protocol, clip=clip, clip_weights=clip_weights,
+                    features=features, features_weights=features_weights, allow_pickle=allow_pickle)
     shard = parse_shard(shard) if isinstance(shard, str) else shard
     if shard is not None and merge:
         raise ErasureError("--merge assembles every shard's rows; drop --shard")
@@ -614,7 +720,7 @@ def _scalar(value: Any) -> dict[str, Any] | None:
 def leaderboard(rows: Sequence[Mapping[str, Any]], the_plan: Plan) -> dict[str, Any]:
     """One entry per (method, concept) from the experiment's rows: every metric with its interval and n, the
     erase cost (seconds, UNet passes when the result records them, peak memory, result size)."""
-    entries, stored = [], []  # stored: each row's retain features (FID/KID inputs), beside its entry
+    entries, stored = [], []  # stored: each row's features (FID/KID inputs), beside its entry
     for row in rows:
         method = row["method"] or UNEDITED
         concept = row["measure"]
@@ -639,7 +745,8 @@ def leaderboard(rows: Sequence[Mapping[str, Any]], the_plan: Plan) -> dict[str, 
     for e, features in zip(entries, stored):
         if e["method"] != UNEDITED and features and e["concept"] in base_features:
             e["metrics"].update(image_distances(decode_features(base_features[e["concept"]]),
-                                                decode_features(features), the_plan.n_resamples))
+                                                decode_features(features), the_plan.n_resamples,
+                                                feature_extractor=features_name(the_plan)))
     for e in entries:
         if e["method"] != UNEDITED and e["concept"] in base:
             for prefix in ("", f"{PHRASING}:"):
@@ -655,17 +762,20 @@ def leaderboard(rows: Sequence[Mapping[str, Any]], the_plan: Plan) -> dict[str, 
     return {"config": the_plan.config(), "images": images, "entries": entries}
 
 
-def image_distances(unedited, edited, n_resamples: int = 1000) -> dict[str, dict[str, Any]]:
-    """FID and KID of the edited model's retain images against the unedited model's (same prompts and seeds),
-    on the world classifier's features, each with its interval (``erasure.evaluation.distances``)."""
+def image_distances(unedited, edited, n_resamples: int = 1000, *,
+                    feature_extractor: str = "world classifier") -> dict[str, dict[str, Any]]:
+    """FID and KID of the edited model's images against the unedited model's (same prompts and seeds): on the
+    world the retain images' world classifier features, on your model every image's ``feature_extractor``
+    features; each with its interval (``erasure.evaluation.distances``) and the features' name."""
     from erasure.evaluation.distances import fid, kid
 
     out = {}
-    for name, result in (("fid", fid(unedited, edited, feature_extractor="world classifier",
+    for name, result in (("fid", fid(unedited, edited, feature_extractor=feature_extractor,
                                       n_resamples=min(n_resamples, 100))),
-                         ("kid", kid(unedited, edited, feature_extractor="world classifier",
+                         ("kid", kid(unedited, edited, feature_extractor=feature_extractor,
                                      n_resamples=n_resamples))):
-        out[name] = {"value": result.value, "ci_low": result.ci_low, "ci_high": result.ci_high, "n": result.n}
+        out[name] = {"value": result.value, "ci_low": result.ci_low, "ci_high": result.ci_high, "n": result.n,
+                     "feature_extractor": feature_extractor}
     return out
 
 

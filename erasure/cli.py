@@ -928,7 +928,7 @@ def cmd_export(args) -> int:
 # --- benchmark -------------------------------------------------------------------------------
 
 def check_benchmark(args) -> None:
-    """Methods, concepts, settings, shard, attack and the output, checked without torch."""
+    """Methods, concepts, settings, shard, attack, FID/KID features and the output, checked without torch."""
     from erasure.benchmark import check_out, parse_settings, parse_shard, plan
     from erasure.files import check_output
 
@@ -950,15 +950,17 @@ def check_benchmark(args) -> None:
     if measured is not None:
         protocol, sampler, preset_samples = measured
         samples = samples if samples is not None else preset_samples
+    _check_file("--features-weights", args.features_weights, "the weights file of the --features model")
     args.plan = plan(args.methods, args.concepts, settings=parse_settings(args.set),
                      samples_per_prompt=samples if samples is not None else 2, sampler=sampler, limit=args.limit,
                      attack=args.attack, attack_settings=attack_settings,
                      model=None if _is_world(args.model) else args.model, protocol=protocol,
-                     clip=args.clip, clip_weights=args.clip_weights)
+                     clip=args.clip, clip_weights=args.clip_weights, features=args.features,
+                     features_weights=args.features_weights, allow_pickle=args.allow_pickle)
     args.shard_pair = parse_shard(args.shard)
     args.out_path, _ = check_out(args.out, args.plan, force=args.force, resume=args.resume or args.merge)
-    check_output(args.out, force=True, inputs=[args.model, args.config, args.config_file],
-                 replaceable=("benchmark.json",))  # and never a folder holding an input
+    check_output(args.out, force=True, replaceable=("benchmark.json",),  # and never a folder holding an input
+                 inputs=[args.model, args.config, args.config_file, args.features_weights, args.clip_weights])
 
 
 def _benchmark_protocol(args) -> tuple[dict, dict, int] | None:
@@ -1019,7 +1021,8 @@ def cmd_benchmark(args) -> int:
                           settings=p.settings, samples_per_prompt=p.samples_per_prompt, sampler=p.sampler,
                           limit=p.limit, shard=args.shard_pair, merge=args.merge, force=args.force,
                           resume=args.resume, attack=p.attack, attack_settings=p.attack_settings, model=p.model,
-                          protocol=p.protocol, clip=p.clip, clip_weights=p.clip_weights,
+                          protocol=p.protocol, clip=p.clip, clip_weights=p.clip_weights, features=p.features,
+                          features_weights=p.features_weights, allow_pickle=p.allow_pickle,
                           log=lambda line: print(line, file=sys.stderr, flush=True))
     if board is None:
         print(f"shard {args.shard}: rows written to {args.out_path / 'rows'}; when every shard is done, run the "
@@ -1272,6 +1275,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--clip", default=None, help="add a CLIP score column (images vs their prompts): world (the built-in "
                    "world's CLIP), open_clip:NAME with --clip-weights FILE, or transformers:FOLDER")
     b.add_argument("--clip-weights", default=None, help="weights file for --clip open_clip:NAME")
+    b.add_argument("--features", default=None,
+                   help="on your model: FID/KID vs the unedited model on these features of all of a row's images (a "
+                        "prompt file has no retain subset): inception (pytorch-fid's InceptionV3; --features-weights "
+                        "pt_inception-2015-12-05-6726825d.pth --allow-pickle), open_clip:NAME with --features-weights, "
+                        "or transformers:FOLDER. Refused on the built-in world, whose FID/KID always use its "
+                        "classifier's features of the retain images")
+    b.add_argument("--features-weights", default=None,
+                   help="weights file for --features inception (a .pth needs --allow-pickle) or open_clip:NAME")
     b.add_argument("--limit", type=AT_LEAST_ONE, default=None,
                    help="only the first N prompts of each group of each prompt set (a quick run)")
     b.add_argument("--shard", default=None, metavar="I/N",

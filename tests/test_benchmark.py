@@ -375,6 +375,7 @@ def test_benchmark_on_your_model_is_evaluate_with_the_protocols_judge_on_the_sam
               for m in entries}
     assert values["uce"] != values["unedited"]  # measured: [1/3, 1/6] unedited, [1, 2/3] after UCE
     assert "worst_kept_drop" in entries["uce"]["metrics"]
+    assert "fid" not in entries["uce"]["metrics"] and "features" not in board["config"]  # no features: no FID/KID
     # the same command resumes; an edited prompt file is another benchmark (refused without force)
     assert run_benchmark(pipe, ["uce"], ["red"], out=tmp_path / "b", **kw)["entries"] == board["entries"]
     prompts.write_text(prompts.read_text().replace("a photo of blue", "a picture of blue"))
@@ -428,3 +429,186 @@ def test_cli_benchmark_on_your_model_with_a_prompt_file_and_a_judge(tiny_sd1_fol
     # --clip: a CLIP score column (its values against evaluate()'s: the Python API test above)
     assert board["config"]["clip"] == "world" and rows["unedited"]["clip_score"]["n"] == 6
     assert "CLIP score" in (out / "leaderboard.md").read_text()
+
+
+# --------------------------------------------------------------------------- FID/KID on your model
+
+
+def _tiny_transformers_clip(folder):
+    """A tiny random transformers CLIP saved to ``folder`` (16-d image embeddings), as test_protocols builds it,
+    without its class and position embeddings (which otherwise dominate: cosine 0.93 between random images, so
+    FIDs near 1e-4, where float16 storage moves them by more than 2e-3 relative; 0.34 without)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from erasure.offline import clip_tokenizer
+
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         vocab_size=49408, max_position_embeddings=77, eos_token_id=49407),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    torch.manual_seed(3)
+    model = CLIPModel(config)
+    with torch.no_grad():
+        model.vision_model.embeddings.class_embedding.zero_()
+        model.vision_model.embeddings.position_embedding.weight.zero_()
+    model.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    clip_tokenizer(folder.parent / "bpe").save_pretrained(folder)
+    return folder
+
+
+def _colour_prompts(path, per_colour=3, template="a photo of {}"):
+    path.write_text("case_number,prompt,evaluation_seed,class\n" + "".join(
+        f"{i},{template.format(c)},{10 + i},{c}\n" for i, c in enumerate(c for c in COLOURS3 for _ in range(per_colour))))
+    return path
+
+
+@pytest.mark.fast
+@pytest.mark.slow  # ~20 s
+def test_benchmark_fid_kid_on_your_model_are_the_features_of_both_models_images(tiny_sd1_folder, tmp_path):
+    """With ``features`` (a CLIP's image tower) the rows on a prompt file store the features of all their images,
+    and the edited row's FID/KID are distances.fid/kid on the features of the two models' images (the same
+    prompts and seeds, computed here by hand), up to the rows' float16 storage; the unedited row has none."""
+    from erasure import load_pipeline
+    from erasure.benchmark import FEATURES, decode_features
+    from erasure.evaluation.clip_backends import load_clip_backend
+    from erasure.evaluation.distances import fid, kid
+    from erasure.evaluation.evaluate import evaluate
+    from erasure.evaluation.judges import CallableJudge
+    from erasure.generation import SamplerSettings
+
+    spec = f"transformers:{_tiny_transformers_clip(tmp_path / 'clip')}"
+    prompts = _colour_prompts(tmp_path / "colours.csv", per_colour=4)
+    protocol = {"prompts": str(prompts), "judge": f"callable:{__file__}:pixel_sum_colour",
+                "judge_settings": {"attribute": "class"}}
+    sampler = {"steps": 2, "guidance": 5.0, "height": 32, "width": 32}
+    pipe = load_pipeline(tiny_sd1_folder)
+    kw = dict(settings={"uce": {"preserve": []}}, sampler=sampler, samples_per_prompt=2, n_resamples=50,
+              protocol=protocol, log=None)
+    board = run_benchmark(pipe, ["uce"], ["red"], out=tmp_path / "b", features=spec, **kw)
+    entries = {e["method"]: e["metrics"] for e in board["entries"]}
+    assert board["config"]["features"] == spec and board["config"]["features_weights"] is None
+    assert "fid" not in entries["unedited"] and "kid" not in entries["unedited"]
+
+    judge, settings = CallableJudge(pixel_sum_colour, attribute="class"), SamplerSettings(**sampler)
+    before = evaluate(pipe, prompts, concept="red", judge=judge, settings=settings, samples_per_prompt=2,
+                      n_resamples=0, progress=False, keep_images=True)
+    edit = METHODS.get("uce").run(pipe, ["red"], preserve=[])
+    edit.apply(pipe)
+    try:
+        after = evaluate(pipe, prompts, concept="red", judge=judge, settings=settings, samples_per_prompt=2,
+                         n_resamples=0, progress=False, keep_images=True)
+    finally:
+        edit.restore(pipe)
+    backend = load_clip_backend(spec)
+    fa, fb = backend.embed_images(before.images), backend.embed_images(after.images)
+    assert fa.shape == fb.shape == (24, 16)  # every image of the file: 12 prompts x 2, no retain subset
+    direct_fid, direct_kid = fid(fa, fb, n_resamples=0), kid(fa, fb, n_resamples=0)
+    assert not np.array_equal(before.images, after.images)
+    assert direct_fid.value > 1e-3 and abs(direct_kid.value) > 1e-3  # the edit moved the images (measured 2.1e-3, -5.6e-3)
+    name = f"{spec} image embeddings"
+    assert entries["uce"]["fid"]["value"] == pytest.approx(direct_fid.value, rel=2e-3)
+    assert entries["uce"]["kid"]["value"] == pytest.approx(direct_kid.value, rel=2e-3, abs=1e-5)
+    assert entries["uce"]["fid"]["n"] == entries["uce"]["kid"]["n"] == 24
+    assert entries["uce"]["fid"]["feature_extractor"] == entries["uce"]["kid"]["feature_extractor"] == name
+    # each row stored every image's features, in order (float16)
+    rows = {json.loads(f.read_text())["label"]: json.loads(f.read_text()) for f in (tmp_path / "b" / "rows").glob("*.json")}
+    np.testing.assert_allclose(decode_features(rows["unedited / red"]["metrics"][FEATURES]), fa, atol=2e-3)
+    np.testing.assert_allclose(decode_features(rows["uce / red"]["metrics"][FEATURES]), fb, atol=2e-3)
+    md = (tmp_path / "b" / "leaderboard.md").read_text()
+    assert "FID vs unedited" in md and "KID vs unedited" in md and FEATURES not in json.dumps(board)
+    # the features are part of the benchmark's identity: the same folder without them is another benchmark
+    with pytest.raises(ErasureError, match="holds another benchmark .*differs in features"):
+        run_benchmark(pipe, ["uce"], ["red"], out=tmp_path / "b", **kw)
+
+
+@pytest.mark.fast
+def test_features_change_nothing_of_a_benchmark_without_them(tmp_path):
+    """A plan without features has the config (and its rows the measurement config) it had before features
+    existed, so existing benchmarks' rows are reused; with features both say which."""
+    from erasure.benchmark import concept_measure, protocol_measure
+    from erasure.evaluation.judges import file_sha256
+
+    prompts = _colour_prompts(tmp_path / "p.csv", per_colour=1)
+    protocol = {"prompts": str(prompts), "judge": "nudenet"}
+    proto = {"guidance_from_file": False, "judge": "nudenet", "judge_settings": {}, "metrics": None, "preset": None,
+             "prompts": str(prompts), "prompts_sha256": file_sha256(prompts), "scheduler": None, "subset": False}
+    common = {"limit": None, "n_resamples": 1000, "sampler": None, "samples_per_prompt": 2, "seed": 0}
+    p = plan(["uce"], ["red"], protocol=protocol, clip="world")
+    assert p.config() == {**common, "attack": None, "attack_settings": {}, "clip": "world", "clip_weights": None,
+                          "concepts": ["red"], "methods": ["uce"], "model": None, "protocol": proto,
+                          "settings": {"uce": {}}}
+    assert protocol_measure(p, ("", "red")).config == {
+        **common, "clip": "world", "clip_weights": None, "concept": "red", "kind": "benchmark", "protocol": proto,
+        "stores": "kept-concept accuracies"}
+    w = plan(["uce"], ["circle"])
+    assert w.config() == {**common, "attack": None, "attack_settings": {}, "concepts": ["shape=circle"],
+                          "methods": ["uce"], "model": None, "settings": {"uce": {}}}
+    assert concept_measure(w, ("shape", "circle")).config["stores"] == (
+        "kept-concept accuracies; retain-image features (world classifier) for FID/KID")
+    # with features: in the plan's config and the rows' measurement (so rows of other features are not reused)
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    f = plan(["uce"], ["red"], protocol=protocol, clip="world", features=f"transformers:{folder}")
+    assert f.config() == {**p.config(), "features": f"transformers:{folder}", "features_weights": None}
+    m = protocol_measure(f, ("", "red")).config
+    assert m["features"] == f"transformers:{folder}" and "of all images" in m["stores"]
+    assert {k: v for k, v in m.items() if k not in ("features", "features_weights", "stores")} == {
+        k: v for k, v in protocol_measure(p, ("", "red")).config.items() if k != "stores"}
+
+
+@pytest.mark.fast
+def test_features_are_checked_before_any_model(tmp_path):
+    prompts = _colour_prompts(tmp_path / "p.csv", per_colour=1)
+    protocol = {"prompts": str(prompts), "judge": "nudenet"}
+    pth = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    pth.write_bytes(b"not read by the check")
+    for kw, message in [
+        (dict(features="transformers:x"), "the world classifier's features"),
+        (dict(protocol=protocol, features="inception"), "download pt_inception-2015-12-05-6726825d.pth"),
+        (dict(protocol=protocol, features="inception", features_weights=str(tmp_path / "none.pth")), "not found"),
+        (dict(protocol=protocol, features="inception", features_weights=str(pth)), "pass --allow-pickle"),
+        (dict(protocol=protocol, features="open_clip:ViT-B-32"), "needs its weights file"),
+        (dict(protocol=protocol, features=f"transformers:{tmp_path / 'nope'}"), "features folder .* not found"),
+        (dict(protocol=protocol, features=f"transformers:{tmp_path}", features_weights=str(pth)), "no weights file"),
+        (dict(protocol=protocol, features="resnet"), "unknown features 'resnet'"),
+        (dict(protocol=protocol, features_weights=str(pth)), "add --features"),
+    ]:
+        with pytest.raises(ErasureError, match=message):
+            plan(["uce"], ["red"], **kw)
+    p = plan(["uce"], ["red"], protocol=protocol, features="inception", features_weights=str(pth), allow_pickle=True)
+    assert p.allow_pickle and "allow_pickle" not in p.config() and p.config()["features_weights"] == str(pth)
+    from erasure.benchmark import features_name
+
+    assert features_name(p) == "pytorch-fid InceptionV3 pool3 (pt_inception-2015-12-05-6726825d.pth)"
+
+
+@pytest.mark.fast
+def test_cli_features_mistakes_are_one_line_before_the_model_loads(tiny_sd1_folder, tmp_path, capsys, monkeypatch):
+    import erasure.cli as cli
+
+    def no_loading(*args, **kwargs):
+        raise ErasureError("the model would load now")
+
+    monkeypatch.setattr(cli, "_load_model", no_loading)
+    prompts = _colour_prompts(tmp_path / "p.csv", per_colour=1)
+    pth = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    pth.write_bytes(b"not read by the check")
+    mine = ["--model", str(tiny_sd1_folder), "--prompts-file", str(prompts), "--judge",
+            f"callable:{__file__}:pixel_sum_colour", "--judge-set", "attribute=class"]
+    for argv, message in [
+        (["--features", "inception"], "world classifier's features"),  # the built-in world
+        ([*mine, "--features", "inception"], "download pt_inception-2015-12-05-6726825d.pth"),
+        ([*mine, "--features", "inception", "--features-weights", str(tmp_path / "x.pth")],
+         f"--features-weights {tmp_path / 'x.pth'} not found"),
+        ([*mine, "--features", "inception", "--features-weights", str(pth)], "pass --allow-pickle"),
+        ([*mine, "--features", "open_clip:ViT-B-32"], "needs its weights file"),
+        ([*mine, "--features-weights", str(pth)], "add --features"),
+        ([*mine, "--features", "inception", "--features-weights", str(pth), "--allow-pickle"],
+         "the model would load now"),  # every check passed: only now would the model load
+    ]:
+        code = cli.main(["benchmark", "--methods", "uce", "--concepts", "red", *argv, "--out", str(tmp_path / "b")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], (argv, err)
