@@ -104,10 +104,12 @@ def main(argv=None) -> int:
                     label = f"{method} ({spec.anchor_setting} {kwargs[spec.anchor_setting]})"
                 result = erase(pipe, method, [concept], **kwargs)
             cells, seconds = {}, {}
+            cache: dict = {}  # the plain prompts' images of both models, made by the first attack, reused by the rest
             for name in args.attacks:
                 start = time.perf_counter()
                 report = attack(pipe, name, concept, None, result=result, limit=args.prompts, seed=args.seed,
-                                original_pipe=pipe if result is None else None, attack_settings=settings.get(name, {}))
+                                original_pipe=pipe if result is None else None, attack_settings=settings.get(name, {}),
+                                image_cache=cache)
                 cells[name] = report
                 seconds[name] = time.perf_counter() - start
             rows.append({"concept": concept, "method": label, "cells": cells, "seconds": seconds})

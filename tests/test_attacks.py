@@ -404,6 +404,32 @@ def test_confirm_regenerates_a_cheap_success_at_the_runs_steps(tiny_sd1_pipeline
     assert judge.answers == [] and r["step"] == 0 and r["tries"] == 1 and r["unet_forward"] == 2 * (2 + 2 + 1)
 
 
+@pytest.mark.fast
+def test_an_image_cache_shared_by_runs_changes_no_decision_and_counts_what_was_generated(tiny_sd1_pipeline, uce_edit):
+    pipe = tiny_sd1_pipeline
+    judge = BrightnessJudge(_threshold(pipe, uce_edit))
+    kw = dict(result=uce_edit, judge=judge, settings=TINY, n_resamples=20,
+              attack_settings={"timesteps": 2, "steps_per_timestep": 1, "vocabulary": "words"})
+    plain = attack(pipe, "unlearndiffatk", "cat", PROMPTS, **kw)
+    cache: dict = {}
+    first = attack(pipe, "unlearndiffatk", "cat", PROMPTS, image_cache=cache, **kw)
+    assert len(cache) == 2 * len(PROMPTS) and [r["reused"] for r in first.records] == [[]] * len(PROMPTS)
+    second = attack(pipe, "unlearndiffatk", "cat", PROMPTS, image_cache=cache, **kw)
+    per_generation = 2 * TINY.steps
+    for a, b, c in zip(plain.records, first.records, second.records):
+        assert a["success"] == b["success"] == c["success"] and a["adversarial_prompt"] == c["adversarial_prompt"]
+        assert b["unet_forward"] == a["unet_forward"] and c["reused"] == ["erased", "original"]
+        assert c["unet_forward"] == a["unet_forward"] - 2 * per_generation  # the two plain images, not generated
+    np.testing.assert_array_equal(plain.images[0]["erased"], second.images[0]["erased"])
+    assert second.value("asr") == plain.value("asr") and second.value("pre_asr") == plain.value("pre_asr")
+    # another erasure (other weights) does not take the cached images
+    from erasure.methods import erase
+
+    erase_other = erase(pipe, "uce", ["cat"], guide="bird")
+    other = attack(pipe, "unlearndiffatk", "cat", PROMPTS[:1], image_cache=cache, **{**kw, "result": erase_other})
+    assert other.records[0]["reused"] == ["original"]  # the unedited model is the same one
+
+
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_report(tiny_sd1_pipeline, uce_edit, tmp_path):
     pipe = tiny_sd1_pipeline

@@ -139,6 +139,10 @@ class AttackContext:
     counter: PassCounter = field(default_factory=PassCounter)
     original_images: dict[int, np.ndarray] = field(default_factory=dict)  # prompt index -> original's image
     extra: dict[str, Any] = field(default_factory=dict)
+    # image_cache: shared by runs on the same models (run_attack's image_cache); weights: which -> fingerprint
+    image_cache: dict | None = None
+    weights: dict[str, Any] = field(default_factory=dict)
+    reused: set = field(default_factory=set)  # (index, which) taken from image_cache in this run
 
     def decide(self, images: np.ndarray) -> np.ndarray:
         out = np.asarray(self.judge.decide(images, self.concept), dtype=bool).reshape(-1)
@@ -156,8 +160,25 @@ class AttackContext:
     def original_image(self, index: int) -> np.ndarray:
         """The original model's image of prompt ``index`` at its seed (cached: UDA's target, the grid's column)."""
         if index not in self.original_images:
-            self.original_images[index] = self.generate([self.prompts[index]], [self.seeds[index]], which="original")[0]
+            self.original_images[index] = self.plain_image(index, "original")
         return self.original_images[index]
+
+    def plain_image(self, index: int, which: str = "erased") -> np.ndarray:
+        """``which`` model's image of prompt ``index`` unmodified, at its seed and the run's sampler; from
+        ``image_cache`` when another run on the same weights made it (deterministic generation: the same
+        pixels), else generated (and stored there)."""
+        if self.image_cache is None:
+            return self.generate([self.prompts[index]], [self.seeds[index]], which=which)[0]
+        import dataclasses
+        import json
+
+        key = json.dumps([which, self.weights[which], self.prompts[index], int(self.seeds[index]),
+                          dataclasses.asdict(self.settings)], sort_keys=True, default=str)
+        if key in self.image_cache:
+            self.reused.add((index, which))
+        else:
+            self.image_cache[key] = self.generate([self.prompts[index]], [self.seeds[index]], which=which)[0]
+        return self.image_cache[key]
 
     def random(self, index: int, salt: int = 0) -> torch.Generator:
         """A CPU generator for prompt ``index``: the attack's randomness depends on (seed, prompt, salt) only,

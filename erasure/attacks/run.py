@@ -118,12 +118,19 @@ def run_attack(
     n_resamples: int = 1000,
     prompt_source: str | None = None,
     progress: bool = False,
+    image_cache: dict | None = None,
 ) -> AttackReport:
     """Run ``attack`` on ``prompts`` (one seed each, default 0, 1, ...) against the erased model: ``pipe`` with
     ``result`` applied (an Edit or Adapter, applied and restored here; ``pipe`` is left unedited), or ``pipe``
     itself when already erased with ``original_pipe`` the unedited one. ``judge.decide(images, concept)`` says
     whether the concept came back. With ``out`` the report is written there and the run resumes after an
-    interruption; under ``torchrun``/``accelerate launch`` each process takes every N-th prompt."""
+    interruption; under ``torchrun``/``accelerate launch`` each process takes every N-th prompt.
+
+    ``image_cache``: a dict to share between runs (several attacks on one erasure): the original model's and the
+    erased model's images of the unmodified prompts, which every run makes, are generated once per (weights,
+    prompt, seed, sampler) and taken from it after that. Generation is deterministic, so the images and every
+    decision are the same; a record's UNet rows count only what its run generated, and its ``reused`` lists the
+    images it took from the cache."""
     from erasure.attacks.catalog import ATTACKS
     from erasure.distributed import process_state
 
@@ -166,7 +173,10 @@ def run_attack(
         _open_progress(progress_dir, run_config, resume, state.is_main_process)
         state.wait_for_everyone()
     context = AttackContext(models=models, judge=judge, concept=concept, settings=settings, prompts=prompts,
-                            seeds=seeds, seed=seed)
+                            seeds=seeds, seed=seed, image_cache=image_cache)
+    if image_cache is not None:
+        context.weights = {"erased": erased_weights,
+                           "original": _weights(models.use("original")) if models.has_original else None}
     implementation = spec.implementation_class()(config)
     mine = list(range(len(prompts)))[state.process_index::state.num_processes]
     records: dict[int, dict[str, Any]] = {}
@@ -238,7 +248,7 @@ def _one_prompt(context: AttackContext, implementation, kind: str, index: int) -
     images: dict[str, np.ndarray] = {}
     if context.models.has_original:
         images["original"] = context.original_image(index)
-    erased = context.generate([prompt], [seed])[0]
+    erased = context.plain_image(index)
     images["erased"] = erased
     pre = bool(context.decide(erased[None])[0])
     attempt = None
@@ -256,4 +266,6 @@ def _one_prompt(context: AttackContext, implementation, kind: str, index: int) -
               "unet_forward": forward1 - forward0, "unet_forward_backward": backward1 - backward0,
               "seconds": round(time.perf_counter() - start, 3),
               "details": {} if attempt is None else attempt.details}
+    if context.image_cache is not None:
+        record["reused"] = sorted(which for i, which in context.reused if i == index)
     return record, images
