@@ -133,6 +133,32 @@ def build_world_random(tokenizer_dir: Path):
     return pipe
 
 
+def build_tiny_clip_folder(folder: Path, seed: int = 3, zero_positions: bool = False) -> Path:
+    """A tiny random transformers CLIP (32-px images, 16-d embeddings) saved to ``folder`` with its image processor
+    and the offline CLIP tokenizer. ``zero_positions``: without class and position embeddings, which otherwise
+    dominate a random model's image features (cosine 0.93 between random images; 0.34 without)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from erasure.offline import clip_tokenizer
+
+    config = CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                         vocab_size=49408, max_position_embeddings=77, eos_token_id=49407),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16)
+    torch.manual_seed(seed)
+    model = CLIPModel(config)
+    if zero_positions:
+        with torch.no_grad():
+            model.vision_model.embeddings.class_embedding.zero_()
+            model.vision_model.embeddings.position_embedding.weight.zero_()
+    model.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    clip_tokenizer(folder.parent / "bpe").save_pretrained(folder)
+    return folder
+
+
 def _world_ready() -> bool:
     from erasure.models import builtin_world_path
 

@@ -435,28 +435,11 @@ def test_cli_benchmark_on_your_model_with_a_prompt_file_and_a_judge(tiny_sd1_fol
 
 
 def _tiny_transformers_clip(folder):
-    """A tiny random transformers CLIP saved to ``folder`` (16-d image embeddings), as test_protocols builds it,
-    without its class and position embeddings (which otherwise dominate: cosine 0.93 between random images, so
-    FIDs near 1e-4, where float16 storage moves them by more than 2e-3 relative; 0.34 without)."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    """The tiny CLIP without class and position embeddings (with them, FIDs between random images are near 1e-4,
+    where float16 storage moves them by more than 2e-3 relative)."""
+    from conftest import build_tiny_clip_folder
 
-    from erasure.offline import clip_tokenizer
-
-    config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         vocab_size=49408, max_position_embeddings=77, eos_token_id=49407),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    torch.manual_seed(3)
-    model = CLIPModel(config)
-    with torch.no_grad():
-        model.vision_model.embeddings.class_embedding.zero_()
-        model.vision_model.embeddings.position_embedding.weight.zero_()
-    model.save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    clip_tokenizer(folder.parent / "bpe").save_pretrained(folder)
-    return folder
+    return build_tiny_clip_folder(folder, seed=3, zero_positions=True)
 
 
 def _colour_prompts(path, per_colour=3, template="a photo of {}"):

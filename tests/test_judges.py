@@ -349,23 +349,11 @@ def test_clip_zero_shot_decides_among_the_concept_and_its_alternatives():
 
 @pytest.mark.slow  # 5 s: in `make test`, not the inner loop
 def test_clip_zero_shot_on_a_transformers_folder_matches_its_embeddings(tmp_path):
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from conftest import build_tiny_clip_folder
 
     from erasure.evaluation.clip_backends import TransformersClipBackend
-    from erasure.offline import clip_tokenizer
 
-    folder = tmp_path / "clip"
-    config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         vocab_size=49408, max_position_embeddings=77, eos_token_id=49407),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    clip_tokenizer(tmp_path / "bpe").save_pretrained(folder)
+    folder = build_tiny_clip_folder(tmp_path / "clip", seed=0)
     classes = ("a cat", "a dog", "a car", "a tree")
     judge = load_judge(f"clip-zero-shot:transformers:{folder}", classes=classes, template="{}")
     images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)

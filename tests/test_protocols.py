@@ -456,22 +456,9 @@ def test_per_row_guidance_generates_each_row_at_its_own_guidance(tiny_sd1_pipeli
 
 
 def _tiny_transformers_clip(folder: Path) -> Path:
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from conftest import build_tiny_clip_folder
 
-    from erasure.offline import clip_tokenizer
-
-    config = CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         vocab_size=49408, max_position_embeddings=77, eos_token_id=49407),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
-    torch.manual_seed(3)
-    CLIPModel(config).save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    clip_tokenizer(folder.parent / "bpe").save_pretrained(folder)
-    return folder
+    return build_tiny_clip_folder(folder, seed=3)
 
 
 @pytest.mark.slow
