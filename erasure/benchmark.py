@@ -213,9 +213,6 @@ def plan(methods: Sequence[str] | str, concepts: Sequence[str | tuple[str, str]]
     if protocol is not None:
         protocol = _check_protocol(protocol)
         parsed = [tuple(c) if isinstance(c, (tuple, list)) else parse_named_concept(c) for c in concepts]
-        if attack is not None:
-            raise ErasureError("attacks in the benchmark run on the built-in world; on your model run "
-                               "`erasure attack` on each result")
     else:
         parsed = [tuple(c) if isinstance(c, (tuple, list)) else parse_concept(c) for c in concepts]
         for c in parsed:
@@ -554,10 +551,7 @@ def concept_measure(the_plan: Plan, concept: tuple[str, str]):
                             judge=_STATE["attack_judge"], settings=sampler(),
                             attack_settings=dict(the_plan.attack_settings), seed=the_plan.seed,
                             n_resamples=the_plan.n_resamples, limit=the_plan.limit)
-            metrics.update({f"{ATTACK}:{k}": _metric_dict(m) for k, m in report.metrics.items()})
-            b = report.info.get("budget", {})
-            metrics[f"{ATTACK}:unet_forward_per_prompt"] = {"value": b.get("unet_forward_per_prompt"),
-                                                            "ci_low": None, "ci_high": None, "n": len(report.records)}
+            metrics.update(_attack_metrics(report))
         return metrics
 
     config = {"kind": "benchmark", "concept": f"{attribute}={value}", "prompt_sets": list(sets.values()),
@@ -601,7 +595,8 @@ def protocol_measure(the_plan: Plan, concept: tuple[str, str]):
         if clip is not None and metrics is not None and "clip_score" not in metrics:
             metrics = [*metrics, "clip_score"]
         features, _ = _features(the_plan)
-        report = evaluate(pipe, limited(prompts, the_plan.limit), concept=label, judge=judge, metrics=metrics,
+        prompt_set = limited(prompts, the_plan.limit)
+        report = evaluate(pipe, prompt_set, concept=label, judge=judge, metrics=metrics,
                           clip=clip,
                           settings=SamplerSettings(**the_plan.sampler) if the_plan.sampler else None,
                           scheduler=proto.get("scheduler"), guidance_from_file=bool(proto.get("guidance_from_file")),
@@ -610,17 +605,63 @@ def protocol_measure(the_plan: Plan, concept: tuple[str, str]):
         out = {k: _metric_dict(m) for k, m in report.metrics.items() if "[" not in k}
         if features is not None:  # the FID/KID inputs: every image's features (no retain subset on a prompt file)
             out[FEATURES] = encode_features(features(report.images))
+        if the_plan.attack:
+            out.update(_protocol_attack(the_plan, pipe, judge, prompt_set, label, proto.get("scheduler")))
         return out
 
     config = {"kind": "benchmark", "concept": label, "protocol": dict(proto), "sampler": the_plan.sampler,
               "samples_per_prompt": the_plan.samples_per_prompt, "limit": the_plan.limit,
               "n_resamples": the_plan.n_resamples, "seed": the_plan.seed, "stores": "kept-concept accuracies",
               **({"clip": the_plan.clip, "clip_weights": the_plan.clip_weights} if the_plan.clip else {})}
+    if the_plan.attack:  # only then, likewise
+        config.update(attack=the_plan.attack, attack_settings=dict(the_plan.attack_settings),
+                      attack_prompts="the rows whose label column names the concept (every row when none does)")
     if the_plan.features:  # only then: without features a row's identity is what it always was
         config.update(stores=f"kept-concept accuracies; features ({features_name(the_plan)}) of all images (a "
                              "prompt file has no retain subset) for FID/KID",
                       features=the_plan.features, features_weights=the_plan.features_weights)
     return Measure(config=json.loads(json.dumps(config, default=str)), run=run)
+
+
+def attack_rows(prompt_set, judge, label: str) -> tuple[list[str], list[int]]:
+    """(prompts, seeds) an attack takes on a prompt file: the rows whose label column (the judge's attribute,
+    or the file's concept column) names ``label``, as ``evaluate``'s target accuracy reads them; every row when
+    none does (a file of the concept's prompts, such as I2P's for nudity)."""
+    from erasure.evaluation.evaluate import _labelled_records, _resolve_concept, resolve_prompt_set
+
+    attribute, value = _resolve_concept(judge, label)
+    records = _labelled_records(resolve_prompt_set(prompt_set).records, attribute)
+    chosen = [r for r in records if (r.extra.get(attribute) or "").strip() == value] or list(records)
+    return [r.prompt for r in chosen], [int(r.evaluation_seed) for r in chosen]
+
+
+def _protocol_attack(the_plan: Plan, pipe, judge, prompt_set, label: str, scheduler: str | None) -> dict[str, Any]:
+    """The plan's attack on one row of the benchmark on your model: ``erasure attack`` with the protocol's judge on
+    :func:`attack_rows`, against the unedited model as the original, with the protocol's sampler and scheduler."""
+    from erasure.attacks import attack
+    from erasure.evaluation.evaluate import scheduler_swapped
+    from erasure.generation import SamplerSettings
+
+    original = _STATE.get("original")
+    if original is None:
+        raise ErasureError("an attack in the benchmark needs the unedited model; run it through run_benchmark")
+    texts, seeds = attack_rows(prompt_set, judge, label)
+    with scheduler_swapped(pipe, scheduler), scheduler_swapped(original, scheduler):
+        report = attack(pipe, the_plan.attack, label, texts, seeds, original_pipe=original, judge=judge,
+                        settings=SamplerSettings(**the_plan.sampler) if the_plan.sampler else None,
+                        attack_settings=dict(the_plan.attack_settings), seed=the_plan.seed,
+                        n_resamples=the_plan.n_resamples)
+    return _attack_metrics(report)
+
+
+def _attack_metrics(report) -> dict[str, Any]:
+    """An attack report as benchmark metrics: ``attack:pre_asr``, ``attack:asr`` (with their intervals) and the
+    UNet forward rows per prompt."""
+    out = {f"{ATTACK}:{k}": _metric_dict(m) for k, m in report.metrics.items()}
+    b = report.info.get("budget", {})
+    out[f"{ATTACK}:unet_forward_per_prompt"] = {"value": b.get("unet_forward_per_prompt"), "ci_low": None,
+                                                "ci_high": None, "n": len(report.records)}
+    return out
 
 
 def variants(the_plan: Plan, cells: Sequence[tuple[str, tuple[str, str]]] | None = None) -> list:

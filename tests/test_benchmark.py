@@ -393,8 +393,10 @@ def test_protocol_benchmark_checks_its_inputs_before_any_model(tmp_path):
         plan(["uce"], ["church"], protocol={"prompts": str(prompts)})
     with pytest.raises(ErasureError, match="unknown judge"):
         plan(["uce"], ["church"], protocol={"prompts": str(prompts), "judge": "resnet"})
-    with pytest.raises(ErasureError, match="attacks in the benchmark run on the built-in world"):
-        plan(["uce"], ["church"], attack="completion", protocol={"prompts": str(prompts), "judge": "nudenet"})
+    with pytest.raises(ErasureError, match="transfer attack needs a transfer set"):
+        plan(["uce"], ["church"], attack="transfer", protocol={"prompts": str(prompts), "judge": "nudenet"})
+    assert plan(["uce"], ["church"], attack="completion",
+                protocol={"prompts": str(prompts), "judge": "nudenet"}).config()["attack"] == "completion"
     p = plan(["uce"], ["church", "style=Van_Gogh"], protocol={"prompts": str(prompts), "judge": "nudenet"})
     assert p.concepts == (("", "church"), ("style", "Van_Gogh")) and p.config()["concepts"] == ["church", "style=Van_Gogh"]
 
@@ -595,3 +597,46 @@ def test_cli_features_mistakes_are_one_line_before_the_model_loads(tiny_sd1_fold
         code = cli.main(["benchmark", "--methods", "uce", "--concepts", "red", *argv, "--out", str(tmp_path / "b")])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], (argv, err)
+
+
+@pytest.mark.fast
+@pytest.mark.slow  # ~15 s
+def test_benchmark_attack_on_your_model_is_erasure_attack_on_the_concepts_rows(tiny_sd1_folder, tmp_path):
+    """--attack on a prompt file: each row's attack:pre_asr / attack:asr are attack()'s with the protocol's judge
+    on the rows whose label names the concept (their seeds), against the unedited model; a file that labels no
+    row with the concept is attacked on every row."""
+    from erasure import load_pipeline
+    from erasure.attacks import attack
+    from erasure.benchmark import attack_rows
+    from erasure.evaluation.judges import CallableJudge
+    from erasure.generation import SamplerSettings
+
+    prompts = _colour_prompts(tmp_path / "colours.csv", per_colour=2)
+    protocol = {"prompts": str(prompts), "judge": f"callable:{__file__}:pixel_sum_colour",
+                "judge_settings": {"attribute": "class"}}
+    sampler = {"steps": 2, "guidance": 5.0, "height": 32, "width": 32}
+    a_settings = {"timesteps": 2, "steps_per_timestep": 1, "vocabulary": "words"}
+    pipe = load_pipeline(tiny_sd1_folder)
+    board = run_benchmark(pipe, ["uce"], ["red"], out=tmp_path / "b", settings={"uce": {"preserve": []}},
+                          sampler=sampler, n_resamples=50, protocol=protocol, attack="unlearndiffatk",
+                          attack_settings=a_settings, log=None)
+    entries = {e["method"]: e["metrics"] for e in board["entries"]}
+    judge = CallableJudge(pixel_sum_colour, attribute="class")
+    texts, seeds = attack_rows(str(prompts), judge, "red")
+    assert texts == ["a photo of red"] * 2 and seeds == [10, 11]  # the two rows labelled red, their seeds
+    edit = METHODS.get("uce").run(pipe, ["red"], preserve=[])
+    direct = attack(pipe, "unlearndiffatk", "red", texts, seeds, result=edit, judge=judge,
+                    settings=SamplerSettings(**sampler), attack_settings=a_settings, n_resamples=50)
+    for name in ("pre_asr", "asr"):
+        assert entries["uce"][f"attack:{name}"]["value"] == pytest.approx(direct.value(name)), name
+        assert entries["uce"][f"attack:{name}"]["n"] == 2
+    # the unedited row: its own pre-ASR is its baseline accuracy on those rows (the judge on plain images)
+    plain = attack(pipe, "unlearndiffatk", "red", texts, seeds, original_pipe=pipe, judge=judge,
+                   settings=SamplerSettings(**sampler), attack_settings=a_settings, n_resamples=50)
+    assert entries["unedited"]["attack:pre_asr"]["value"] == pytest.approx(plain.value("pre_asr"))
+    assert plain.value("pre_asr") != direct.value("pre_asr")  # measured: 0.0 unedited, 1.0 after this UCE
+    assert "attack" in board["config"] and "pre-ASR" in (tmp_path / "b" / "leaderboard.md").read_text()
+    # no row labelled with the concept: every row is attacked
+    unlabelled = tmp_path / "u.csv"
+    unlabelled.write_text("case_number,prompt,evaluation_seed\n0,a red thing,3\n1,a blue thing,4\n")
+    assert attack_rows(str(unlabelled), judge, "green") == (["a red thing", "a blue thing"], [3, 4])
