@@ -295,8 +295,16 @@ def test_completion_with_every_step_original_is_the_original_image(tiny_sd1_pipe
     assert not np.array_equal(one_step, original) and not np.array_equal(one_step, erased)
     unedited = ModelPair(pipe, None, original_pipe=pipe)  # the model attacked as it is: plain sampling
     np.testing.assert_array_equal(completion_images(unedited, "a cat", 4, settings, k=1), original)
-    with pytest.raises(ErasureError, match="mid-sampling"):
-        completion_images(ModelPair(pipe, None, original_pipe=object()), "a cat", 4, settings, k=1)
+    # two pipelines (the erased one a copy with the edit applied): the same images as one pipeline switched
+    import copy
+
+    erased_pipe = copy.deepcopy(pipe)
+    uce_edit.apply(erased_pipe)
+    two = ModelPair(erased_pipe, None, original_pipe=pipe)
+    own_unet = pipe.unet
+    np.testing.assert_array_equal(completion_images(two, "a cat", 4, settings, k=1), one_step)
+    np.testing.assert_array_equal(completion_images(two, "a cat", 4, settings, k=3), original)
+    assert pipe.unet is own_unet  # the original pipeline's UNet is back
 
 
 @pytest.mark.fast

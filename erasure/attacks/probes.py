@@ -84,20 +84,22 @@ class RingABell:
 
 def completion_images(models, prompt: str, seed: int, settings, k: int):
     """The image whose first ``k`` sampler steps the original model runs and the rest the erased one (its UNet
-    and its text encoder). Needs the pipeline plus the erasure result (one pipeline switched mid-run)."""
+    and its text encoder): one pipeline with the erasure result switched mid-run, or two pipelines (the original's
+    runs, its UNet swapped for the erased pipeline's at step k and restored after; the VAE is the original's)."""
     if models.result is None and models.has_original and models.use("original") is models.use("erased"):
         # the unedited model attacked as it is: original and erased are one model, completion is plain sampling
         pipe = models.use("erased")
         return sample_from_embeddings(pipe, encode(pipe, [prompt]), [seed], settings)
-    if models.result is None:
-        raise ErasureError("diffusion completion switches the model mid-sampling: give the unedited pipeline and the "
-                           "erasure result (edit=), not two pipelines")
+    two = models.result is None  # two pipelines: the original's runs, its UNet swapped for the erased one's
     pipe = models.use("original")
+    own_unet = pipe.unet
     conditioning = encode(pipe, [prompt])
 
     def switch(pipeline, step: int, timestep, tensors):
         if step == k - 1:
             erased = models.use("erased")
+            if two:
+                pipeline.unet = erased.unet
             positive = encode(erased, [prompt])
             if pipeline.do_classifier_free_guidance:
                 positive = torch.cat([encode(erased, [settings.negative_prompt or ""]), positive])
@@ -107,10 +109,13 @@ def completion_images(models, prompt: str, seed: int, settings, k: int):
     latents = initial_latents(pipe, [seed], settings)
     negative = encode(pipe, [settings.negative_prompt or ""])
     pipe.set_progress_bar_config(disable=True)
-    images = pipe(prompt_embeds=conditioning, negative_prompt_embeds=negative, num_inference_steps=settings.steps,
-                  guidance_scale=settings.guidance, eta=settings.eta, latents=latents, height=settings.height,
-                  width=settings.width, output_type="np", callback_on_step_end=switch,
-                  callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"]).images
+    try:
+        images = pipe(prompt_embeds=conditioning, negative_prompt_embeds=negative, num_inference_steps=settings.steps,
+                      guidance_scale=settings.guidance, eta=settings.eta, latents=latents, height=settings.height,
+                      width=settings.width, output_type="np", callback_on_step_end=switch,
+                      callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"]).images
+    finally:
+        pipe.unet = own_unet
     models.use("erased")
     import numpy as np
 
