@@ -1,15 +1,18 @@
 """Cost of UnlearnDiffAtk on the built-in world: the reference's schedule against a cheaper one, in one process.
 
-Both runs attack the same erasure (UCE of --concept, guide square), the same prompts and seeds, with the same
-judge (the world's classifier) and the same attack seed. The reference schedule is Diffusion-MU-Attack's
-(``--ref-timesteps`` blocks x ``--ref-steps`` Adam steps, a full-length generation after every block; 50 x 40 at
-``--full``); the cheap one keeps the blocks but takes ``--fast-steps`` steps per block and checks with
-``--fast-check-steps`` sampler steps. Prints pre-ASR and ASR with 95% CIs and the UNet rows per prompt (forward,
-forward+backward) and seconds of each as a markdown table, and the ratios reference / cheap; with ``--docs``
-both go between the ``attacks-cost`` markers of docs/attacks.md.
+Every run attacks the same erasure (--method of --concept, anchor or guide square; default UCE, the weakest on
+the world), the same prompts and seeds, with the same judge (the world's classifier) and the same attack seed. The
+reference schedule is Diffusion-MU-Attack's (``--ref-timesteps`` blocks x ``--ref-steps`` Adam steps, a
+full-length generation after every block; 50 x 40 at ``--full``); each cheap one takes ``--fast-timesteps`` blocks
+(default: the reference's) of ``--fast-steps`` steps and checks with ``--fast-check-steps`` sampler steps (one
+cheap run per value), with ``--confirm`` confirming a successful check at the run's sampler steps. Prints pre-ASR
+and ASR with 95% CIs, the UNet rows per prompt (forward, forward+backward), the UNet cost (a backward counted as
+two forwards) and seconds as a markdown table, and the ratios reference / cheap; with ``--docs`` both go between
+the ``attacks-cost`` markers of docs/attacks.md.
 
-    python scripts/bench_attacks.py --threads 1 --prompts 6 --ref-timesteps 5 [--docs]
-    python scripts/bench_attacks.py --full --prompts 40 --device cuda      # the reference's 50 x 40
+    python scripts/bench_attacks.py --threads 1 --prompts 6 --ref-timesteps 5            # a few minutes
+    python scripts/bench_attacks.py --threads 1 --full --prompts 30 --fast-timesteps 10 --fast-steps 8 \
+        --fast-check-steps 10 5 --confirm --docs                                       # ~20 min on one thread
 """
 
 from __future__ import annotations
