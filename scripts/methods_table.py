@@ -101,8 +101,10 @@ def main(argv=None) -> int:
             + f"; each method's defaults otherwise; {args.samples_per_prompt} images per prompt, 25 DDIM steps, "
               "guidance 5, 95% bootstrap intervals on target accuracy. Worst kept drop: the kept concept (any "
               "shape, colour, texture, background) that lost most against the unedited model on the same seeds, "
-              "and how many lost more than 10 points. Every number with its interval, held-out phrasing and "
-              f"costs: `{args.out}/<concept>/leaderboard.md`. Erase time on one CPU thread.")
+              "how many lost more than 10 points, and how many of those with p < 0.05 (the exact McNemar test of "
+              "their images paired by prompt and seed, per concept, not corrected for the ~40 kept concepts). "
+              f"Every number with its interval, held-out phrasing and costs: `{args.out}/<concept>/leaderboard.md`. "
+              f"Erase time on {args.threads or torch.get_num_threads()} CPU thread(s).")
     text = f"{table}\n{note}"
     print(text)
     if args.docs:
