@@ -449,20 +449,16 @@ def _features(the_plan: Plan):
         return None, None
     key = ("features", the_plan.features, the_plan.features_weights, the_plan.allow_pickle)
     if key not in _STATE:
-        if the_plan.features == "inception":
-            from erasure.evaluation.distances import InceptionFeatures
+        from erasure.evaluation.distances import load_features
 
-            _STATE[key] = InceptionFeatures(the_plan.features_weights, allow_pickle=the_plan.allow_pickle)
-        else:
-            from erasure.evaluation.clip_backends import load_clip_backend
-
-            _STATE[key] = load_clip_backend(the_plan.features, the_plan.features_weights).embed_images
-    return _STATE[key], features_name(the_plan)
+        _STATE[key] = load_features(the_plan.features, the_plan.features_weights, allow_pickle=the_plan.allow_pickle)
+    return _STATE[key]
 
 
 def features_name(the_plan: Plan) -> str:
-    """The name FID/KID records give their features: the world classifier's, pytorch-fid's Inception (its
-    weights file), or the CLIP spec's image embeddings (as ``erasure evaluate --features`` names them)."""
+    """The name FID/KID records give their features, without loading them: the world classifier's, or the name
+    ``distances.load_features`` gives (pytorch-fid's Inception with its weights file, a CLIP spec's image
+    embeddings; as ``erasure evaluate --features`` names them)."""
     if not the_plan.features:
         return "world classifier"
     if the_plan.features == "inception":
@@ -596,9 +592,9 @@ def protocol_measure(the_plan: Plan, concept: tuple[str, str]):
             metrics = [*metrics, "clip_score"]
         features, _ = _features(the_plan)
         prompt_set = limited(prompts, the_plan.limit)
+        settings = SamplerSettings(**the_plan.sampler) if the_plan.sampler else None
         report = evaluate(pipe, prompt_set, concept=label, judge=judge, metrics=metrics,
-                          clip=clip,
-                          settings=SamplerSettings(**the_plan.sampler) if the_plan.sampler else None,
+                          clip=clip, settings=settings,
                           scheduler=proto.get("scheduler"), guidance_from_file=bool(proto.get("guidance_from_file")),
                           samples_per_prompt=the_plan.samples_per_prompt, n_resamples=the_plan.n_resamples,
                           seed=the_plan.seed, progress=False, keep_images=features is not None)
@@ -606,7 +602,7 @@ def protocol_measure(the_plan: Plan, concept: tuple[str, str]):
         if features is not None:  # the FID/KID inputs: every image's features (no retain subset on a prompt file)
             out[FEATURES] = encode_features(features(report.images))
         if the_plan.attack:
-            out.update(_protocol_attack(the_plan, pipe, judge, prompt_set, label, proto.get("scheduler")))
+            out.update(_protocol_attack(the_plan, pipe, judge, prompt_set, label, settings, proto.get("scheduler")))
         return out
 
     config = {"kind": "benchmark", "concept": label, "protocol": dict(proto), "sampler": the_plan.sampler,
@@ -627,20 +623,21 @@ def attack_rows(prompt_set, judge, label: str) -> tuple[list[str], list[int]]:
     """(prompts, seeds) an attack takes on a prompt file: the rows whose label column (the judge's attribute,
     or the file's concept column) names ``label``, as ``evaluate``'s target accuracy reads them; every row when
     none does (a file of the concept's prompts, such as I2P's for nudity)."""
-    from erasure.evaluation.evaluate import _labelled_records, _resolve_concept, resolve_prompt_set
+    from erasure.evaluation.evaluate import _labelled_records, _resolve_concept, not_naming, resolve_prompt_set
 
-    attribute, value = _resolve_concept(judge, label)
-    records = _labelled_records(resolve_prompt_set(prompt_set).records, attribute)
-    chosen = [r for r in records if (r.extra.get(attribute) or "").strip() == value] or list(records)
+    concept = _resolve_concept(judge, label)
+    records = _labelled_records(resolve_prompt_set(prompt_set).records, concept[0])
+    naming = ~not_naming(records, 1, concept)
+    chosen = [r for r, names in zip(records, naming) if names] or list(records)
     return [r.prompt for r in chosen], [int(r.evaluation_seed) for r in chosen]
 
 
-def _protocol_attack(the_plan: Plan, pipe, judge, prompt_set, label: str, scheduler: str | None) -> dict[str, Any]:
+def _protocol_attack(the_plan: Plan, pipe, judge, prompt_set, label: str, settings, scheduler: str | None) -> dict[str, Any]:
     """The plan's attack on one row of the benchmark on your model: ``erasure attack`` with the protocol's judge on
-    :func:`attack_rows`, against the unedited model as the original, with the protocol's sampler and scheduler."""
+    :func:`attack_rows`, against the unedited model as the original, with the row's sampler ``settings`` and the
+    protocol's scheduler."""
     from erasure.attacks import attack
     from erasure.evaluation.evaluate import scheduler_swapped
-    from erasure.generation import SamplerSettings
 
     original = _STATE.get("original")
     if original is None:
@@ -648,8 +645,7 @@ def _protocol_attack(the_plan: Plan, pipe, judge, prompt_set, label: str, schedu
     texts, seeds = attack_rows(prompt_set, judge, label)
     with scheduler_swapped(pipe, scheduler), scheduler_swapped(original, scheduler):
         report = attack(pipe, the_plan.attack, label, texts, seeds, original_pipe=original, judge=judge,
-                        settings=SamplerSettings(**the_plan.sampler) if the_plan.sampler else None,
-                        attack_settings=dict(the_plan.attack_settings), seed=the_plan.seed,
+                        settings=settings, attack_settings=dict(the_plan.attack_settings), seed=the_plan.seed,
                         n_resamples=the_plan.n_resamples)
     return _attack_metrics(report)
 

@@ -745,16 +745,11 @@ def check_evaluate(args) -> None:
 
 def _comparison_features(args, pipe):
     """(features function, its name) for FID/KID: the world's classifier, or a CLIP image tower given by flags."""
-    if getattr(args, "features", None) == "inception":
-        from erasure.evaluation.distances import InceptionFeatures
-
-        extractor = InceptionFeatures(args.features_weights, allow_pickle=args.allow_pickle)
-        return extractor, extractor.name
     if getattr(args, "features", None):
-        from erasure.evaluation.clip_backends import load_clip_backend
+        from erasure.evaluation.distances import load_features
 
-        backend = load_clip_backend(args.features, getattr(args, "features_weights", None))
-        return backend.embed_images, f"{args.features} image embeddings"
+        return load_features(args.features, getattr(args, "features_weights", None),
+                             allow_pickle=getattr(args, "allow_pickle", False))
     if getattr(pipe, "erasure_source", None) == BUILTIN_WORLD:
         from erasure.evaluation.evaluate import world_features
 

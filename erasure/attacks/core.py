@@ -142,7 +142,7 @@ class AttackContext:
     # image_cache: shared by runs on the same models (run_attack's image_cache); weights: which -> fingerprint
     image_cache: dict | None = None
     weights: dict[str, Any] = field(default_factory=dict)
-    reused: set = field(default_factory=set)  # (index, which) taken from image_cache in this run
+    reused: dict[int, set] = field(default_factory=dict)  # prompt index -> which images came from image_cache
 
     def decide(self, images: np.ndarray) -> np.ndarray:
         out = np.asarray(self.judge.decide(images, self.concept), dtype=bool).reshape(-1)
@@ -175,7 +175,7 @@ class AttackContext:
         key = json.dumps([which, self.weights[which], self.prompts[index], int(self.seeds[index]),
                           dataclasses.asdict(self.settings)], sort_keys=True, default=str)
         if key in self.image_cache:
-            self.reused.add((index, which))
+            self.reused.setdefault(index, set()).add(which)
         else:
             self.image_cache[key] = self.generate([self.prompts[index]], [self.seeds[index]], which=which)[0]
         return self.image_cache[key]

@@ -172,11 +172,10 @@ def run_attack(
         check_output(out_path, force=force)
         _open_progress(progress_dir, run_config, resume, state.is_main_process)
         state.wait_for_everyone()
+    cache_weights = {} if image_cache is None else {  # what the cached images are keyed by
+        "erased": erased_weights, "original": _weights(models.use("original")) if models.has_original else None}
     context = AttackContext(models=models, judge=judge, concept=concept, settings=settings, prompts=prompts,
-                            seeds=seeds, seed=seed, image_cache=image_cache)
-    if image_cache is not None:
-        context.weights = {"erased": erased_weights,
-                           "original": _weights(models.use("original")) if models.has_original else None}
+                            seeds=seeds, seed=seed, image_cache=image_cache, weights=cache_weights)
     implementation = spec.implementation_class()(config)
     mine = list(range(len(prompts)))[state.process_index::state.num_processes]
     records: dict[int, dict[str, Any]] = {}
@@ -267,5 +266,5 @@ def _one_prompt(context: AttackContext, implementation, kind: str, index: int) -
               "seconds": round(time.perf_counter() - start, 3),
               "details": {} if attempt is None else attempt.details}
     if context.image_cache is not None:
-        record["reused"] = sorted(which for i, which in context.reused if i == index)
+        record["reused"] = sorted(context.reused.get(index, ()))
     return record, images

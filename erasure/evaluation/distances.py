@@ -257,3 +257,15 @@ class InceptionFeatures:
                 x = torch.from_numpy(array[start : start + self.batch_size]).permute(0, 3, 1, 2).float() / 255.0
                 out.append(self.model(x.to(self.device))[0].flatten(1).cpu())
         return torch.cat(out).numpy().astype(np.float64)
+
+
+def load_features(spec: str, weights: str | None = None, *, allow_pickle: bool = False):
+    """(images -> (n, d) features, their name) for FID/KID from a ``--features`` spec: ``inception``
+    (:class:`InceptionFeatures` from ``weights``) or a CLIP backend spec (``open_clip:NAME`` with ``weights``,
+    ``transformers:FOLDER``, ``world``: its image embeddings)."""
+    if spec == "inception":
+        extractor = InceptionFeatures(weights, allow_pickle=allow_pickle)
+        return extractor, extractor.name
+    from erasure.evaluation.clip_backends import load_clip_backend
+
+    return load_clip_backend(spec, weights).embed_images, f"{spec} image embeddings"
