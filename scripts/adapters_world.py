@@ -32,6 +32,7 @@ from erasure.experiments import (  # noqa: E402
     SCALING_COLUMNS,
     Variant,
     check_markers,
+    paper_objective,
     parse_variant,
     plot_scaling,
     run_experiment,
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
             method, extra = parse_variant(text)
             extra = {k: (args.anchor if v == "ANCHOR" else v) for k, v in extra.items()}
             label = text.replace("ANCHOR", args.anchor)
-            settings_kw = {"iterations": args.iterations, "progress": False, **extra}
+            settings_kw = {**paper_objective(method), "iterations": args.iterations, "progress": False, **extra}
             variants.append(Variant(label, method, (concept,), settings_kw, measure="single"))
             if method == "spm":  # the same adapter, run with facilitated transport
                 variants.append(Variant(label + " + facilitated transport", method, (concept,), settings_kw,

@@ -163,7 +163,8 @@ def variant_world(args) -> dict:
     extra = {}
     if args._variant == "world-ours":
         edit = erase(pipe, "esd-x", [CONCEPT], iterations=n, batch_size=1, lr=1e-4, eta=1.0, ddim_steps=DDIM_STEPS,
-                     start_guidance=GUIDANCE, sampling="frozen", progress=False, counter=counter)
+                     start_guidance=GUIDANCE, sampling="frozen", progress=False, counter=counter,
+                     retain_prompts=())  # the reference's objective: no retain term (the world's default has one)
         final_loss = edit.info["final_loss"]
         extra = {"seconds_pool": edit.info["seconds_pool"], "seconds_train": edit.info["seconds_train"]}
     else:

@@ -22,6 +22,7 @@ from erasure import load_pipeline  # noqa: E402
 from erasure.experiments import (  # noqa: E402
     Variant,
     check_markers,
+    paper_objective,
     parse_variant,
     run_experiment,
     script_main,
@@ -88,7 +89,8 @@ def main(argv=None) -> int:
     for eta in args.etas:
         for n in args.iterations:
             variants.append(Variant(f"eta {eta:g}, {n} iterations", args.method, (concept,),
-                                    {"iterations": n, "eta": eta, "lr": args.lr, "progress": False, **extra},
+                                    {**paper_objective(args.method), "iterations": n, "eta": eta, "lr": args.lr,
+                                     "progress": False, **extra},
                                     measure="tradeoff", extra={"eta": eta, "iterations": n}))
     write_json(out / "config.json", {**vars(args), "command": command}, force=True)
     rows = run_experiment(load_pipeline(None), variants, measures, out=out)

@@ -93,7 +93,8 @@ def main(argv=None) -> int:
         counter = PassCounter()
         t0 = time.time()
         edit = erase(pipe, "esd-x", [value], anchor=args.anchor, lr=args.lr, eta=args.eta, batch_size=batch,
-                     iterations=args.samples // batch, sampling="frozen", progress=False, counter=counter)
+                     iterations=args.samples // batch, sampling="frozen", progress=False, counter=counter,
+                     retain_prompts=())  # the reference's objective (no retain term; the world's default has one)
         seconds = time.time() - t0
         edit.apply(pipe)
         rows[f"ours (sampling=frozen), batch {batch}"] = (evaluate(pipe, set_name, **kw), seconds, counter.total)

@@ -23,6 +23,7 @@ from erasure.experiments import (  # noqa: E402
     REPORT_COLUMNS,
     Variant,
     check_markers,
+    paper_objective,
     parse_variant,
     run_experiment,
     script_main,
@@ -76,7 +77,8 @@ def main(argv=None) -> int:
             method, extra = parse_variant(variant)
             extra = {k: (anchors[attribute] if v == "ANCHOR" else v) for k, v in extra.items()}
             variants.append(Variant(variant.replace("ANCHOR", extra.get("anchor", "")), method, (value,),
-                                    {"iterations": args.iterations, "progress": False, **extra}, measure=concept,
+                                    {**paper_objective(method), "iterations": args.iterations, "progress": False,
+                                     **extra}, measure=concept,
                                     extra={"concept": concept}))
     write_json(out / "config.json", {**vars(args), "command": command}, force=True)
     rows = run_experiment(load_pipeline(None), variants, measures, out=out, resume=not args.restart)

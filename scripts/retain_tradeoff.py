@@ -33,7 +33,9 @@ PHRASING_RETAIN_SEED = 1000
 SOURCES = {"training": "training-grammar captions of scenes without the concept, seed 0",
            "mixed": "half training-grammar captions of scenes without the concept, half neighbour/other prompts in "
                     f"the phrasing set's sentence forms drawn with seed {PHRASING_RETAIN_SEED}, none of them in the "
-                    "measured phrasing set (seed 0)"}
+                    "measured phrasing set (seed 0)",
+           "preserve": "the erased concept's neighbours (the other values of its attribute, the set UCE preserves) in "
+                       "the world's templates of each, round-robin over neighbours and templates"}
 
 
 def retain_prompts(attribute: str, value: str, n: int, source: str) -> tuple[str, ...]:
@@ -45,6 +47,14 @@ def retain_prompts(attribute: str, value: str, n: int, source: str) -> tuple[str
 
     if source == "training":
         return retain_captions(attribute, value, n)
+    if source == "preserve":
+        from erasure.world.profile import world_templates
+        from erasure.world.render import COLOURS, SHAPES, TEXTURES
+
+        values = {"shape": SHAPES, "colour": COLOURS, "texture": TEXTURES}[attribute]
+        forms = [[t.format(v) for t in world_templates(v)] for v in values if v != value]
+        out = [f[i % len(f)] for i in range(max(map(len, forms))) for f in forms]
+        return tuple(dict.fromkeys(out))[:n]
     measured = {p.prompt for p in phrasing_prompt_set(attribute, value, seed=0)}
     pool = [p.prompt for p in phrasing_prompt_set(attribute, value, seed=PHRASING_RETAIN_SEED)
             if p.group in ("neighbour", "other") and p.prompt not in measured]
@@ -59,15 +69,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", default=list(CASES), metavar="METHOD:ATTRIBUTE=VALUE:ANCHOR")
     p.add_argument("--weights", nargs="+", type=float, default=[0.0, 1.0, 4.0],
-                   help="retain weights (0 = no retain term: the method's defaults)")
+                   help="retain weights (0 = no retain term: the paper's ESD; the family's default on the world is 16 with "
+                        "--retain-source preserve)")
     p.add_argument("--retain", type=int, default=32, help="retain prompts per concept")
-    p.add_argument("--retain-source", choices=("training", "mixed"), default="training",
+    p.add_argument("--retain-source", choices=tuple(SOURCES), default="training",
                    help="training: training-grammar captions (retain_captions); mixed: half of them, half the "
                         "neighbour/other prompts of the concept's phrasing set drawn with another seed "
                         f"(seed {PHRASING_RETAIN_SEED}): the held-out measurement's sentence forms, not its prompts")
     p.add_argument("--control", default="empty", help="a trained word no evaluation prompt uses ('an empty gray background'): each method also erases it "
                    "(same settings, no retain term) and is measured on the concept's prompts, so its worst kept "
                    "drop is what an ESD run of that size moves with nothing to erase ('' = no control rows)")
+    p.add_argument("--control-weight", type=float, default=0.0,
+                   help="give the control rows the concept's retain prompts at this weight (0 = no retain term)")
     p.add_argument("--samples-per-prompt", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a method setting for every row (VALUE as JSON), e.g. --set lr=1e-4; repeatable")
@@ -116,14 +129,20 @@ def main(argv=None) -> int:
         variants = [Variant(f"{UNEDITED} / {concept}", None, (), {}, measure=concept)]
         for method, anchor in members:
             for w in args.weights:
-                settings = {"anchor": anchor, **common}
+                # weight 0 is the paper's ESD, without the retain term (the family's default has one on the world)
+                settings = {"anchor": anchor, **common, "retain_prompts": ()}
                 if w > 0:
                     settings.update(retain_prompts=prompts, retain_weight=w)
                 variants.append(Variant(f"{method} w={w:g} / {concept}", method, (value,), settings, measure=concept,
                                         extra={"retain_weight": w}))
             if args.control:
-                variants.append(Variant(f"{method} control {args.control!r} / {concept}", method, (args.control,),
-                                        {"anchor": anchor, **common}, measure=concept, extra={"control": args.control}))
+                control = {"anchor": anchor, **common, "retain_prompts": ()}
+                if args.control_weight > 0:  # the same retain term as the concept's rows: what it moves alone
+                    control.update(retain_prompts=prompts, retain_weight=args.control_weight)
+                variants.append(Variant(f"{method} control {args.control!r}"
+                                        + (f" w={args.control_weight:g}" if args.control_weight > 0 else "")
+                                        + f" / {concept}", method, (args.control,), control, measure=concept,
+                                        extra={"control": args.control, "control_weight": args.control_weight}))
         rows = run_experiment(pipe, variants, measure, out=Path(args.out) / concept.replace("=", "-"))
         board = leaderboard(rows, the_plan)
         for variant, entry in zip(variants, board["entries"]):
@@ -133,7 +152,8 @@ def main(argv=None) -> int:
         ("method", lambda r: "unedited" if r[0].method is None else f"`{r[0].method}`"),
         ("concept (anchor)", lambda r: r[2] + (f" ({r[3]})" if r[3] else "")),
         ("retain weight", lambda r: "" if r[0].method is None else f"{r[0].extra['retain_weight']:g}"
-         if "retain_weight" in r[0].extra else f"control: erases '{r[0].extra['control']}'"),
+         if "retain_weight" in r[0].extra else f"control: erases '{r[0].extra['control']}'"
+         + (f", weight {r[0].extra['control_weight']:g}" if r[0].extra.get("control_weight") else "")),
         ("target acc.", lambda r: _cell(r[1], "target_accuracy")),
         ("in-domain retain", lambda r: _cell(r[1], "in_domain_retain_accuracy", interval=False)),
         ("worst kept drop", lambda r: compact_drop(r[1], "worst_kept_drop", with_n=True)),
@@ -151,7 +171,9 @@ def main(argv=None) -> int:
             "same seeds (n images; p: the exact McNemar test of its images paired by prompt and seed), how many "
             "kept concepts lost more than 10 points and how many of those with p < 0.05 (per concept, not "
             "corrected for the ~40 kept concepts); phrasing: the same on the held-out "
-            "phrasing set. Control rows erase a trained word no evaluation prompt uses ('empty', from the captions of empty scenes) with the same settings and are measured "
+            "phrasing set. Control rows erase a trained word no evaluation prompt uses ('empty', from the captions of empty scenes) with the same settings"
+            + (f" and the concept's retain prompts at weight {args.control_weight:g}" if args.control_weight > 0 else
+               " and no retain term") + " and are measured "
             "on the concept's prompts: their drops are what an ESD run of the same size moves with nothing to erase (drift of the shared weights, read as the worst of some 40 small groups). "
             "Erase time on one CPU thread.")
     text = f"{table}\n{note}"

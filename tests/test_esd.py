@@ -373,3 +373,39 @@ def test_two_calls_with_different_mixed_precision_in_one_process(sd1):
     assert module_state(sd1.unet) == state and "forward" not in vars(sd1.unet)
     assert set(bf16.tensors) == set(plain.tensors)
     assert any(not torch.equal(v, plain.tensors[k]) for k, v in bf16.tensors.items())  # autocast did compute in bf16
+
+
+def test_default_retain_prompts_are_the_erased_concepts_neighbours_on_the_world(shapeworld_pipeline, sd1):
+    """retain_prompts=None (the ESD family's default): on the built-in world, the other values of the erased
+    concept's attribute (UCE's preservation set), each bare first, then in the world's templates; never the
+    concept itself; on a model without a profile (a real checkpoint) nothing."""
+    from erasure.methods.esd import DEFAULT_RETAIN_PROMPTS, default_retain_prompts
+    from erasure.world.render import SHAPES, TEXTURES
+
+    shapes = default_retain_prompts(shapeworld_pipeline, ["circle"])
+    others = [s for s in SHAPES if s != "circle"]
+    assert shapes[:len(others)] == tuple(others) and shapes[len(others):2 * len(others)] == tuple(f"a {s}" for s in others)
+    assert len(shapes) == DEFAULT_RETAIN_PROMPTS == len(set(shapes))
+    assert all("circle" not in p.split() and sum(s in p.split() for s in others) == 1 for p in shapes)
+    textures = default_retain_prompts(shapeworld_pipeline, ["striped"])
+    assert textures[:3] == tuple(t for t in TEXTURES if t != "striped") and not any("striped" in p for p in textures)
+    assert default_retain_prompts(shapeworld_pipeline, ["a made-up word"]) == ()
+    assert default_retain_prompts(sd1, ["circle"]) == ()
+
+
+def test_the_esd_family_defaults_to_the_neighbour_retain_term_on_the_world(shapeworld_pipeline, sd1):
+    """The ESD family (not SPM) resolves retain_prompts=None to the model's default and records the prompts in
+    the result's config; retain_prompts=() is the paper's ESD; sampling='student' has no retain pool, so it
+    resolves to none; a real checkpoint gets none."""
+    from erasure.methods import METHODS
+    from erasure.methods.esd import default_retain_prompts
+
+    for name in ("esd", "esd-x", "esd-x-strict", "esd-u", "esd-full", "lora-esd"):
+        assert METHODS.get(name).default("retain_prompts") is None and METHODS.get(name).default("retain_weight") == 16.0
+    assert METHODS.get("spm").default("retain_prompts") == ()
+    edit = erase(shapeworld_pipeline, "esd-x", "circle", anchor="square", **FAST)
+    assert tuple(edit.config["retain_prompts"]) == default_retain_prompts(shapeworld_pipeline, ["circle"])
+    assert edit.info["retain_prompts"] == 64 and edit.config["retain_weight"] == 16.0
+    assert erase(shapeworld_pipeline, "esd-x", "circle", retain_prompts=(), **FAST).info["retain_prompts"] == 0
+    assert erase(shapeworld_pipeline, "esd-x", "circle", sampling="student", **FAST).info["retain_prompts"] == 0
+    assert erase(sd1, "esd-x", "red star", **FAST).info["retain_prompts"] == 0

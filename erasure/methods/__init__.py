@@ -26,6 +26,10 @@ _ESD_REPO = "https://github.com/rohitgandikota/erasing"
 _CLOSED_FORM_CHANGES = "cross-attention to_k / to_v weights of the UNet"
 _ESD_TEST = {"iterations": 3, "batch_size": 2, "ddim_steps": 4}
 _ESD_OPTIONS = ("checkpoint_dir", "resume", "stop_after", "progress", "counter")
+# The ESD family's retain default (issue 18, docs/methods.md "The retain term"): on a model with a profile (the
+# built-in world) the erased concept's neighbours in the world's templates, weight 16; on a real checkpoint no
+# retain prompts unless given (retain_prompts=() turns it off everywhere: the paper's ESD)
+_ESD_RETAIN = {"retain_prompts": None, "retain_weight": 16.0}
 
 
 def _closed_form(name: str, summary: str, paper: str, defaults: dict) -> MethodSpec:
@@ -41,7 +45,7 @@ def _esd(name: str, summary: str, defaults: dict, changes: str) -> MethodSpec:
         name=name, family="fine-tuning", summary=summary, paper=_ESD_PAPER, reference=_ESD_REPO, config=ESDConfig,
         result="edit", trains=True, implementation="erasure.methods.esd:esd_edit", anchor_setting="anchor",
         anchor_meaning="the concept the erased one is steered to (replaces the empty prompt in both frozen terms)",
-        defaults=defaults, options=_ESD_OPTIONS, test_settings=_ESD_TEST,
+        defaults={**_ESD_RETAIN, **defaults}, options=_ESD_OPTIONS, test_settings=_ESD_TEST,
         world_test_settings={"iterations": 60, "lr": 1e-3, "anchor": "square", "ddim_steps": 20},
         changes=changes, cross_field_check=check_esd_settings)
 
@@ -68,7 +72,7 @@ METHODS.register("lora-esd", MethodSpec(
     name="lora-esd", family="adapter", summary="ESD with a LoRA on cross-attention as the trainable part",
     paper=_ESD_PAPER, reference=_ESD_REPO, config=ESDConfig, result="adapter", trains=True,
     implementation="erasure.methods.adapters:lora_esd", anchor_setting="anchor",
-    anchor_meaning="as ESD's anchor", defaults={"adapter": "attn2", "rank": 4, "lr": 1e-3},
+    anchor_meaning="as ESD's anchor", defaults={**_ESD_RETAIN, "adapter": "attn2", "rank": 4, "lr": 1e-3},
     options=_ESD_OPTIONS, test_settings=_ESD_TEST,
     world_test_settings={"iterations": 60, "lr": 3e-3, "anchor": "square", "ddim_steps": 20},
     changes="LoRA factors on to_q / to_k / to_v / to_out of cross-attention", cross_field_check=check_esd_settings))

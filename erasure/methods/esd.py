@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Sequence
 
 import numpy as np
@@ -205,6 +205,30 @@ def _frozen_predictions(unet, x: Tensor, t: Tensor, contexts: Sequence[Tensor], 
     return [torch.cat(o) for o in outs]
 
 
+DEFAULT_RETAIN_PROMPTS = 64  # retain_prompts=None on a model with a profile: at most this many neighbour prompts
+
+
+def default_retain_prompts(pipe, concepts: Sequence[str], n: int = DEFAULT_RETAIN_PROMPTS) -> tuple[str, ...]:
+    """``retain_prompts=None``: the model's default retain prompts. On a model with a profile (the built-in
+    world), the erased concepts' neighbours (:meth:`~erasure.profiles.ModelProfile.preserve_for`: the other
+    values of each concept's attribute, the set UCE preserves) filled into the profile's templates of each
+    neighbour, round-robin over neighbours then templates (every neighbour bare first, then "a {}", ...), at
+    most ``n``. Elsewhere (a real checkpoint): none, give ``retain_prompts`` yourself."""
+    from erasure.methods.closed_form import _resolve_templates
+    from erasure.profiles import profile_of
+
+    profile = profile_of(pipe)
+    if profile is None:
+        return ()
+    neighbours = profile.preserve_for(list(concepts))
+    if not neighbours:
+        return ()
+    templates = _resolve_templates((profile.default_templates,))
+    forms = [[fill_template(t, v) for t in (templates(v) if callable(templates) else templates)] for v in neighbours]
+    out = [f[i] for i in range(max(map(len, forms))) for f in forms if i < len(f)]
+    return tuple(dict.fromkeys(out))[:n]
+
+
 def _effective_eta(cfg: ESDConfig) -> float:
     """eta in the paper's convention (negative_guidance, the script's convention, is eta + 1)."""
     return cfg.negative_guidance - 1.0 if cfg.negative_guidance is not None else cfg.eta
@@ -240,6 +264,8 @@ def esd_edit(
     cfg.validate()
     eta = _effective_eta(cfg)
     concepts = list(normalise_concepts(concepts))
+    if cfg.retain_prompts is None:  # the model's default, recorded as the prompts it resolved to
+        cfg = replace(cfg, retain_prompts=default_retain_prompts(pipe, concepts) if cfg.sampling == "frozen" else ())
 
     from erasure.distributed import process_state
 

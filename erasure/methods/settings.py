@@ -117,10 +117,12 @@ class ESDConfig:
                                                      types=(tuple,))
     latent_anchor_weight: float = setting(0.0, "SPM: weight of the anchoring loss", types=(float,), minimum=0.0,
                                           maximum=1e8)
-    retain_prompts: tuple[str, ...] = setting(
+    retain_prompts: tuple[str, ...] | None = setting(
         (), "retain term (AdvUnlearn's and SalUn's retain loss): prompts of what must stay; their x_t come from the "
         "frozen model's trajectories of these prompts and the student is held to the frozen prediction there "
-        "(frozen sampling; one retain sample per training sample)", types=(tuple,))
+        "(frozen sampling; one retain sample per training sample); none = the model's default: on the built-in "
+        "world the erased concepts' neighbours (the other values of their attribute, the set UCE preserves) in the "
+        "world's templates, elsewhere nothing", types=(tuple, None))
     retain_weight: float = setting(1.0, "weight of the retain term (AdvUnlearn: 1.0; used with retain_prompts)",
                                    types=(float,), minimum=0.0, maximum=1e8)
     extra: dict = setting({}, "free-form notes recorded with the edit", types=(dict,))
