@@ -8,7 +8,7 @@ its rows kept, so a rerun resumes; its leaderboard.md holds every number). The t
 and the worst kept concept's drop against the unedited model; with ``--docs`` it is written between the
 ``methods`` markers of README.md.
 
-    python scripts/methods_table.py --threads 1 --out runs/methods_table --docs    # ~70 min on one CPU thread
+    python scripts/methods_table.py --threads 1 --out runs/methods_table --docs    # ~50 min on one CPU thread
 """
 
 from __future__ import annotations
@@ -93,6 +93,8 @@ def main(argv=None) -> int:
             (f"{value}: target acc.", lambda m, by=by: _cell(by[m], "target_accuracy")),
             (f"{value}: in-domain retain", lambda m, by=by: _cell(by[m], "in_domain_retain_accuracy", interval=False)),
             (f"{value}: worst kept drop", lambda m, by=by: compact_drop(by[m])),
+            (f"{value}: held-out phrasing, worst kept drop",
+             lambda m, by=by: compact_drop(by[m], "phrasing:worst_kept_drop")),
         ]
     first = boards[concepts[0][0]]
     columns.append((f"erase time ({concepts[0][0].split('=', 1)[1]})", lambda m: _seconds(first[m])))
@@ -102,7 +104,9 @@ def main(argv=None) -> int:
               "guidance 5, 95% bootstrap intervals on target accuracy. Worst kept drop: the kept concept (any "
               "shape, colour, texture, background) that lost most against the unedited model on the same seeds, "
               "how many lost more than 10 points, and how many of those with p < 0.05 (the exact McNemar test of "
-              "their images paired by prompt and seed, per concept, not corrected for the ~40 kept concepts). "
+              "their images paired by prompt and seed, per concept, not corrected for the ~40 kept concepts); held-out "
+              "phrasing: the same on the concept's held-out phrasing set (word orders, filler words, no article, other "
+              "sentence forms the training captions never use). "
               f"Every number with its interval, held-out phrasing and costs: `{args.out}/<concept>/leaderboard.md`. "
               f"Erase time on {args.threads or torch.get_num_threads()} CPU thread(s).")
     text = f"{table}\n{note}"

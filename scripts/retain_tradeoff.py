@@ -35,7 +35,9 @@ SOURCES = {"training": "training-grammar captions of scenes without the concept,
                     f"the phrasing set's sentence forms drawn with seed {PHRASING_RETAIN_SEED}, none of them in the "
                     "measured phrasing set (seed 0)",
            "preserve": "the erased concept's neighbours (the other values of its attribute, the set UCE preserves) in "
-                       "the world's templates of each, round-robin over neighbours and templates"}
+                       "the world's templates of each, round-robin over neighbours and templates",
+           "broad": "the erased concept's neighbours, then every other shape, colour and texture, in the world's "
+                    "templates of each, round-robin over values and templates"}
 
 
 def retain_prompts(attribute: str, value: str, n: int, source: str) -> tuple[str, ...]:
@@ -47,14 +49,11 @@ def retain_prompts(attribute: str, value: str, n: int, source: str) -> tuple[str
 
     if source == "training":
         return retain_captions(attribute, value, n)
-    if source == "preserve":
-        from erasure.world.profile import world_templates
-        from erasure.world.render import COLOURS, SHAPES, TEXTURES
+    if source in ("preserve", "broad"):  # the ESD family's default (erasure.methods.esd.default_retain_prompts)
+        from erasure import load_pipeline
+        from erasure.methods.esd import default_retain_prompts
 
-        values = {"shape": SHAPES, "colour": COLOURS, "texture": TEXTURES}[attribute]
-        forms = [[t.format(v) for t in world_templates(v)] for v in values if v != value]
-        out = [f[i % len(f)] for i in range(max(map(len, forms))) for f in forms]
-        return tuple(dict.fromkeys(out))[:n]
+        return default_retain_prompts(load_pipeline(None), [value], n, "all" if source == "broad" else "attribute")
     measured = {p.prompt for p in phrasing_prompt_set(attribute, value, seed=0)}
     pool = [p.prompt for p in phrasing_prompt_set(attribute, value, seed=PHRASING_RETAIN_SEED)
             if p.group in ("neighbour", "other") and p.prompt not in measured]

@@ -390,6 +390,13 @@ def test_default_retain_prompts_are_the_erased_concepts_neighbours_on_the_world(
     textures = default_retain_prompts(shapeworld_pipeline, ["striped"])
     assert textures[:3] == tuple(t for t in TEXTURES if t != "striped") and not any("striped" in p for p in textures)
     assert default_retain_prompts(shapeworld_pipeline, ["a made-up word"]) == ()
+    # scope "all": the neighbours first, then every other shape, colour and texture; never a prompt naming the
+    # erased concept (the world's texture templates put textures on circles: "a dotted circle" is left out)
+    wide = default_retain_prompts(shapeworld_pipeline, ["circle"], 128, "all")
+    assert wide[:len(others)] == tuple(others) and len(wide) == 128 and "red" in wide and "dotted" in wide
+    assert not any("circle" in p.split() for p in wide)
+    with pytest.raises(ErasureError, match="scope"):
+        default_retain_prompts(shapeworld_pipeline, ["circle"], scope="everything")
     assert default_retain_prompts(sd1, ["circle"]) == ()
 
 

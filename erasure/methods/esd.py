@@ -208,12 +208,14 @@ def _frozen_predictions(unet, x: Tensor, t: Tensor, contexts: Sequence[Tensor], 
 DEFAULT_RETAIN_PROMPTS = 64  # retain_prompts=None on a model with a profile: at most this many neighbour prompts
 
 
-def default_retain_prompts(pipe, concepts: Sequence[str], n: int = DEFAULT_RETAIN_PROMPTS) -> tuple[str, ...]:
+def default_retain_prompts(pipe, concepts: Sequence[str], n: int = DEFAULT_RETAIN_PROMPTS,
+                           scope: str = "attribute") -> tuple[str, ...]:
     """``retain_prompts=None``: the model's default retain prompts. On a model with a profile (the built-in
     world), the erased concepts' neighbours (:meth:`~erasure.profiles.ModelProfile.preserve_for`: the other
     values of each concept's attribute, the set UCE preserves) filled into the profile's templates of each
     neighbour, round-robin over neighbours then templates (every neighbour bare first, then "a {}", ...), at
-    most ``n``. Elsewhere (a real checkpoint): none, give ``retain_prompts`` yourself."""
+    most ``n``. ``scope="all"``: then the values of the profile's other concept kinds too (after the
+    neighbours, round-robin over all of them). Elsewhere (a real checkpoint): none, give ``retain_prompts``."""
     from erasure.methods.closed_form import _resolve_templates
     from erasure.profiles import profile_of
 
@@ -223,9 +225,16 @@ def default_retain_prompts(pipe, concepts: Sequence[str], n: int = DEFAULT_RETAI
     neighbours = profile.preserve_for(list(concepts))
     if not neighbours:
         return ()
+    if scope == "all":
+        neighbours += tuple(v for values in profile.concept_kinds.values() for v in values
+                            if v not in neighbours and v not in concepts)
+    elif scope != "attribute":
+        raise ErasureError(f"scope is 'attribute' or 'all', got {scope!r}")
     templates = _resolve_templates((profile.default_templates,))
     forms = [[fill_template(t, v) for t in (templates(v) if callable(templates) else templates)] for v in neighbours]
     out = [f[i] for i in range(max(map(len, forms))) for f in forms if i < len(f)]
+    erased = {w for c in concepts for w in c.lower().split()}
+    out = [p for p in out if not erased & set(p.lower().split())]  # a template may name the concept: not kept
     return tuple(dict.fromkeys(out))[:n]
 
 
