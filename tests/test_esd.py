@@ -416,3 +416,16 @@ def test_the_esd_family_defaults_to_the_neighbour_retain_term_on_the_world(shape
     assert erase(shapeworld_pipeline, "esd-x", "circle", retain_prompts=(), **FAST).info["retain_prompts"] == 0
     assert erase(shapeworld_pipeline, "esd-x", "circle", sampling="student", **FAST).info["retain_prompts"] == 0
     assert erase(sd1, "esd-x", "red star", **FAST).info["retain_prompts"] == 0
+
+
+def test_a_run_with_the_default_retain_term_resumes_exactly_on_the_world(shapeworld_pipeline, tmp_path):
+    """The ESD family's default retain term on the world (its pool is cached with the checkpoint): a run stopped
+    after 3 iterations and resumed equals the uninterrupted run, and records the resolved retain prompts."""
+    settings = dict(anchor="square", iterations=6, batch_size=2, ddim_steps=4, progress=False, checkpoint_every=2)
+    erase(shapeworld_pipeline, "esd-x", "circle", checkpoint_dir=tmp_path, stop_after=3, **settings)
+    assert (tmp_path / "retain-pool.safetensors").is_file()
+    resumed = erase(shapeworld_pipeline, "esd-x", "circle", checkpoint_dir=tmp_path, resume=True, **settings)
+    full = erase(shapeworld_pipeline, "esd-x", "circle", **settings)
+    assert len(resumed.config["retain_prompts"]) == 64
+    for n, v in full.tensors.items():
+        assert torch.allclose(v, resumed.tensors[n], atol=1e-6), n
