@@ -58,8 +58,7 @@ def paper_objective(method: str | None) -> dict:
 
     if method is None or method not in METHODS:
         return {}
-    spec = METHODS.get(method)
-    return {"retain_prompts": ()} if "retain_prompts" in spec.defaults and spec.defaults["retain_prompts"] is None else {}
+    return {"retain_prompts": ()} if METHODS.get(method).defaults.get("retain_prompts", ()) is None else {}
 
 
 def parse_variant(text: str) -> tuple[str, dict]:

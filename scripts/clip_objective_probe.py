@@ -42,13 +42,12 @@ def main(argv=None) -> int:
 
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
     from erasure.models import load_pipeline
     from erasure.world import captions as cap, train as T
-    from erasure.world.instruments import images_to_tensor, load_clip
+    from erasure.world.instruments import load_clip
     from erasure.world.quality import clip_zero_shot_accuracy_2
-    from erasure.world.render import WORLD2, render_batch
+    from erasure.world.render import WORLD2
 
     torch.set_num_threads(args.threads)
     tok = load_pipeline(Path(args.world) / "pipeline").tokenizer
@@ -62,32 +61,13 @@ def main(argv=None) -> int:
     cfg = T.StageConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=50, seed=args.seed, world=2)
     blank = {"shape": None, "colour": None, "texture": None, "background": None}
 
-    def loss_of(rng) -> torch.Tensor:
-        scenes = T._sample_scenes(rng, cfg.batch_size, empty_fraction=0.03, spec=WORLD2)
-        images, _ = render_batch(scenes)
-        names, texts = [], []
-        for s in scenes:
-            if s.shape is not None and s.identity is None and rng.random() < args.object_fraction:
-                named = {**blank, "shape": s.shape}
-                texts.append(cap._world2_caption(named, rng, True, None))
-                names.append({**named, "identity": None, "halo": None})
-            else:
-                text, named = cap.world_training_caption(s, rng, 2)
-                texts.append(text)
-                names.append(named)
-        truth = T._caption_matches(scenes, names, WORLD2)  # the targets of _clip_step_fn, empty scenes included
-        for i, s in enumerate(scenes):
-            if s.shape is None:
-                truth[i] = torch.tensor([t.shape is None and t.background == s.background for t in scenes])
-        for j, s in enumerate(scenes):
-            if s.shape is None:
-                truth[:, j] &= torch.tensor([scenes[i].shape is None for i in range(len(scenes))])
-        truth[range(len(scenes)), range(len(scenes))] = True
-        logits = clip(input_ids=T._tokenize(tok, texts), pixel_values=images_to_tensor(images) * 2 - 1).logits_per_text
-        t = truth.float()
-        lt = -(F.log_softmax(logits, 1) * (t / t.sum(1, keepdim=True))).sum(1).mean()
-        li = -(F.log_softmax(logits.T, 1) * (t.T / t.T.sum(1, keepdim=True))).sum(1).mean()
-        return (lt + li) / 2
+    def caption(scene, rng):  # the object alone for a share of the object scenes, else the training caption
+        if scene.shape is not None and scene.identity is None and rng.random() < args.object_fraction:
+            named = {**blank, "shape": scene.shape}
+            return cap._world2_caption(named, rng, True, None), {**named, "identity": None, "halo": None}
+        return cap.world_training_caption(scene, rng, 2)
+
+    step_fn = T._clip_step_fn(clip, tok, cfg, caption=caption)  # the world's loss and truth-table targets
 
     def report(step: int, seconds: float) -> None:
         clip.eval()
@@ -107,7 +87,7 @@ def main(argv=None) -> int:
     for step in range(args.steps):
         for g in opt.param_groups:
             g["lr"] = T._lr_at(step, cfg)
-        loss = loss_of(rng)
+        loss = step_fn(rng, step)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

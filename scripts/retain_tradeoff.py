@@ -40,7 +40,7 @@ SOURCES = {"training": "training-grammar captions of scenes without the concept,
                     "templates of each, round-robin over values and templates"}
 
 
-def retain_prompts(attribute: str, value: str, n: int, source: str) -> tuple[str, ...]:
+def retain_prompts(attribute: str, value: str, n: int, source: str, pipe=None) -> tuple[str, ...]:
     """The retain prompts of one concept: ``n`` training-grammar captions without it, or (``mixed``) n // 2 of
     them and n - n // 2 neighbour/other prompts of its phrasing set drawn with seed PHRASING_RETAIN_SEED (the
     measured phrasing set is seed 0: the same sentence forms, other prompts; none of them is in it)."""
@@ -53,7 +53,8 @@ def retain_prompts(attribute: str, value: str, n: int, source: str) -> tuple[str
         from erasure import load_pipeline
         from erasure.methods.esd import default_retain_prompts
 
-        return default_retain_prompts(load_pipeline(None), [value], n, "all" if source == "broad" else "attribute")
+        return default_retain_prompts(pipe if pipe is not None else load_pipeline(None), [value], n,
+                                      "all" if source == "broad" else "attribute")
     measured = {p.prompt for p in phrasing_prompt_set(attribute, value, seed=0)}
     pool = [p.prompt for p in phrasing_prompt_set(attribute, value, seed=PHRASING_RETAIN_SEED)
             if p.group in ("neighbour", "other") and p.prompt not in measured]
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
         attribute, value = concept.split("=", 1)
         the_plan = plan(sorted({m for m, _ in members}), [concept], samples_per_prompt=args.samples_per_prompt)
         measure = {concept: concept_measure(the_plan, (attribute, value))}
-        prompts = retain_prompts(attribute, value, args.retain, args.retain_source)
+        prompts = retain_prompts(attribute, value, args.retain, args.retain_source, pipe)
         variants = [Variant(f"{UNEDITED} / {concept}", None, (), {}, measure=concept)]
         for method, anchor in members:
             for w in args.weights:

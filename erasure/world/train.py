@@ -222,10 +222,15 @@ def _caption_matches(scenes: list[Scene], names: list[dict], spec: WorldSpec = W
     return agree
 
 
-def _clip_step_fn(model, tokenizer, cfg: StageConfig):
+def _clip_step_fn(model, tokenizer, cfg: StageConfig, caption=None):
     """Contrastive dual-encoder loss. Since we know which captions are true of which images, the
     targets are that (captions x images) truth table, normalised: "a red shape" matches every
-    red object in the batch instead of being pushed away from all but one of them."""
+    red object in the batch instead of being pushed away from all but one of them.
+
+    ``caption(scene, rng) -> (text, names)`` captions each scene (default: the world's training caption)."""
+    if caption is None:
+        def caption(scene, rng):
+            return cap.world_training_caption(scene, rng, cfg.world)
 
     def step_fn(rng, step):
         scenes = _sample_scenes(rng, cfg.batch_size, empty_fraction=0.03, spec=cfg.spec)
@@ -233,7 +238,7 @@ def _clip_step_fn(model, tokenizer, cfg: StageConfig):
         names = []
         texts = []
         for s in scenes:
-            text, nm = cap.world_training_caption(s, rng, cfg.world)
+            text, nm = caption(s, rng)
             texts.append(text)
             names.append(nm)
         # an empty scene's caption names "no object": it matches only empty scenes of its background
